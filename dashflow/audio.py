@@ -1,0 +1,103 @@
+"""Audio I/O with one-line errors: soundfile to read and write, soxr to resample.
+
+Every loaded clip is mono float32 at the requested rate. Corrupt, empty, non-finite or
+oversized files raise :class:`DashflowError` naming the file; writes are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from dashflow.errors import DashflowError
+
+SAMPLE_RATE = 16000
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
+# one hour at 48 kHz; anything longer is almost certainly a mistake and would exhaust memory
+MAX_SECONDS = 3600.0
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample ``wav`` [S] or [S, C] with soxr (VHQ); identity when the rates match."""
+    if orig_sr == target_sr:
+        return wav
+    return soxr.resample(wav, orig_sr, target_sr, quality="VHQ").astype(np.float32)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
+               max_seconds: float = MAX_SECONDS) -> torch.Tensor:
+    """Read ``path`` as mono float32 at ``sample_rate``: returns wav [S].
+
+    Channels are averaged, other rates resampled. Raises DashflowError for unreadable,
+    empty, over-long or non-finite audio.
+    """
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises several types for missing/corrupt files
+        raise DashflowError(f"{path}: cannot read audio ({_first_line(exc)})") from None
+    if info.frames == 0 or info.samplerate <= 0:
+        raise DashflowError(f"{path}: audio file is empty")
+    if info.frames / info.samplerate > max_seconds:
+        raise DashflowError(f"{path}: {info.frames / info.samplerate:.0f} s is longer than the "
+                            f"{max_seconds:.0f} s limit")
+    try:
+        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise DashflowError(f"{path}: cannot decode audio ({_first_line(exc)})") from None
+    if wav.shape[0] == 0:
+        raise DashflowError(f"{path}: audio file is empty")
+    if not np.isfinite(wav).all():
+        raise DashflowError(f"{path}: audio contains NaN or infinite samples")
+    mono = wav.mean(axis=1)
+    return torch.from_numpy(np.ascontiguousarray(resample(mono, sr, sample_rate)))
+
+
+def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray,
+               sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write mono ``wav`` [S] as 16-bit PCM WAV atomically (temp file + rename)."""
+    path = Path(path)
+    data = wav.detach().float().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    data = np.clip(np.nan_to_num(data.reshape(-1), nan=0.0), -1.0, 1.0)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, subtype="PCM_16", format="WAV")
+    return path
+
+
+class atomic_path:
+    """Context manager yielding a temporary sibling path that replaces ``path`` on success."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def list_audio_files(folder: str | os.PathLike) -> list[Path]:
+    """Sorted audio files directly under or below ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DashflowError(f"{folder}: not a folder")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

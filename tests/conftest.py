@@ -1,0 +1,74 @@
+"""Shared fixtures: synthetic and TTS audio written by the tests themselves."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SR = 16000
+
+
+def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.3) -> np.ndarray:
+    """A sine tone [S] float32."""
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def chirp(f0: float, f1: float, seconds: float, sr: int = SR, amp: float = 0.3) -> np.ndarray:
+    """A linear chirp from f0 to f1 Hz [S] float32."""
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * seconds)))).astype(np.float32)
+
+
+def noise(seconds: float, sr: int = SR, amp: float = 0.1, seed: int = 0) -> np.ndarray:
+    """White noise [S] float32."""
+    return (amp * np.random.default_rng(seed).standard_normal(int(seconds * sr))).astype(np.float32)
+
+
+def write_wav(path: Path, wav: np.ndarray, sr: int = SR) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wav, sr)
+    return path
+
+
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "A dog barks twice in the quiet evening.",
+    "Please call Stella and ask her to bring these things.",
+    "Six spoons of fresh snow peas and a big toy frog.",
+    "We also need a small plastic snake for the kids.",
+    "She can scoop these things into three red bags.",
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+)
+
+
+def tts(text: str, path: Path, voice: str = "slt") -> Path | None:
+    """Speak ``text`` into ``path`` at 16 kHz with flite (or espeak-ng); None if neither exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if shutil.which("flite"):
+        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True,
+                       capture_output=True)
+    elif shutil.which("espeak-ng"):
+        subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    else:
+        return None
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """A folder of 16 kHz clips: TTS speech (when flite/espeak-ng exist), tones, chirps, noise."""
+    root = tmp_path_factory.mktemp("corpus")
+    for i, text in enumerate(SENTENCES):
+        tts(text, root / f"speech_{i}.wav", voice=("slt", "rms", "awb", "kal16")[i % 4])
+    for i, f in enumerate((220.0, 330.0, 440.0, 660.0)):
+        write_wav(root / f"tone_{i}.wav", tone(f, 2.0) + tone(2 * f, 2.0, amp=0.1))
+        write_wav(root / f"chirp_{i}.wav", chirp(100 + 50 * i, 4000.0, 2.0))
+        write_wav(root / f"noise_{i}.wav", noise(2.0, seed=i))
+    return root
