@@ -1,0 +1,60 @@
+"""dashflow.audio: every clip comes back mono 16 kHz float32, bad files give one named error."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dashflow.audio import list_audio_files, load_audio, save_audio
+from dashflow.errors import DashflowError
+from tests.conftest import tone, write_wav
+
+
+def test_resamples_and_mixes_down(tmp_path):
+    left, right = tone(440, 1.0, sr=44100), tone(440, 1.0, sr=44100, amp=0.1)
+    path = write_wav(tmp_path / "stereo.wav", np.stack([left, right], axis=1), sr=44100)
+    wav = load_audio(path)
+    assert wav.dtype == torch.float32 and wav.ndim == 1
+    assert abs(wav.numel() - 16000) <= 1
+    # the mixdown is the channel mean: amplitude (0.3 + 0.1) / 2 and still a 440 Hz tone
+    assert wav.abs().max().item() == pytest.approx(0.2, abs=0.01)
+    spectrum = np.abs(np.fft.rfft(wav.numpy()))
+    assert abs(np.argmax(spectrum) * 16000 / wav.numel() - 440) < 2
+
+
+@pytest.mark.parametrize("case", ["empty", "nan", "garbage", "missing", "too_long"])
+def test_bad_files_raise_one_line_naming_the_file(tmp_path, case):
+    path = tmp_path / f"{case}.wav"
+    if case == "empty":
+        sf.write(str(path), np.zeros(0, dtype=np.float32), 16000)
+    elif case == "nan":
+        data = tone(440, 0.5)
+        data[100] = np.nan
+        sf.write(str(path), data, 16000, subtype="FLOAT")
+    elif case == "garbage":
+        path.write_bytes(b"RIFF not really a wave file")
+    elif case == "too_long":
+        write_wav(path, tone(440, 2.0))
+    with pytest.raises(DashflowError) as info:
+        load_audio(path, max_seconds=1.0 if case == "too_long" else 3600.0)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_save_is_atomic_and_keeps_old_file_on_failure(tmp_path):
+    path = save_audio(tmp_path / "out.wav", torch.tensor(tone(440, 0.5)))
+    before = path.read_bytes()
+    with pytest.raises(Exception):
+        save_audio(path, object())  # not audio: the write fails
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+    assert load_audio(path).numel() == 8000
+
+
+def test_list_audio_files_sorted_and_filtered(tmp_path):
+    for name in ("b.wav", "a.flac", "notes.txt", "sub/c.ogg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_audio_files(tmp_path)] == ["a.flac", "b.wav", "c.ogg"]
+    with pytest.raises(DashflowError):
+        list_audio_files(tmp_path / "nope")

@@ -1,0 +1,44 @@
+"""dashflow.config: dataclass defaults < YAML < dotted overrides; bad keys fail in one line."""
+
+from dataclasses import dataclass, field
+
+import pytest
+from omegaconf import OmegaConf
+
+from dashflow.config import load_config, save_config
+from dashflow.errors import DashflowError
+
+
+@dataclass
+class Optim:
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.8, 0.9)
+
+
+@dataclass
+class Schema:
+    name: str = "tiny"
+    steps: int = 10
+    optim: Optim = field(default_factory=Optim)
+
+
+def test_precedence_and_roundtrip(tmp_path):
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("steps: 20\noptim:\n  lr: 0.001\n")
+    cfg = load_config(Schema, yaml, ["optim.lr=0.002", "name=paper"])
+    assert (cfg.name, cfg.steps, cfg.optim.lr, tuple(cfg.optim.betas)) == ("paper", 20, 0.002, (0.8, 0.9))
+    save_config(cfg, tmp_path / "resolved.yaml")
+    again = load_config(Schema, tmp_path / "resolved.yaml")
+    assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
+
+
+@pytest.mark.parametrize("overrides", [["optim.momentum=0.9"], ["steps=many"]])
+def test_unknown_key_or_bad_type_is_one_line(overrides):
+    with pytest.raises(DashflowError) as info:
+        load_config(Schema, None, overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DashflowError, match="not found"):
+        load_config(Schema, tmp_path / "absent.yaml")
