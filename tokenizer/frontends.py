@@ -1,0 +1,182 @@
+"""Spectral front ends of the DashengTokenizer, written on ``torch.stft`` (no torchaudio).
+
+Module and buffer names reproduce torchaudio's ``MelSpectrogram`` layout
+(``spectrogram.window``, ``mel_scale.fb``) so the official state-dict keys line up. Every
+buffer is recomputable: when a checkpoint lacks it, a load hook supplies a fresh copy, so
+official files load strictly with or without their front-end buffers.
+
+Both front ends reflect-pad each clip at its *own* end (``lengths``), so a clip padded into
+a batch gives exactly the frames it gives alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SAMPLE_RATE = 16000
+
+
+def register_recomputable_buffer(module: nn.Module, name: str, factory: Callable[[], Tensor]) -> None:
+    """Register persistent buffer ``name`` = ``factory()`` that a checkpoint may omit.
+
+    A load pre-hook inserts ``factory()`` for a missing key, so ``load_state_dict(strict=True)``
+    (also with ``assign=True`` on a meta-device model) accepts files without the buffer.
+    """
+    module.register_buffer(name, factory())
+
+    def fill_missing(_module, state_dict, prefix, *_args) -> None:
+        if prefix + name not in state_dict:
+            state_dict[prefix + name] = factory()
+
+    module.register_load_state_dict_pre_hook(fill_missing)
+
+
+def hz_to_mel(hz: float) -> float:
+    """HTK mel scale: 2595 log10(1 + f/700)."""
+    return 2595.0 * math.log10(1.0 + hz / 700.0)
+
+
+def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> Tensor:
+    """Triangular HTK mel filters without area normalisation: fb [n_freqs, n_mels] (float32).
+
+    Computed in float64 over the linear-frequency bins 0..sample_rate/2.
+    """
+    bins = torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=torch.float64)[:, None]
+    mels = torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2, dtype=torch.float64)
+    edges = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    rising = (bins - lower) / (centre - lower)
+    falling = (upper - bins) / (upper - centre)
+    return torch.minimum(rising, falling).clamp(min=0.0).float()
+
+
+def centre_pad(wav: Tensor, pad: int, lengths: Tensor | None = None) -> Tensor:
+    """Reflect-pad every clip by ``pad`` samples at both of its own ends.
+
+    Args:
+        wav: [B, S]; clip ``b`` occupies ``wav[b, :lengths[b]]`` (all of it if ``lengths`` is None).
+        lengths: [B] valid samples per clip, each > ``pad``.
+    Returns:
+        [B, S + 2*pad]; beyond a clip's right padding the row is zero.
+    """
+    if lengths is None:
+        return F.pad(wav[:, None], (pad, pad), mode="reflect")[:, 0]
+    size = wav.shape[-1]
+    pos = torch.arange(-pad, size + pad, device=wav.device)[None, :]  # [1, S+2p]
+    last = lengths.to(wav.device)[:, None] - 1  # [B, 1]
+    idx = pos.abs()
+    idx = torch.where(idx > last, 2 * last - idx, idx)
+    inside = pos <= last + pad
+    padded = torch.gather(wav, 1, idx.clamp(0, size - 1).expand(wav.shape[0], -1))
+    return padded * inside
+
+
+class Spectrogram(nn.Module):
+    """``|STFT|**power`` with a periodic Hann window (win = n_fft) and centred reflect padding."""
+
+    def __init__(self, n_fft: int, hop_length: int, power: float):
+        super().__init__()
+        self.n_fft, self.hop_length, self.power = n_fft, hop_length, power
+        register_recomputable_buffer(self, "window", lambda: torch.hann_window(n_fft))
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """wav [B, S] -> spec [B, n_fft//2 + 1, S//hop + 1]."""
+        padded = centre_pad(wav, self.n_fft // 2, lengths)
+        spec = torch.stft(padded, self.n_fft, self.hop_length, window=self.window.to(padded.dtype),
+                          center=False, return_complex=True)
+        return spec.abs().pow(self.power)
+
+
+class MelScale(nn.Module):
+    """Project a linear-frequency spectrogram onto HTK mel filters (buffer ``fb``)."""
+
+    def __init__(self, n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float):
+        super().__init__()
+        register_recomputable_buffer(
+            self, "fb", lambda: mel_filterbank(n_freqs, n_mels, sample_rate, f_min, f_max))
+
+    def forward(self, spec: Tensor) -> Tensor:
+        """spec [B, n_freqs, T] -> mel [B, n_mels, T]."""
+        return torch.einsum("bft,fm->bmt", spec, self.fb.to(spec.dtype))
+
+
+class MelSpectrogram(nn.Module):
+    """torchaudio-compatible MelSpectrogram (centred, reflect, HTK, no filter norm)."""
+
+    def __init__(self, n_fft: int, hop_length: int, n_mels: int, power: float,
+                 sample_rate: int = SAMPLE_RATE, f_min: float = 0.0, f_max: float | None = None):
+        super().__init__()
+        self.hop_length = hop_length
+        self.spectrogram = Spectrogram(n_fft, hop_length, power)
+        self.mel_scale = MelScale(n_fft // 2 + 1, n_mels, sample_rate, f_min,
+                                  f_max if f_max is not None else sample_rate / 2)
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """wav [B, S] -> mel [B, n_mels, S//hop + 1]."""
+        return self.mel_scale(self.spectrogram(wav, lengths))
+
+
+class AmplitudeToDB(nn.Module):
+    """Power to decibels, floored ``top_db`` below each clip's own peak (not the batch's)."""
+
+    def __init__(self, top_db: float = 120.0, amin: float = 1e-10):
+        super().__init__()
+        self.top_db, self.amin = top_db, amin
+
+    def forward(self, power: Tensor, frames: Tensor | None = None) -> Tensor:
+        """power [B, M, T], frames [B] valid frames per clip -> dB [B, M, T]."""
+        db = 10.0 * torch.log10(power.clamp(min=self.amin))
+        if frames is None:
+            peak = db.amax(dim=(-2, -1))
+        else:
+            valid = torch.arange(db.shape[-1], device=db.device)[None, :] < frames.to(db.device)[:, None]
+            peak = db.masked_fill(~valid[:, None, :], -math.inf).amax(dim=(-2, -1))
+        return torch.maximum(db, (peak - self.top_db)[:, None, None])
+
+
+def frame_counts(lengths: Tensor, hop_length: int) -> Tensor:
+    """Frames of a centred STFT: lengths [B] samples -> [B] frames (S//hop + 1)."""
+    return torch.div(lengths, hop_length, rounding_mode="floor") + 1
+
+
+class DashengFrontEnd(nn.Sequential):
+    """Dasheng's log-mel: 64-bin power mel (n_fft 512, hop 160, 0-8 kHz) -> dB, top_db 120.
+
+    Children ``0`` (MelSpectrogram) and ``1`` (AmplitudeToDB) give the official key names.
+    Always runs in float32 with autocast off.
+    """
+
+    def __init__(self, n_mels: int = 64, n_fft: int = 512, hop_length: int = 160,
+                 f_max: float = 8000.0, top_db: float = 120.0):
+        super().__init__(MelSpectrogram(n_fft, hop_length, n_mels, power=2.0, f_max=f_max),
+                         AmplitudeToDB(top_db))
+        self.n_mels, self.hop_length = n_mels, hop_length
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """wav [B, S], lengths [B] -> log-mel [B, n_mels, S//hop + 1] (float32, dB)."""
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            mel = self[0](wav.float(), lengths)
+            frames = None if lengths is None else frame_counts(lengths, self.hop_length)
+            return self[1](mel, frames)
+
+
+class AcousticFrontEnd(nn.Module):
+    """Vocos-style log-mel of the acoustic branch: ``ln(clip(|mel|, 1e-7))``.
+
+    128-bin HTK magnitude mel, n_fft 1024, centred reflect; float32 with autocast off.
+    """
+
+    def __init__(self, n_mels: int = 128, hop_length: int = 160, n_fft: int = 1024):
+        super().__init__()
+        self.n_fft = n_fft
+        self.mel_spec = MelSpectrogram(n_fft, hop_length, n_mels, power=1.0)
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """wav [B, S], lengths [B] -> log-mel [B, n_mels, S//hop + 1] (float32)."""
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            return torch.log(self.mel_spec(wav.float(), lengths).clamp(min=1e-7))

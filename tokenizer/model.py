@@ -1,0 +1,315 @@
+"""DashengTokenizer: frozen Dasheng semantic encoder + acoustic injection + Vocos decoder.
+
+``encode`` maps 16 kHz audio [B, S] to 25 Hz latents [B, T, D] (T = (S // 160 + 1) // 4, so
+10.0 s -> 250 frames); ``decode`` maps latents back to [B, 640 T] samples. The state dict uses
+the official ``mispeech/dashengtokenizer`` key names, and ``from_pretrained`` reads its
+``config.json`` + ``model.safetensors`` strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from dashflow.audio import atomic_path
+from dashflow.errors import DashflowError
+from tokenizer.config import FRAMES_PER_LATENT, SAMPLE_RATE, TokenizerConfig, preset_config, read_config_json
+from tokenizer.decoder import VocosDecoder
+from tokenizer.frontends import AcousticFrontEnd, frame_counts
+from tokenizer.semantic import DashengEncoder, read_dasheng_checkpoint
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"  # the official file name (diffusers would use another)
+CONFIG_NAME = "config.json"
+# Keys an official file might carry that have no module here (a leftover classifier head).
+IGNORED_PREFIXES = ("encoder.model.outputlayer.",)
+# Dasheng checkpoint config entries that must match the fixed semantic architecture.
+DASHENG_FIXED = {"n_mels": 64, "hop_size": 160, "win_size": 512, "n_fft": 512, "target_length": 1008,
+                 "patch_size": [64, 4], "patch_stride": [64, 4], "mlp_ratio": 4.0, "pooling": "mean"}
+
+
+@dataclass
+class TokenizerEncoding:
+    """Output of :meth:`DashengTokenizer.encode`. Positions where ``mask`` is False are zero.
+
+    latents [B, T, D] = semantic + acoustic; semantic [B, T, D] from the frozen encoder (no
+    gradient); acoustic [B, T, D] the LayerNorm-ed acoustic term (carries gradients);
+    mask [B, T] bool, True for frames inside each clip.
+    """
+
+    latents: Tensor
+    semantic: Tensor
+    acoustic: Tensor
+    mask: Tensor
+
+
+class TokenizerEncoder(nn.Module):
+    """``model`` (frozen Dasheng) + acoustic ``front_end`` -> ``patch_embed`` -> ``norm``."""
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        self.model = DashengEncoder(config.embed_dim, config.depth, config.num_heads)
+        self.front_end = AcousticFrontEnd(config.n_mels_patch, config.hop_length)
+        self.patch_embed = nn.Conv2d(1, config.embed_dim, (config.n_mels_patch, FRAMES_PER_LATENT),
+                                     stride=(config.n_mels_patch, FRAMES_PER_LATENT))
+        self.norm = nn.LayerNorm(config.embed_dim)
+        self.hop_length = config.hop_length
+        self.model.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "TokenizerEncoder":
+        """Switch the acoustic branch; the semantic encoder always stays in eval mode."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> TokenizerEncoding:
+        """wav [B, S] 16 kHz, lengths [B] valid samples (None: all) -> TokenizerEncoding."""
+        with torch.no_grad():
+            semantic = self.model(wav, lengths)  # [B, T, D], zero past each clip
+        mel = self.front_end(wav, lengths)  # [B, M, F] float32
+        acoustic = self.patch_embed(mel[:, None].to(self.patch_embed.weight.dtype))  # [B, D, 1, T]
+        acoustic = self.norm(acoustic.flatten(2).transpose(1, 2))
+        n_latents = acoustic.shape[1]
+        if lengths is None:
+            mask = torch.ones(wav.shape[0], n_latents, dtype=torch.bool, device=wav.device)
+        else:
+            clip_latents = frame_counts(lengths.to(wav.device), self.hop_length) // FRAMES_PER_LATENT
+            mask = torch.arange(n_latents, device=wav.device)[None, :] < clip_latents[:, None]
+            acoustic = acoustic * mask[..., None]
+        semantic = semantic.to(acoustic.dtype)
+        return TokenizerEncoding(semantic + acoustic, semantic, acoustic, mask)
+
+
+class DashengTokenizer(ModelMixin, ConfigMixin):
+    """The DashengTokenizer (official default: 0.6B semantic encoder, 1280-d, 25 Hz).
+
+    Config fields carry the official ``config.json`` names; see :class:`TokenizerConfig`.
+    """
+
+    config_name = CONFIG_NAME
+    _supports_gradient_checkpointing = True
+    sample_rate = SAMPLE_RATE
+
+    @register_to_config
+    def __init__(self, embed_dim: int = 1280, depth: int = 32, num_heads: int = 16,
+                 n_mels_patch: int = 128, hop_length: int = 160, upsample_tokens: int = 2,
+                 decoder_embed_dim: int = 1280, decoder_depth: int = 12,
+                 decoder_intermediate_size: int = 5120, istft_n_fft: int = 1280, istft_hop: int = 320):
+        super().__init__()
+        cfg = TokenizerConfig(embed_dim, depth, num_heads, n_mels_patch, hop_length, upsample_tokens,
+                              decoder_embed_dim, decoder_depth, decoder_intermediate_size,
+                              istft_n_fft, istft_hop).validate()
+        self.encoder = TokenizerEncoder(cfg)
+        self.upsampler = (nn.ConvTranspose1d(embed_dim, embed_dim, upsample_tokens, stride=upsample_tokens)
+                          if upsample_tokens > 1 else None)
+        self.decoder = VocosDecoder(embed_dim, decoder_embed_dim, decoder_intermediate_size,
+                                    decoder_depth, istft_n_fft, istft_hop)
+        self.encoder.train(self.training)
+
+    # ---- presets and sizes -------------------------------------------------------------------
+
+    @staticmethod
+    def preset_config(name: str) -> dict[str, int]:
+        """Constructor kwargs of a preset: ``paper`` (official), ``base``, ``1.2b``, ``tiny``."""
+        return preset_config(name)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: int) -> "DashengTokenizer":
+        """A randomly initialised tokenizer of preset ``name`` (fields overridable)."""
+        return cls(**{**preset_config(name), **overrides})
+
+    @property
+    def semantic_encoder(self) -> DashengEncoder:
+        """The frozen Dasheng encoder (``encoder.model``)."""
+        return self.encoder.model
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def samples_per_latent(self) -> int:
+        """Waveform samples per latent frame (640 = 40 ms at 16 kHz)."""
+        return self.config.upsample_tokens * self.config.istft_hop
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest clip ``encode`` accepts (the acoustic STFT's reflect padding needs it)."""
+        return self.encoder.front_end.n_fft // 2 + 1
+
+    def latent_length(self, num_samples: int) -> int:
+        """Latent frames of a clip of ``num_samples`` samples: (S // 160 + 1) // 4."""
+        return (num_samples // self.config.hop_length + 1) // FRAMES_PER_LATENT
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Every parameter except the frozen semantic encoder's."""
+        frozen = {id(p) for p in self.semantic_encoder.parameters()}
+        return [p for p in self.parameters() if id(p) not in frozen]
+
+    # ---- encode / decode ---------------------------------------------------------------------
+
+    def encode(self, wav: Tensor, lengths: Tensor | None = None) -> TokenizerEncoding:
+        """wav [B, S] 16 kHz (clip b valid for ``lengths[b]`` samples) -> TokenizerEncoding.
+
+        Latents are [B, T, D] with T = (S // 160 + 1) // 4; each clip gives the same values
+        alone as in a padded batch.
+        """
+        self._check_input(wav, lengths)
+        return self.encoder(wav, lengths)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """latents [B, T, D] -> wav [B, T * samples_per_latent]."""
+        x = latents.transpose(1, 2)
+        if self.upsampler is not None:
+            x = self.upsampler(x)
+        return self.decoder(x)
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, TokenizerEncoding]:
+        """wav [B, S] -> (reconstruction [B, S] trimmed or zero-padded to S, encoding)."""
+        encoding = self.encode(wav, lengths)
+        recon = self.decode(encoding.latents)
+        size = wav.shape[-1]
+        return F.pad(recon, (0, max(0, size - recon.shape[-1])))[:, :size], encoding
+
+    def _check_input(self, wav: Tensor, lengths: Tensor | None) -> None:
+        if wav.dim() != 2 or not wav.is_floating_point():
+            raise DashflowError(f"encode expects a float waveform [B, S], got {tuple(wav.shape)} {wav.dtype}")
+        if wav.shape[-1] < self.min_samples:
+            raise DashflowError(f"audio of {wav.shape[-1]} samples is too short: the tokenizer needs "
+                                f"at least {self.min_samples} samples at {self.sample_rate} Hz")
+        if lengths is not None:
+            if lengths.shape != wav.shape[:1] or lengths.is_floating_point():
+                raise DashflowError(f"lengths must be an integer tensor [{wav.shape[0]}], "
+                                    f"got {tuple(lengths.shape)} {lengths.dtype}")
+            low, high = int(lengths.min()), int(lengths.max())
+            if low < self.min_samples or high > wav.shape[-1]:
+                raise DashflowError(f"lengths must lie in [{self.min_samples}, {wav.shape[-1]}] "
+                                    f"samples, got {low}..{high}")
+
+    # ---- weights -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
+                        torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+                        **_diffusers_kwargs) -> "DashengTokenizer":
+        """Load ``config.json`` + ``model.safetensors`` from a folder or a Hugging Face hub id.
+
+        Strict: every parameter must be present with the right shape and nothing unknown may
+        remain; recomputable buffers (windows, mel filters, BatchNorm statistics) may be absent.
+        Weights load in float32 unless ``torch_dtype`` is given. Other diffusers loading
+        kwargs are accepted and ignored. Returns the model in eval mode.
+        """
+        folder = _resolve_checkpoint(str(pretrained_model_name_or_path), subfolder)
+        config = read_config_json(folder / CONFIG_NAME)
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise DashflowError(f"{weights}: tokenizer weights not found (expected {WEIGHTS_NAME})")
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError) as exc:
+            raise DashflowError(f"{weights}: cannot read safetensors ({exc})") from None
+        dtype = torch_dtype or torch.float32
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        with torch.device("meta"):
+            model = cls(**asdict(config))
+        load_state_dict_strict(model, state, str(weights), assign=True)
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True,
+                        **_diffusers_kwargs) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (each atomically) into ``save_directory``."""
+        if not is_main_process:
+            return
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(folder / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        with atomic_path(folder / CONFIG_NAME) as tmp:
+            tmp.write_text(self.to_json_string())
+
+    def load_semantic_checkpoint(self, path: str | os.PathLike) -> None:
+        """Load a bare PyPI ``dasheng`` encoder file (``{"model", "config"}``) into the semantic branch."""
+        state, dasheng_config = read_dasheng_checkpoint(path)
+        expected = {"embed_dim": self.config.embed_dim, "depth": self.config.depth,
+                    "num_heads": self.config.num_heads, **DASHENG_FIXED}
+        for key, value in expected.items():
+            found = dasheng_config.get(key, value)
+            if (list(found) if isinstance(found, (list, tuple)) else found) != value:
+                raise DashflowError(f"{path}: Dasheng {key}={found!r} but this tokenizer's semantic "
+                                    f"encoder needs {value!r}")
+        state = {k: v for k, v in state.items() if not k.startswith("outputlayer.")}
+        load_state_dict_strict(self.semantic_encoder, state, str(path))
+
+    def weights_hash(self) -> str:
+        """Short sha256 over the state dict (names, dtypes, shapes, bytes): keys latent caches."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            tensor = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)};".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+
+def load_state_dict_strict(module: nn.Module, state: dict[str, Tensor], source: str,
+                           assign: bool = False) -> None:
+    """``module.load_state_dict(state, strict=True)`` with a one-line DashflowError on mismatch.
+
+    Buffers of ``module`` may be missing from ``state`` (their load hooks recompute them);
+    parameters may not. Keys under :data:`IGNORED_PREFIXES` are dropped with a warning.
+    """
+    ignored = sorted(k for k in state if k.startswith(IGNORED_PREFIXES))
+    if ignored:
+        logger.warning("%s: ignoring %d keys without a module here: %s", source, len(ignored), ", ".join(ignored))
+        state = {k: v for k, v in state.items() if k not in ignored}
+    expected = module.state_dict()
+    buffers = {name for name, _ in module.named_buffers()}
+    missing = [k for k in expected if k not in state and k not in buffers]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {list(state[k].shape)} vs {list(expected[k].shape)}"
+                  for k in state if k in expected and state[k].shape != expected[k].shape]
+    problems = [f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"
+                for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                   ("shape mismatches file vs model", mismatched)) if keys]
+    if problems:
+        raise DashflowError(f"{source}: weights do not match the model config: {'; '.join(problems)}")
+    module.load_state_dict(state, strict=True, assign=assign)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _resolve_checkpoint(name: str, subfolder: str | None) -> Path:
+    """Local folder, or a hub id fetched with ``huggingface_hub.snapshot_download``."""
+    path = Path(name)
+    if path.exists():
+        if not path.is_dir():
+            raise DashflowError(f"{path}: expected a tokenizer folder (config.json + {WEIGHTS_NAME})")
+        return path / subfolder if subfolder else path
+    if not _HUB_ID.match(name):
+        raise DashflowError(f"{name}: tokenizer folder not found")
+    from huggingface_hub import snapshot_download
+
+    prefix = f"{subfolder}/" if subfolder else ""
+    try:
+        local = snapshot_download(repo_id=name, allow_patterns=[prefix + CONFIG_NAME, prefix + WEIGHTS_NAME])
+    except Exception as exc:  # offline, unknown repo, auth: all reported the same way
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DashflowError(f"{name}: not a local folder and not downloadable from the Hugging Face "
+                            f"hub ({reason})") from None
+    return Path(local) / subfolder if subfolder else Path(local)
