@@ -1,0 +1,76 @@
+"""`dashflow cache-latents`: store DashengTokenizer latents of every manifest clip.
+
+    dashflow cache-latents --manifest train.jsonl --tokenizer TOKENIZER_DIR --out latents/
+
+writes ``latents/<tokenizer weights hash>/<audio_id>.safetensors`` (see generation.latent_cache).
+Already cached clips are skipped, so an interrupted run resumes. Bad audio files are reported
+by name and skipped; the command then exits non-zero after caching everything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dashflow.errors import DashflowError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cache-latents", help="encode a manifest's clips into a tokenizer latent cache",
+        description="Encode every clip of a JSON-lines manifest with a DashengTokenizer and store "
+                    "the latents under OUT/<tokenizer weights hash>/<audio_id>.safetensors.")
+    parser.add_argument("--manifest", required=True, help="JSON-lines manifest (audio_id, audio, ...)")
+    parser.add_argument("--tokenizer", required=True, help="DashengTokenizer folder or Hugging Face id")
+    parser.add_argument("--out", required=True, help="cache folder (one subfolder per tokenizer)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips encoded together (default 8)")
+    parser.add_argument("--num-workers", type=int, default=2,
+                        help="audio-reading processes (default 2; 0 reads in the main process)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="storage dtype of the latents (default float32)")
+    parser.set_defaults(handler=cache_latents_command)
+
+
+def cache_latents_command(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise DashflowError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.num_workers < 0:
+        raise DashflowError(f"--num-workers must be 0 or more, got {args.num_workers}")
+
+    import torch
+
+    from dashflow.data import read_manifest
+    from generation.latent_cache import cache_latents
+    from tokenizer.model import DashengTokenizer
+
+    records = read_manifest(args.manifest)
+    device = resolve_device(args.device)
+    tokenizer = DashengTokenizer.from_pretrained(args.tokenizer, device=device)
+    source = str(Path(args.tokenizer).resolve()) if Path(args.tokenizer).exists() else args.tokenizer
+    folder = Path(args.out) / tokenizer.weights_hash()
+    failures = cache_latents(records, tokenizer, args.out, batch_size=args.batch_size,
+                             num_workers=args.num_workers, dtype=getattr(torch, args.dtype), source=source)
+    cached = len(records) - len(failures)
+    if failures:
+        raise DashflowError(f"{len(failures)} of {len(records)} clips could not be cached (first: "
+                            f"{failures[0]}); the other {cached} are in {folder}")
+    print(f"{cached} clips cached in {folder}")
+    return 0
+
+
+def resolve_device(name: str | None):
+    """``name`` as a torch.device; None picks cuda when available, else cpu."""
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DashflowError(f"--device {name!r}: not a torch device (try cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DashflowError(f"--device {name}: CUDA is not available on this machine")
+    return device
