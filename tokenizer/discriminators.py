@@ -22,6 +22,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from tokenizer.frontends import Spectrogram
+
 FamilyOutput = tuple[list[torch.Tensor], list[list[torch.Tensor]]]
 
 MFD_FFT_SIZES = (78, 126, 206, 334, 542, 876, 1418, 2296)
@@ -95,8 +97,7 @@ class SpectralDiscriminator(nn.Module):
     def __init__(self, n_fft: int, hop_length: int,
                  channels: Sequence[int] = (32, 64, 128, 256, 512)):
         super().__init__()
-        self.n_fft, self.hop_length = n_fft, hop_length
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.spectrogram = Spectrogram(n_fft, hop_length, power=2.0)
         widths = [1, *channels]
         self.convs = nn.ModuleList(
             _normed_conv(widths[i], widths[i + 1], 5, 2, 2) for i in range(len(channels) - 1))
@@ -106,9 +107,7 @@ class SpectralDiscriminator(nn.Module):
     def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [B, S] -> linear magnitude [B, 1, n_fft/2+1, frames], fp32."""
         with torch.autocast(wav.device.type, enabled=False):
-            spec = torch.stft(wav.float(), self.n_fft, self.hop_length, self.n_fft,
-                              self.window, center=True, return_complex=True)
-            power = spec.real.square() + spec.imag.square()
+            power = self.spectrogram(wav.float())
             return power.clamp(1e-7, 1e3).sqrt().unsqueeze(1)
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.discriminators import FamilyOutput
+from tokenizer.frontends import Spectrogram
 
 XCODEC2_WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
 XCODEC2_MELS = (5, 10, 20, 40, 80, 160, 320)
@@ -70,25 +71,23 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
     return filters.float()
 
 
-class MelSpectrogram(nn.Module):
+class MelMagnitude(nn.Module):
     """Magnitude (power 1) mel spectrogram: wav [B, S] -> mel [B, n_mels, S // hop + 1].
 
-    Hann window of ``n_fft``, centred with reflect padding; computed in fp32, autocast off.
+    Hann window of ``n_fft``, centred with reflect padding (:class:`tokenizer.frontends.
+    Spectrogram`), Slaney or HTK filters; fp32 with autocast off.
     """
 
     def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 256,
                  n_mels: int = 100, scale: str = "slaney", norm: str | None = "slaney"):
         super().__init__()
-        self.n_fft, self.hop_length = n_fft, hop_length
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.spectrogram = Spectrogram(n_fft, hop_length, power=1.0)
         self.register_buffer("filters", mel_filterbank(sample_rate, n_fft, n_mels, scale=scale,
                                                        norm=norm), persistent=False)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         with torch.autocast(wav.device.type, enabled=False):
-            spec = torch.stft(wav.float(), self.n_fft, self.hop_length, self.n_fft, self.window,
-                              center=True, pad_mode="reflect", return_complex=True).abs()
-            return torch.einsum("bft,fm->bmt", spec, self.filters)
+            return torch.einsum("bft,fm->bmt", self.spectrogram(wav.float()), self.filters)
 
 
 MEL_PRESETS: dict[str, dict] = {
@@ -117,7 +116,7 @@ class MultiScaleMelLoss(nn.Module):
             raise ValueError("windows, n_mels and hops need one entry per scale")
         if log not in ("ln", "log10") or reduction not in ("mean", "sum"):
             raise ValueError(f"log must be ln/log10 and reduction mean/sum, got {log}/{reduction}")
-        self.mels = nn.ModuleList(MelSpectrogram(sample_rate, w, h, m, scale, norm)
+        self.mels = nn.ModuleList(MelMagnitude(sample_rate, w, h, m, scale, norm)
                                   for w, h, m in zip(windows, hops, n_mels))
         self.log, self.clamp, self.reduction = log, clamp, reduction
 

@@ -209,8 +209,8 @@ class DashengTokenizer(ModelMixin, ConfigMixin):
 
         Strict: every parameter must be present with the right shape and nothing unknown may
         remain; recomputable buffers (windows, mel filters, BatchNorm statistics) may be absent.
-        Weights load in float32 unless ``torch_dtype`` is given. Other diffusers loading
-        kwargs are accepted and ignored. Returns the model in eval mode.
+        Parameters load in float32 unless ``torch_dtype`` is given; buffers stay float32.
+        Other diffusers loading kwargs are accepted and ignored. Returns the model in eval mode.
         """
         folder = _resolve_checkpoint(str(pretrained_model_name_or_path), subfolder)
         config = read_config_json(folder / CONFIG_NAME)
@@ -221,10 +221,12 @@ class DashengTokenizer(ModelMixin, ConfigMixin):
             state = load_file(str(weights))
         except (SafetensorError, OSError) as exc:
             raise DashflowError(f"{weights}: cannot read safetensors ({exc})") from None
-        dtype = torch_dtype or torch.float32
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         with torch.device("meta"):
             model = cls(**asdict(config))
+        params = dict(model.named_parameters())
+        for key, value in state.items():
+            if value.is_floating_point():
+                state[key] = value.to(torch_dtype or torch.float32) if key in params else value.float()
         load_state_dict_strict(model, state, str(weights), assign=True)
         if device is not None:
             model.to(device)
