@@ -50,7 +50,8 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
-        self.tokenizer.padding_side = "right"
+        self.tokenizer.padding_side = "right"  # masks are prefixes of True (the cache relies on it)
+        self.tokenizer.truncation_side = "right"
         self.name = name
         self.max_length = int(max_length)
         self.dim = int(model.config.hidden_size)
@@ -72,7 +73,7 @@ class TextEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode ``prompts`` in one batch.
+        """Encode ``prompts`` in one batch, with no autograd graph and autocast disabled.
 
         Returns embeddings [B, L, D] float32 (zero at padded positions) and mask [B, L] bool,
         both on the encoder's device; L is the longest prompt's token count, at most max_length.
@@ -81,13 +82,16 @@ class TextEncoder(nn.Module):
         batch = self.tokenizer(prompts, padding="longest", truncation=True,
                                max_length=self.max_length, return_tensors="pt")
         mask = batch["attention_mask"].bool()
-        if mask.shape[1] == 0 or not mask.any(dim=1).all():
-            row = 0 if mask.shape[1] == 0 else int((~mask.any(dim=1)).nonzero()[0])
-            raise DashflowError(f"text encoder {self.name}: prompt {prompts[row]!r} gives no tokens "
-                                "(its tokenizer adds no special tokens); use a non-empty prompt")
+        empty = ~mask.any(dim=1)
+        if empty.any():
+            raise DashflowError(f"text encoder {self.name}: prompt {prompts[int(empty.nonzero()[0])]!r} "
+                                "gives no tokens (its tokenizer adds no special tokens); use a non-empty prompt")
         device = self.device
         mask = mask.to(device)
-        hidden = self.model(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state
+        # run in the dtype the encoder was loaded in (fp32 by default), even inside a trainer's
+        # autocast region: T5 activations overflow in fp16
+        with torch.autocast(device_type=device.type, enabled=False):
+            hidden = self.model(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state
         return hidden.float().masked_fill(~mask[..., None], 0.0), mask
 
     def weights_hash(self) -> str:
@@ -133,7 +137,8 @@ def load_text_encoder(name_or_path: str | os.PathLike = DEFAULT_TEXT_ENCODER,
     else:
         folder = Path(name).expanduser()
         if not folder.is_dir():
-            what = "is a file, not a model folder" if folder.exists() else "is neither a known text encoder nor an existing folder"
+            what = ("is a file, not a model folder" if folder.exists()
+                    else "is neither a known text encoder nor an existing folder")
             raise DashflowError(f"text encoder {name!r} {what}; {USAGE}")
         model_type = _model_type(folder)
         if model_type == "t5":
@@ -158,6 +163,15 @@ def hf_load(source: str | Path, loader: Callable[[], T]) -> T:
         raise DashflowError(f"cannot load text encoder {source} from the Hugging Face hub{offline}: "
                             f"{first}; fetch it once online (hf download {source}) or pass a local "
                             "copy's folder; 'minilm' works offline") from None
+
+
+def check_tokenizer_files(source: str | Path, names: Sequence[str]) -> None:
+    """A local folder must hold one of the tokenizer files ``names``: without them transformers
+    would silently build an empty tokenizer that maps every word to <unk>."""
+    folder = Path(source)
+    if folder.is_dir() and not any((folder / name).is_file() for name in names):
+        raise DashflowError(f"{folder}: no tokenizer file (expected one of {', '.join(names)}); "
+                            "copy the tokenizer files of the model into this folder")
 
 
 def check_loading_info(source: str | Path, info: dict) -> None:

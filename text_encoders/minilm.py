@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from dashflow.errors import DashflowError
-from text_encoders.base import TextEncoder, check_loading_info, hf_load
+from text_encoders.base import TextEncoder, check_loading_info, check_tokenizer_files, hf_load
 
 MINILM_NAME = "minilm"
 
@@ -42,6 +42,7 @@ class MiniLMEncoder(TextEncoder):
         """Load ``folder`` (default: the bundled all-MiniLM-L6-v2), never touching the network."""
         name = MINILM_NAME if folder is None else str(folder)
         folder = bundled_minilm_folder() if folder is None else Path(folder)
+        check_tokenizer_files(folder, ("tokenizer.json", "vocab.txt"))
         # the checkpoint's pooler is loaded too (so nothing is reported unexpected) but never used
         model, info = hf_load(folder, lambda: AutoModel.from_pretrained(
             folder, dtype=dtype, use_safetensors=True, output_loading_info=True, local_files_only=True))

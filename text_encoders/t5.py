@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, T5EncoderModel
 
-from text_encoders.base import TextEncoder, check_loading_info, hf_load
+from text_encoders.base import TextEncoder, check_loading_info, check_tokenizer_files, hf_load
 
 FLAN_T5_MAX_LENGTH = 512
 
@@ -25,6 +25,7 @@ class FlanT5Encoder(TextEncoder):
                         max_length: int = FLAN_T5_MAX_LENGTH) -> "FlanT5Encoder":
         """Load from a local folder or a hub id (config.json, model.safetensors, spiece.model or
         tokenizer.json). Missing encoder weights raise DashflowError."""
+        check_tokenizer_files(source, ("tokenizer.json", "spiece.model"))
         model, info = hf_load(source, lambda: T5EncoderModel.from_pretrained(
             source, dtype=dtype, use_safetensors=True, output_loading_info=True))
         check_loading_info(source, info)

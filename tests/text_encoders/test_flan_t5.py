@@ -68,6 +68,13 @@ def test_frozen_eval_and_deterministic(encoder):
     assert torch.equal(first, encoder.encode(list(CAPTIONS))[0])
 
 
+def test_autocast_region_does_not_change_the_encoder_precision(encoder):
+    expected, _ = encoder.encode(list(CAPTIONS[:3]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside, _ = encoder.encode(list(CAPTIONS[:3]))
+    assert torch.equal(inside, expected)
+
+
 def test_spiece_model_only_folder_loads_the_same(t5_folder, tmp_path, encoder):
     """A folder without tokenizer.json (older exports) converts spiece.model on the fly."""
     for name in ("config.json", "model.safetensors", "spiece.model"):
