@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -9,9 +10,10 @@ import torch
 
 import generation.latent_cache as latent_cache
 from dashflow.audio import load_audio
-from dashflow.cli import main
+from dashflow.cli import build_parser, run_guarded
 from dashflow.data import write_manifest
 from dashflow.errors import DashflowError
+from generation.commands import cache_latents_command, register
 from generation.latent_cache import INFO_NAME, LatentCache, latent_filename
 from tests.conftest import chirp, noise, tone, write_wav
 from tokenizer.model import DashengTokenizer
@@ -47,8 +49,20 @@ def setup(tmp_path):
 
 
 def run(tmp_path, manifest, *extra: str) -> int:
-    return main(["cache-latents", "--manifest", str(manifest), "--tokenizer", str(tmp_path / "tok"),
-                 "--out", str(tmp_path / "cache"), "--device", "cpu", *extra])
+    """`dashflow cache-latents ...` through this module's parser alone (as dashflow.cli runs it)."""
+    parser = argparse.ArgumentParser(prog="dashflow")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["cache-latents", "--manifest", str(manifest), "--tokenizer",
+                              str(tmp_path / "tok"), "--out", str(tmp_path / "cache"), "--device", "cpu",
+                              *extra])
+    return run_guarded(lambda: args.handler(args))
+
+
+def test_registered_with_the_dashflow_cli():
+    args = build_parser().parse_args(["cache-latents", "--manifest", "m.jsonl", "--tokenizer", "tok",
+                                      "--out", "cache"])
+    assert args.handler is cache_latents_command
+    assert (args.batch_size, args.num_workers, args.dtype, args.device) == (8, 2, "float32", None)
 
 
 def test_caches_good_clips_reports_bad_ones_and_exits_nonzero(setup, capsys):
