@@ -20,14 +20,15 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # also runs from a plain checkout
 
-from tokenizer.model import DashengTokenizer  # noqa: E402
+from tokenizer.model import DashengTokenizer
 
 RESULTS = ROOT / "benchmarks" / "results" / "tokenizer_rtf.jsonl"
 
@@ -99,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with torch.inference_mode(), autocast():
-            encode_s, encoding = timed(lambda: model.encode(wav), device, args.warmup, args.repeats)
-            decode_s, _ = timed(lambda: model.decode(encoding.latents), device, args.warmup, args.repeats)
+            encode_s, encoding = timed(partial(model.encode, wav), device, args.warmup, args.repeats)
+            decode_s, _ = timed(partial(model.decode, encoding.latents), device, args.warmup, args.repeats)
         audio_s = batch * args.seconds
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         for stage, seconds in (("encode", encode_s), ("decode", decode_s)):

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from dashflow.audio import list_audio_files, load_audio, save_audio
     from tokenizer.model import DashengTokenizer
 
-    device = _device(args.device, torch)
+    device = _device(args.device)
     model = DashengTokenizer.from_pretrained(checkpoint, device=device)
     output = Path(args.output)
 
@@ -88,13 +88,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.demo_signal:
         wav = torch.from_numpy(demo_signal(model.sample_rate))
-        save_audio(output.with_name(f"{output.stem}_input.wav"), wav, model.sample_rate)
+        demo_input = output.with_name(f"{output.stem}_input.wav")
+        save_audio(demo_input, wav, model.sample_rate)
         reconstruct_file(wav, output)
-        print(f"wrote {output} and {output.with_name(output.stem + '_input.wav')}")
+        print(f"wrote {output} and {demo_input}")
         return 0
 
     source = Path(args.input)
     if source.is_file():
+        if output.is_dir():
+            output = output / f"{source.stem}.wav"
         reconstruct_file(load_audio(source, model.sample_rate), output)
         print(f"wrote {output}")
         return 0
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def reconstruct(model: "DashengTokenizer", wav: "torch.Tensor") -> "torch.Tensor":
+def reconstruct(model: DashengTokenizer, wav: torch.Tensor) -> torch.Tensor:
     """wav [S] 16 kHz -> reconstruction [S].
 
     The clip is zero-padded to whole latent frames, so its tail is encoded too.
@@ -139,7 +142,10 @@ def reconstruct(model: "DashengTokenizer", wav: "torch.Tensor") -> "torch.Tensor
     return recon[0, :size].cpu()
 
 
-def _device(name: str | None, torch) -> "torch.device":
+def _device(name: str | None) -> torch.device:
+    """``--device`` as a torch device (default: cuda when available, else cpu)."""
+    import torch
+
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

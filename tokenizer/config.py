@@ -36,7 +36,7 @@ class TokenizerConfig:
     istft_n_fft: int = 1280
     istft_hop: int = 320
 
-    def validate(self) -> "TokenizerConfig":
+    def validate(self) -> TokenizerConfig:
         """Raise DashflowError when the two branches or the decoder cannot line up."""
         for f in fields(self):
             value = getattr(self, f.name)

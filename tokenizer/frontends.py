@@ -12,7 +12,7 @@ a batch gives exactly the frames it gives alone.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -25,7 +25,13 @@ from torch import Tensor, nn
 
 from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError
-from tokenizer.config import FRAMES_PER_LATENT, SAMPLE_RATE, TokenizerConfig, preset_config, read_config_json
+from tokenizer.config import (
+    FRAMES_PER_LATENT,
+    SAMPLE_RATE,
+    TokenizerConfig,
+    preset_config,
+    read_config_json,
+)
 from tokenizer.decoder import VocosDecoder
 from tokenizer.frontends import AcousticFrontEnd, frame_counts
 from tokenizer.semantic import DashengEncoder, read_dasheng_checkpoint
@@ -67,9 +73,9 @@ class TokenizerEncoder(nn.Module):
                                      stride=(config.n_mels_patch, FRAMES_PER_LATENT))
         self.norm = nn.LayerNorm(config.embed_dim)
         self.hop_length = config.hop_length
-        self.model.requires_grad_(False)
+        self.model.requires_grad_(False).eval()
 
-    def train(self, mode: bool = True) -> "TokenizerEncoder":
+    def train(self, mode: bool = True) -> TokenizerEncoder:
         """Switch the acoustic branch; the semantic encoder always stays in eval mode."""
         super().train(mode)
         self.model.eval()
@@ -117,7 +123,6 @@ class DashengTokenizer(ModelMixin, ConfigMixin):
                           if upsample_tokens > 1 else None)
         self.decoder = VocosDecoder(embed_dim, decoder_embed_dim, decoder_intermediate_size,
                                     decoder_depth, istft_n_fft, istft_hop)
-        self.encoder.train(self.training)
 
     # ---- presets and sizes -------------------------------------------------------------------
 
@@ -127,7 +132,7 @@ class DashengTokenizer(ModelMixin, ConfigMixin):
         return preset_config(name)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: int) -> "DashengTokenizer":
+    def from_preset(cls, name: str, **overrides: int) -> DashengTokenizer:
         """A randomly initialised tokenizer of preset ``name`` (fields overridable)."""
         return cls(**{**preset_config(name), **overrides})
 
@@ -204,7 +209,7 @@ class DashengTokenizer(ModelMixin, ConfigMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
                         torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                        **_diffusers_kwargs) -> "DashengTokenizer":
+                        **_diffusers_kwargs) -> DashengTokenizer:
         """Load ``config.json`` + ``model.safetensors`` from a folder or a Hugging Face hub id.
 
         Strict: every parameter must be present with the right shape and nothing unknown may
@@ -310,7 +315,7 @@ def _resolve_checkpoint(name: str, subfolder: str | None) -> Path:
     prefix = f"{subfolder}/" if subfolder else ""
     try:
         local = snapshot_download(repo_id=name, allow_patterns=[prefix + CONFIG_NAME, prefix + WEIGHTS_NAME])
-    except Exception as exc:  # offline, unknown repo, auth: all reported the same way
+    except Exception as exc:  # noqa: BLE001  (offline, unknown repo, auth: one line for all)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DashflowError(f"{name}: not a local folder and not downloadable from the Hugging Face "
                             f"hub ({reason})") from None

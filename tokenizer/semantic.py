@@ -190,7 +190,7 @@ def read_dasheng_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor],
         raise DashflowError(f"{path}: Dasheng checkpoint not found")
     try:
         dump = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, pickle with code objects, ...
+    except Exception as exc:  # noqa: BLE001  (corrupt zip, refused pickle, truncated file)
         raise DashflowError(f"{path}: not a readable torch checkpoint ({type(exc).__name__})") from None
     if not (isinstance(dump, dict) and isinstance(dump.get("model"), dict)):
         raise DashflowError(f"{path}: expected a dasheng checkpoint {{'model': state_dict, 'config': ...}}")

@@ -35,6 +35,13 @@ def test_file_round_trip_keeps_length(tmp_path, checkpoint, samples):
     assert sr == SR and wav.shape == (samples,) and np.isfinite(wav).all()
 
 
+def test_file_into_an_existing_folder_keeps_its_name(tmp_path, checkpoint):
+    source = write_wav(tmp_path / "speech.wav", tone(440, 0.5))
+    (tmp_path / "out").mkdir()
+    assert main(["reconstruct", str(source), "-o", str(tmp_path / "out"), "--checkpoint", checkpoint]) == 0
+    assert _read(tmp_path / "out" / "speech.wav")[0].shape == (8000,)
+
+
 def test_stereo_44k_is_mixed_down_and_resampled(tmp_path, checkpoint):
     stereo = np.stack([tone(440, 1.5, sr=44100), chirp(200, 3000, 1.5, sr=44100)], axis=1)
     source = write_wav(tmp_path / "stereo.wav", stereo, sr=44100)

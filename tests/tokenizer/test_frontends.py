@@ -7,7 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import chirp, noise, tone
-from tokenizer.frontends import AcousticFrontEnd, DashengFrontEnd, centre_pad, mel_filterbank
+from tokenizer.frontends import (
+    AcousticFrontEnd,
+    DashengFrontEnd,
+    centre_pad,
+    mel_filterbank,
+)
 
 SR = 16000
 

@@ -204,7 +204,7 @@ def test_save_and_load_round_trip_is_bit_exact(model, tmp_path):
     model.save_pretrained(tmp_path / "tok")
     assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["config.json", "model.safetensors"]
     loaded = DashengTokenizer.from_pretrained(tmp_path / "tok")
-    fields = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    fields = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
     assert fields(loaded.config) == fields(model.config) == DashengTokenizer.preset_config("tiny")
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
