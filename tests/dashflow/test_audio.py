@@ -58,3 +58,11 @@ def test_list_audio_files_sorted_and_filtered(tmp_path):
     assert [p.name for p in list_audio_files(tmp_path)] == ["a.flac", "b.wav", "c.ogg"]
     with pytest.raises(DashflowError):
         list_audio_files(tmp_path / "nope")
+
+
+def test_atomic_write_uses_the_umask_mode(tmp_path):
+    import os
+    path = save_audio(tmp_path / "shared.wav", torch.zeros(160))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
