@@ -1,0 +1,191 @@
+"""Flow-matching objective of UniFlow-Audio / Dasheng-AudioGen (``reference/generation.md`` §7).
+
+Default (the reference): ``u ~ logit-normal(0, 1)``, ``idx = floor(1000 u)``,
+``sigma = 1 - idx / 1000`` (never 0), network time ``1000 * sigma``,
+``x_sigma = (1 - sigma) x0 + sigma eps``, target ``eps - x0``; masked MSE in fp32 (per item:
+sum over valid frames x channels / count, then the batch mean) + 0.1 local + 0.1 global
+duration loss; classifier-free-guidance dropout 0.2 per item (context and time-aligned
+context zeroed after the adapter, masks kept).
+
+Options, all off by default and all explicit in ``FlowMatchingConfig``: uniform ``u``, a
+constant time shift, the RAE dimension-dependent shift ``s = sqrt(C * frames / base)``
+(``reference/generation.md`` §11), and per-channel latent normalisation
+(``LatentNormalizer``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from diffusers import ConfigMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.utils.torch_utils import randn_tensor
+from torch import Tensor
+
+from dashflow.errors import DashflowError
+from generation.content_adapter import global_duration_target, local_duration_target
+from generation.model import time_aligned_flags
+from generation.weights import SafetensorsModelMixin
+
+
+@dataclass
+class FlowMatchingConfig:
+    """Training objective settings (defaults = the reference)."""
+
+    num_train_timesteps: int = 1000
+    timestep_sampling: str = "logit_normal"  # "logit_normal" | "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    time_shift: float = 1.0  # sigma' = s sigma / (1 + (s - 1) sigma); 1 = none (reference)
+    dimension_shift_base: Optional[int] = None  # RAE: s = sqrt(C * valid_frames / base) per item
+    cfg_dropout: float = 0.2
+    local_duration_weight: float = 0.1
+    global_duration_weight: float = 0.1
+    normalize_latents: bool = False  # requires a fitted LatentNormalizer
+
+    def check(self) -> None:
+        if self.timestep_sampling not in ("logit_normal", "uniform"):
+            raise DashflowError(f"timestep_sampling={self.timestep_sampling!r}: use logit_normal or uniform")
+        if self.time_shift <= 0 or not 0 <= self.cfg_dropout <= 1 or self.num_train_timesteps < 1:
+            raise DashflowError("need time_shift > 0, 0 <= cfg_dropout <= 1, num_train_timesteps >= 1")
+        if self.dimension_shift_base is not None and self.dimension_shift_base <= 0:
+            raise DashflowError("dimension_shift_base must be positive")
+
+
+def shift_sigmas(sigmas: Tensor, shift: float | Tensor) -> Tensor:
+    """Time shift ``s sigma / (1 + (s - 1) sigma)`` (identity for s = 1; diffusers' ``shift``)."""
+    return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
+def dimension_shift(channels: int, frames: int | Tensor, base: int = 4096) -> float | Tensor:
+    """RAE's dimension-dependent shift ``sqrt(C * T / base)`` (8.84 for 1280 x 250, base 4096)."""
+    if isinstance(frames, Tensor):
+        return torch.sqrt(channels * frames.float() / base)
+    return math.sqrt(channels * frames / base)
+
+
+def sample_noise_levels(batch_size: int, config: FlowMatchingConfig, *, channels: int,
+                        frames: Tensor, generator: torch.Generator | None = None,
+                        device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Per-item noise levels: sigmas [B] in {1.0, 0.999, ..., 0.001} (then shifted) and the
+    network timesteps ``N * sigma`` [B]. ``frames`` [B] valid lengths (for the RAE shift)."""
+    n = config.num_train_timesteps
+    if config.timestep_sampling == "logit_normal":
+        u = torch.sigmoid(torch.randn(batch_size, generator=generator) * config.logit_std
+                          + config.logit_mean)
+    else:
+        u = torch.rand(batch_size, generator=generator)
+    idx = (u * n).long().clamp(max=n - 1)
+    sigmas = (n - idx).float() / n
+    if config.dimension_shift_base is not None:
+        sigmas = shift_sigmas(sigmas, dimension_shift(channels, frames.cpu(), config.dimension_shift_base))
+    elif config.time_shift != 1:
+        sigmas = shift_sigmas(sigmas, config.time_shift)
+    return sigmas.to(device), (sigmas * n).to(device)
+
+
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """fp32 MSE of [B, C, T] tensors over valid frames ``mask`` [B, T]: per-item sum over
+    valid T x C divided by its count, then the batch mean."""
+    m = mask.to(torch.float32)[:, None, :]
+    err = (pred.float() - target.float()).pow(2) * m
+    count = m.sum(dim=(1, 2)) * pred.shape[1]
+    return (err.sum(dim=(1, 2)) / count.clamp(min=1)).mean()
+
+
+def flow_matching_loss(model: torch.nn.Module, latents: Tensor, latent_mask: Tensor, content: Tensor,
+                       content_mask: Tensor, *, config: FlowMatchingConfig | None = None,
+                       content_kind: str = "text", is_time_aligned: Tensor | None = None,
+                       durations: Tensor | None = None, instruction: Tensor | None = None,
+                       instruction_mask: Tensor | None = None,
+                       normalizer: LatentNormalizer | None = None,
+                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """One training loss evaluation; ``model`` may be wrapped (DDP / Accelerate), it is called once.
+
+    latents [B, C, T] clean latents (tokenizer output transposed), latent_mask [B, T],
+    content [B, L, D_in] + content_mask [B, L] (text-encoder states, or noisy latents with
+    ``content_kind="audio"``), durations [B, L] seconds per token for time-aligned items.
+    Returns ``loss`` (weighted total), ``flow``, ``local_duration``, ``global_duration``.
+    """
+    config = config or FlowMatchingConfig()
+    config.check()
+    if config.normalize_latents != (normalizer is not None):
+        raise DashflowError("normalize_latents=True needs a LatentNormalizer, and a normalizer "
+                            "needs normalize_latents=True")
+    core = extract_model_from_parallel(model)
+    x0 = latents.float() if normalizer is None else normalizer.normalize(latents.float())
+    b, c, _ = x0.shape
+    device = x0.device
+    latent_mask = latent_mask.bool()
+    lengths = latent_mask.sum(1)
+    sigmas, timesteps = sample_noise_levels(b, config, channels=c, frames=lengths,
+                                            generator=generator, device=device)
+    noise = randn_tensor(tuple(x0.shape), generator=generator, device=device, dtype=torch.float32)
+    s = sigmas[:, None, None]
+    noisy = (1 - s) * x0 + s * noise
+    drop = (torch.rand(b, generator=generator) < config.cfg_dropout).to(device)
+    ta = time_aligned_flags(is_time_aligned, content, content_kind)
+    out = model(noisy.to(core.dtype), timesteps, content, content_mask, latent_mask,
+                content_kind=content_kind, is_time_aligned=ta, durations=durations,
+                instruction=instruction, instruction_mask=instruction_mask, drop_condition=drop)
+    flow = masked_mse(out.velocity, noise - x0, latent_mask)
+
+    cfg = core.config
+    local_pred = out.local_duration.float()
+    if durations is not None and bool(ta.any()):
+        m = content_mask.to(torch.float32)
+        target = local_duration_target(durations.float(), cfg.frame_resolution, cfg.duration_offset)
+        per_item = ((local_pred - target).pow(2) * m).sum(1) / m.sum(1).clamp(min=1)
+        local = (per_item * ta).sum() / ta.sum()
+    else:  # no targets: a zero that keeps the predictor in the graph (DDP needs every grad)
+        local = local_pred.sum() * 0.0
+    global_target = global_duration_target(lengths, core.latent_rate, cfg.duration_offset)
+    global_loss = torch.nn.functional.mse_loss(out.global_duration.float(), global_target)
+    total = flow + config.local_duration_weight * local + config.global_duration_weight * global_loss
+    return {"loss": total, "flow": flow, "local_duration": local, "global_duration": global_loss}
+
+
+class LatentNormalizer(SafetensorsModelMixin, ConfigMixin):
+    """Per-channel latent normalisation ``z = (x - mean) / std``, ``std = sqrt(var + eps)``
+    (RAE). Off by default: the official model uses raw latents."""
+
+    @register_to_config
+    def __init__(self, channels: int = 1280, eps: float = 1e-6):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+
+    @classmethod
+    @torch.no_grad()
+    def fit(cls, batches: Iterable[Tensor | tuple[Tensor, Tensor]], eps: float = 1e-6) -> LatentNormalizer:
+        """Statistics over valid frames of latents [B, C, T] (or ``(latents, mask [B, T])`` pairs)."""
+        count, total, squares = 0.0, None, None
+        for item in batches:
+            x, mask = item if isinstance(item, (tuple, list)) else (item, None)
+            x = x.double()
+            m = torch.ones(x.shape[0], x.shape[2], dtype=torch.float64, device=x.device) \
+                if mask is None else mask.to(torch.float64)
+            xm = x * m[:, None, :]
+            count += float(m.sum())
+            total = xm.sum(dim=(0, 2)) + (0 if total is None else total)
+            squares = (xm * x).sum(dim=(0, 2)) + (0 if squares is None else squares)
+        if total is None or count < 2:
+            raise DashflowError("LatentNormalizer.fit needs at least two valid latent frames")
+        mean = total / count
+        var = (squares / count - mean ** 2).clamp(min=0)
+        norm = cls(channels=mean.numel(), eps=eps)
+        norm.mean.copy_(mean.float())
+        norm.std.copy_(torch.sqrt(var + eps).float())
+        return norm
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """[B, C, T] -> normalised [B, C, T]."""
+        return (x - self.mean[:, None].to(x)) / self.std[:, None].to(x)
+
+    def denormalize(self, z: Tensor) -> Tensor:
+        """Inverse of ``normalize``."""
+        return z * self.std[:, None].to(z) + self.mean[:, None].to(z)
