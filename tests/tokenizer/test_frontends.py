@@ -47,8 +47,8 @@ def test_dasheng_front_end_matches_librosa_db_with_top_db_floor():
     db = 10 * np.log10(np.maximum(_librosa_mel(wav, 512, 64, 2.0), 1e-10))
     ref = np.maximum(db, db.max() - 120.0)
     assert ours.shape == ref.shape == (64, len(wav) // 160 + 1)
-    # float32 vs float64: within 0.002 dB everywhere (the silent tail sits exactly on the floor)
-    np.testing.assert_allclose(ours, ref, atol=2e-3)
+    # float32 vs float64: within 0.001 dB everywhere (measured 1.6e-4); silence sits on the floor
+    np.testing.assert_allclose(ours, ref, atol=1e-3)
     assert np.isclose(ours[:, -10:], ours.max() - 120.0, atol=1e-3).all()
 
 
@@ -57,8 +57,8 @@ def test_acoustic_front_end_matches_librosa_log_magnitude_mel():
     ours = AcousticFrontEnd()(torch.from_numpy(wav)[None])[0].numpy()
     ref = np.log(np.maximum(_librosa_mel(wav, 1024, 128, 1.0), 1e-7))
     assert ours.shape == ref.shape == (128, len(wav) // 160 + 1)
-    # natural-log units; float32 rounding of tiny mel values near the 1e-7 clip dominates
-    np.testing.assert_allclose(ours, ref, atol=2e-3)
+    # natural-log units: within 5e-4 (measured 5.8e-5), float32 vs float64
+    np.testing.assert_allclose(ours, ref, atol=5e-4)
 
 
 def test_centre_pad_reflects_each_clip_at_its_own_end():
