@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from dashflow.errors import DashflowError
+from tokenizer.frontends import SAMPLE_RATE
 from tokenizer.semantic import DASHENG_SIZES
 
-SAMPLE_RATE = 16000
+__all__ = ["PRESETS", "SAMPLE_RATE", "TokenizerConfig", "config_from_dict", "preset_config", "read_config_json"]
 MEL_HOP = 160  # the semantic front end's hop; the acoustic hop must equal it
 FRAMES_PER_LATENT = 4  # mel frames per 25 Hz latent (patch width of both branches)
 

@@ -214,6 +214,12 @@ def test_save_and_load_round_trip_is_bit_exact(model, tmp_path):
         torch.testing.assert_close(loaded(wav)[0], model(wav)[0], atol=0, rtol=0)
 
 
+def test_subfolder_layout_of_a_pipeline_loads(model, tmp_path):
+    model.save_pretrained(tmp_path / "pipeline" / "tokenizer")
+    loaded = DashengTokenizer.from_pretrained(tmp_path / "pipeline", subfolder="tokenizer")
+    assert loaded.weights_hash() == model.weights_hash()
+
+
 def test_weights_hash_tracks_every_weight(model):
     clone = DashengTokenizer.from_preset("tiny")
     clone.load_state_dict(model.state_dict())
