@@ -69,11 +69,14 @@ PRESETS: dict[str, TokenizerConfig] = {
     "1.2b": TokenizerConfig(**_semantic("1.2b")),
     "tiny": TokenizerConfig(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=64,
                             decoder_depth=2, decoder_intermediate_size=128),
+    # the bundled demo model (CPU-trainable, a few MB): 128-d latents, 4 Vocos blocks
+    "demo": TokenizerConfig(embed_dim=128, depth=2, num_heads=4, decoder_embed_dim=256,
+                            decoder_depth=4, decoder_intermediate_size=768),
 }
 
 
 def preset_config(name: str) -> dict[str, int]:
-    """The constructor kwargs of preset ``name`` (paper, base, 1.2b, tiny)."""
+    """The constructor kwargs of preset ``name`` (paper, base, 1.2b, tiny, demo)."""
     if name not in PRESETS:
         raise DashflowError(f"unknown tokenizer preset {name!r} (choose from {', '.join(PRESETS)})")
     return asdict(PRESETS[name])
