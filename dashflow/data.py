@@ -323,9 +323,13 @@ class ShardClipDataset(IterableDataset):
         if len(self.shards) < streams:
             raise DashflowError(f"{len(self.shards)} shards cannot feed {self.world_size} "
                                 f"process(es) x {workers} worker(s); write more shards")
-        stream = self.rank * workers + worker
-        # batches are taken from the workers in turn, so this worker made every workers-th one
-        skip = len(range(worker, self.start_step, workers)) * self.batch_size
+        # The DataLoader takes batch j from worker j % workers, starting at worker 0. Batch j
+        # of a run resumed at start_step is batch start_step + j of the full run, so this
+        # worker replays the stream of worker (worker + start_step) % workers, past the
+        # batches that worker made before start_step.
+        replayed = (worker + self.start_step) % workers
+        stream = self.rank * workers + replayed
+        skip = len(range(replayed, self.start_step, workers)) * self.batch_size
         epoch = 0
         while True:
             for position, (record, raw) in enumerate(self._samples(epoch, stream, streams)):
@@ -362,16 +366,22 @@ class ShardClipDataset(IterableDataset):
 
 # ----------------------------------------------------------------------------- loaders
 
-def build_clip_loader(source: str | os.PathLike, batch_size: int, crop_seconds: float | None,
-                      seed: int = 0, start_step: int = 0, rank: int = 0, world_size: int = 1,
-                      num_workers: int = 0, sample_rate: int = SAMPLE_RATE) -> DataLoader:
-    """Endless training batches from a ``.jsonl`` manifest or WebDataset shards (folder, glob
-    or brace pattern), for process ``rank`` of ``world_size``, resuming at ``start_step``."""
+def build_clip_loader(source: str | os.PathLike | Sequence[dict], batch_size: int,
+                      crop_seconds: float | None, seed: int = 0, start_step: int = 0,
+                      rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                      sample_rate: int = SAMPLE_RATE) -> DataLoader:
+    """Endless training batches (see :func:`collate_clips`) for process ``rank`` of
+    ``world_size``, resuming at ``start_step``.
+
+    ``source``: manifest records, a ``.jsonl`` manifest, or WebDataset shards (a folder, a glob
+    or a brace pattern). The loader draws nothing from the global RNG.
+    """
     loader_args = dict(collate_fn=collate_clips, num_workers=num_workers,
-                       pin_memory=torch.cuda.is_available(),
-                       persistent_workers=num_workers > 0)
-    if str(source).endswith((".jsonl", ".json")):
-        dataset = AudioClipDataset(read_manifest(source), crop_seconds, sample_rate, seed)
+                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+                       generator=torch.Generator().manual_seed(seed))
+    if not isinstance(source, (str, os.PathLike)) or str(source).endswith((".jsonl", ".json")):
+        records = source if not isinstance(source, (str, os.PathLike)) else read_manifest(source)
+        dataset = AudioClipDataset(records, crop_seconds, sample_rate, seed)
         sampler = ResumableBatchSampler(len(dataset), batch_size, seed, start_step, rank,
                                         world_size)
         return DataLoader(dataset, batch_sampler=sampler, **loader_args)
