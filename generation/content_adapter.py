@@ -44,7 +44,10 @@ class DurationPredictor(nn.Module):
         self.linear = nn.Linear(filter_channels, 1)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x [B, L, C], mask [B, L] bool -> log-duration predictions [B, L] (0 where masked)."""
+        """x [B, L, C], mask [B, L] bool -> log-duration predictions [B, L] (0 where masked).
+
+        As in the reference, the input is not masked; every layer's output is.
+        """
         m = mask.to(x.dtype)
         h = x.transpose(1, 2)
         for layer in self.conv:

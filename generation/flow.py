@@ -16,8 +16,8 @@ constant time shift, the RAE dimension-dependent shift ``s = sqrt(C * frames / b
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
 
 import torch
 from accelerate.utils import extract_model_from_parallel
@@ -41,19 +41,22 @@ class FlowMatchingConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     time_shift: float = 1.0  # sigma' = s sigma / (1 + (s - 1) sigma); 1 = none (reference)
-    dimension_shift_base: Optional[int] = None  # RAE: s = sqrt(C * valid_frames / base) per item
+    dimension_shift_base: int | None = None  # RAE: s = sqrt(C * valid_frames / base) per item
     cfg_dropout: float = 0.2
     local_duration_weight: float = 0.1
     global_duration_weight: float = 0.1
     normalize_latents: bool = False  # requires a fitted LatentNormalizer
 
-    def check(self) -> None:
-        if self.timestep_sampling not in ("logit_normal", "uniform"):
-            raise DashflowError(f"timestep_sampling={self.timestep_sampling!r}: use logit_normal or uniform")
-        if self.time_shift <= 0 or not 0 <= self.cfg_dropout <= 1 or self.num_train_timesteps < 1:
-            raise DashflowError("need time_shift > 0, 0 <= cfg_dropout <= 1, num_train_timesteps >= 1")
-        if self.dimension_shift_base is not None and self.dimension_shift_base <= 0:
-            raise DashflowError("dimension_shift_base must be positive")
+
+
+def check_config(config: FlowMatchingConfig) -> None:
+    """Reject invalid settings (works on the dataclass and on its OmegaConf form)."""
+    if config.timestep_sampling not in ("logit_normal", "uniform"):
+        raise DashflowError(f"timestep_sampling={config.timestep_sampling!r}: use logit_normal or uniform")
+    if config.time_shift <= 0 or not 0 <= config.cfg_dropout <= 1 or config.num_train_timesteps < 1:
+        raise DashflowError("need time_shift > 0, 0 <= cfg_dropout <= 1, num_train_timesteps >= 1")
+    if config.dimension_shift_base is not None and config.dimension_shift_base <= 0:
+        raise DashflowError("dimension_shift_base must be positive")
 
 
 def shift_sigmas(sigmas: Tensor, shift: float | Tensor) -> Tensor:
@@ -112,7 +115,7 @@ def flow_matching_loss(model: torch.nn.Module, latents: Tensor, latent_mask: Ten
     Returns ``loss`` (weighted total), ``flow``, ``local_duration``, ``global_duration``.
     """
     config = config or FlowMatchingConfig()
-    config.check()
+    check_config(config)
     if config.normalize_latents != (normalizer is not None):
         raise DashflowError("normalize_latents=True needs a LatentNormalizer, and a normalizer "
                             "needs normalize_latents=True")

@@ -22,15 +22,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers import ConfigMixin, ModelMixin
+from diffusers import ConfigMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from torch import Tensor, nn
 
 from dashflow.errors import DashflowError
-from generation.content_adapter import (AdapterOutput, CrossAttentionAdapter, DurationPredictor,
-                                        decode_global_duration, decode_local_durations,
-                                        expand_to_frames, lengths_to_mask)
+from generation.content_adapter import (
+    AdapterOutput,
+    CrossAttentionAdapter,
+    DurationPredictor,
+    decode_global_duration,
+    decode_local_durations,
+    expand_to_frames,
+    lengths_to_mask,
+)
 from generation.dit import LayerFusionAudioDiT
 from generation.weights import SafetensorsModelMixin
 

@@ -51,7 +51,7 @@ def _resolve_folder(name: str | os.PathLike, subfolder: str | None, **hub_kwargs
             path = Path(snapshot_download(text, allow_patterns=[
                 f"{subfolder + '/' if subfolder else ''}*.json",
                 f"{subfolder + '/' if subfolder else ''}*.safetensors"], **hub_kwargs))
-        except Exception as exc:  # offline, unknown repo, auth: all one line for the user
+        except Exception as exc:  # noqa: BLE001 - offline, unknown repo, auth: one line for the user
             raise DashflowError(f"{name}: not a local folder, and fetching it from the Hugging Face "
                                 f"Hub failed ({_first_line(exc)})") from None
     return path / subfolder if subfolder else path
@@ -136,5 +136,7 @@ class SafetensorsModelMixin(ModelMixin):
             raise DashflowError(f"{config_file}: {_first_line(exc)}") from None
         state = _read_state_dict(folder, device)
         _check_keys(model, state, folder)
-        model.load_state_dict(state, strict=True, assign=True)
-        return model.to(device=device, dtype=torch_dtype or torch.float32).eval()
+        dtype = torch_dtype or torch.float32
+        model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()},
+                              strict=True, assign=True)
+        return model.eval()
