@@ -1,0 +1,144 @@
+"""Shared training plumbing: accelerator defaults, LR schedule, atomic checkpoints, logs."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+
+from dashflow.config import load_config
+from dashflow.errors import DashflowError
+from dashflow.training import (CONFIG_NAME, STATE_NAME, CosineWithWarmup, MetricsLog,
+                               build_accelerator, checkpoint_path, cosine_schedule,
+                               find_checkpoint, init_trackers, list_checkpoints,
+                               load_checkpoint, log_audio, log_spectrogram, read_metrics,
+                               save_checkpoint)
+
+
+@dataclass
+class Toy:
+    lr: float = 0.1
+    name: str = "toy"
+
+
+@pytest.fixture()
+def fresh_state():
+    """Accelerate keeps process-wide state; give every test its own."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def make(tmp_path, **kwargs):
+    accelerator = build_accelerator(tmp_path, **kwargs)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = cosine_schedule(optimizer, total_steps=10, warmup_steps=2)
+    return (accelerator, *accelerator.prepare(model, optimizer, scheduler))
+
+
+def train_steps(model, optimizer, scheduler, steps: int) -> list[float]:
+    losses = []
+    for _ in range(steps):
+        loss = model(torch.randn(3, 4)).square().mean()  # uses the global RNG on purpose
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_cosine_schedule_warms_up_then_decays_to_ten_percent():
+    factor = CosineWithWarmup(total_steps=110, warmup_steps=10, final_ratio=0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert factor(110) == pytest.approx(0.1) and factor(500) == pytest.approx(0.1)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
+    scheduler = cosine_schedule(optimizer, total_steps=4)
+    lrs = []
+    for _ in range(5):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(5e-4) and lrs[-1] == pytest.approx(5e-5)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_accelerator_defaults_on_cpu(tmp_path, fresh_state):
+    accelerator = build_accelerator(tmp_path)
+    assert accelerator.mixed_precision == "no" and accelerator.device.type == "cpu"
+    assert accelerator.logging_dir == str(tmp_path / "logs")
+
+
+def test_checkpoints_resume_weights_optimizer_schedule_and_rng(tmp_path, fresh_state):
+    config = load_config(Toy, overrides=["lr=0.5"])
+    accelerator, model, optimizer, scheduler = make(tmp_path)
+    train_steps(model, optimizer, scheduler, 3)
+    saved = save_checkpoint(accelerator, tmp_path, 3, config)
+    expected = train_steps(model, optimizer, scheduler, 4)
+    final_weight = model.weight.detach().clone()
+
+    assert saved == checkpoint_path(tmp_path, 3) and saved.name == "step_0000003"
+    assert json.loads((saved / STATE_NAME).read_text()) == {"step": 3}
+    assert "lr: 0.5" in (saved / CONFIG_NAME).read_text()
+    assert (saved / "model.safetensors").is_file()
+    assert not list(tmp_path.glob(".step_*"))
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator, model, optimizer, scheduler = make(tmp_path)
+    torch.manual_seed(123)  # whatever happened to the RNG, the checkpoint restores it
+    assert load_checkpoint(accelerator, find_checkpoint(tmp_path, "latest")) == 3
+    assert train_steps(model, optimizer, scheduler, 4) == expected
+    assert torch.equal(model.weight.detach(), final_weight)
+
+
+def test_keep_last_and_incomplete_folders(tmp_path, fresh_state):
+    accelerator, model, optimizer, scheduler = make(tmp_path)
+    for step in (1, 2, 3, 4):
+        save_checkpoint(accelerator, tmp_path, step, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000003", "step_0000004"]
+    (tmp_path / "step_0000009").mkdir()  # a folder without trainer state is not a checkpoint
+    (tmp_path / ".step_0000010.tmp").mkdir()
+    assert find_checkpoint(tmp_path, "latest") == checkpoint_path(tmp_path, 4)
+    assert find_checkpoint(tmp_path, "") is None
+    assert find_checkpoint(tmp_path / "empty", "latest") is None
+    with pytest.raises(DashflowError, match="step_0000009: not a checkpoint folder"):
+        find_checkpoint(tmp_path, str(tmp_path / "step_0000009"))
+    save_checkpoint(accelerator, tmp_path, 10, keep_last=0)
+    assert len(list_checkpoints(tmp_path)) == 3 and not (tmp_path / ".step_0000010.tmp").exists()
+
+
+def test_metrics_log_drops_steps_after_the_resume_point(tmp_path):
+    log = MetricsLog(tmp_path / "m.jsonl")
+    for step in range(1, 6):
+        log.write(step, {"loss": step / 10})
+    MetricsLog(tmp_path / "m.jsonl", start_step=3).write(4, {"loss": 9.0})
+    assert read_metrics(tmp_path / "m.jsonl") == [
+        {"step": 1, "loss": 0.1}, {"step": 2, "loss": 0.2}, {"step": 3, "loss": 0.3},
+        {"step": 4, "loss": 9.0}]
+    MetricsLog(tmp_path / "off.jsonl", enabled=False).write(1, {"loss": 1.0})
+    assert not (tmp_path / "off.jsonl").exists()
+
+
+def test_tensorboard_scalars_audio_and_images(tmp_path, fresh_state):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accelerator = build_accelerator(tmp_path)
+    init_trackers(accelerator, "run", load_config(Toy))
+    accelerator.log({"loss": 1.5}, step=1)
+    log_audio(accelerator, "val/audio", torch.sin(torch.arange(1600) / 5.0), 1)
+    log_spectrogram(accelerator, "val/mel", torch.randn(20, 30), 1)
+    accelerator.end_training()
+    events = EventAccumulator(str(next((tmp_path / "logs").rglob("events.*")).parent),
+                              size_guidance={"images": 0, "audio": 0}).Reload()
+    tags = events.Tags()
+    assert "loss" in tags["scalars"] and "val/audio" in tags["audio"] and "val/mel" in tags["images"]
+    image = events.Images("val/mel")[0]
+    assert (image.height, image.width) == (20, 30)
