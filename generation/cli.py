@@ -1,0 +1,237 @@
+"""The ``generate`` and ``enhance`` console scripts.
+
+    generate "a dog barking" -o dog.wav [--duration 5] [--steps 25] [--cfg 5.0] [--seed 0]
+    generate --batch prompts.txt -o outdir/ [--task ttm] [--checkpoint PIPELINE] [--device cuda]
+
+Each WAV (16 kHz, 16-bit, written atomically) gets a sidecar ``<name>.json`` with every setting
+that decided it: prompts, requested and actual duration, steps, CFG, sway, seed, checkpoint and
+weight hashes, text encoder, device, dtype, dashflow version, elapsed time. With ``--batch``
+(one prompt a line; blank lines and ``#`` comments skipped) the outputs are
+``outdir/<index>_<slug>.wav``; prompt i uses seed ``--seed + i``, so a prompt's audio does not
+depend on ``--batch-size`` when ``--duration`` is given. ``--checkpoint`` defaults to the demo
+pipeline bundled in the package (``generation/demo/pipeline``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from dashflow.audio import atomic_path
+from dashflow.cli import run_guarded
+from dashflow.errors import DashflowError
+
+DEMO_PIPELINE = Path(__file__).resolve().parent / "demo" / "pipeline"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+TAG = re.compile(r"<\|\w+\|>")
+
+
+def build_generate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="generate", description="Generate audio (or music, --task ttm) from text prompts.",
+        epilog='example: generate "a dog barking in a park" -o dog.wav --duration 5 --seed 1')
+    parser.add_argument("prompt", nargs="?", help="the text prompt (or use --batch)")
+    parser.add_argument("--batch", metavar="FILE", help="a text file with one prompt per line")
+    parser.add_argument("-o", "--output", help="output .wav (one prompt; default <slug>.wav) or folder "
+                                                "(--batch; default <FILE stem>_audio)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds per clip (default: the model's predicted duration)")
+    parser.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
+    parser.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale, 1 = off (default 5.0)")
+    parser.add_argument("--sway", type=float, default=-1.0, help="sway sampling coefficient, 0 = linear (default -1)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="pipeline folder, Dasheng-AudioGen model folder or Hugging Face id "
+                             "(default: the bundled demo pipeline)")
+    parser.add_argument("--task", choices=("tta", "ttm"), default=None,
+                        help="text-to-audio or text-to-music (default: the checkpoint's)")
+    parser.add_argument("--tokenizer", default=None, help="replace the checkpoint's DashengTokenizer (folder or hub id)")
+    parser.add_argument("--text-encoder", default=None, help="replace the checkpoint's text encoder (minilm, "
+                                                              "flan-t5-large or a folder)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="DiT and tokenizer dtype (default auto: bfloat16 on cuda, float32 on cpu)")
+    parser.add_argument("--batch-size", type=int, default=4, help="prompts generated together (default 4)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def generate_main(argv: Sequence[str] | None = None) -> int:
+    args = build_generate_parser().parse_args(argv)
+    return run_guarded(lambda: generate_command(args))
+
+
+def enhance_main(argv: Sequence[str] | None = None) -> int:
+    def not_implemented() -> int:
+        raise DashflowError("enhance is not implemented yet: see issue 5")
+    return run_guarded(not_implemented)
+
+
+# --- argument checks (before anything heavy is imported) -----------------------------------------
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    """The prompt, or the prompts of ``--batch``; empty ones raise."""
+    if (args.prompt is None) == (args.batch is None):
+        raise DashflowError("give one prompt, or --batch FILE with one prompt per line")
+    if args.prompt is not None:
+        prompts = [args.prompt]
+    else:
+        path = Path(args.batch)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DashflowError(f"{path}: cannot read the prompts file ({exc.__class__.__name__})") from None
+        prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not prompts:
+            raise DashflowError(f"{path}: no prompts (one per line; blank lines and # comments are skipped)")
+    for i, prompt in enumerate(prompts):
+        if not TAG.sub("", prompt).strip():
+            where = "" if args.batch is None else f" {i} of {args.batch}"
+            raise DashflowError(f"prompt{where} is empty: describe the sound to generate")
+    return prompts
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    if args.duration is not None and (not math.isfinite(args.duration) or args.duration <= 0):
+        raise DashflowError(f"--duration must be a positive number of seconds, got {args.duration}")
+    if args.steps < 1:
+        raise DashflowError(f"--steps must be at least 1, got {args.steps}")
+    if not math.isfinite(args.cfg) or args.cfg < 1:
+        raise DashflowError(f"--cfg must be at least 1 (1 = no guidance), got {args.cfg}")
+    if not math.isfinite(args.sway):
+        raise DashflowError(f"--sway must be a number, got {args.sway}")
+    if args.batch_size < 1:
+        raise DashflowError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.seed is not None and not 0 <= args.seed < 2 ** 63:
+        raise DashflowError(f"--seed must be in [0, 2^63), got {args.seed}")
+
+
+def slug(prompt: str, limit: int = 48) -> str:
+    """File-name part from a prompt: tags dropped, lower-case words joined by ``-``."""
+    text = re.sub(r"[^a-z0-9]+", "-", TAG.sub(" ", prompt).lower()).strip("-")
+    return text[:limit].rstrip("-") or "prompt"
+
+
+def output_paths(args: argparse.Namespace, prompts: list[str]) -> list[Path]:
+    """One .wav path per prompt (nothing is created here)."""
+    if args.batch is None:
+        path = Path(args.output or f"{slug(prompts[0])}.wav")
+        if path.suffix.lower() != ".wav":
+            raise DashflowError(f"-o {path}: the output must be a .wav file")
+        if path.is_dir():
+            raise DashflowError(f"-o {path}: is a folder; give a .wav file name")
+        return [path]
+    folder = Path(args.output or f"{Path(args.batch).stem}_audio")
+    if folder.exists() and not folder.is_dir():
+        raise DashflowError(f"-o {folder}: exists and is not a folder (--batch writes a folder)")
+    width = max(3, len(str(len(prompts) - 1)))
+    return [folder / f"{i:0{width}d}_{slug(p)}.wav" for i, p in enumerate(prompts)]
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def generate_command(args: argparse.Namespace) -> int:
+    prompts = read_prompts(args)
+    check_settings(args)
+    outputs = output_paths(args, prompts)
+    checkpoint = args.checkpoint or DEMO_PIPELINE
+    if args.checkpoint is None and not DEMO_PIPELINE.is_dir():
+        raise DashflowError(f"the bundled demo pipeline is missing ({DEMO_PIPELINE}); pass --checkpoint "
+                            "PIPELINE_FOLDER (a saved pipeline, a Dasheng-AudioGen folder or a Hugging Face id)")
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from dashflow.audio import save_audio
+    from generation.commands import resolve_device
+    from generation.pipeline_components import state_dict_hash
+
+    quiet_libraries()
+    device = resolve_device(args.device)
+    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
+             "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    seed = secrets.randbelow(2 ** 31) if args.seed is None else args.seed
+
+    start = time.perf_counter()
+    pipe = load(checkpoint, args, dtype).to(device)
+    pipe.set_progress_bar_config(disable=args.quiet)
+    pipe.duration_frames(args.duration, 1)  # the task's maximum, before anything is written
+    load_seconds = time.perf_counter() - start
+    provenance = {
+        "checkpoint": str(checkpoint), "task": pipe.task,
+        "model_weights_hash": state_dict_hash(pipe.transformer), "tokenizer_hash": pipe.tokenizer.weights_hash(),
+        "text_encoder": pipe.text_encoder.name, "text_encoder_hash": pipe.text_encoder.weights_hash(),
+        "prompt_template": pipe.prompt_template, "instruction": pipe.config.instruction,
+        "device": str(device), "dtype": str(dtype).removeprefix("torch."), "dashflow_version": dashflow_version(),
+        "load_seconds": round(load_seconds, 3)}
+
+    bar = tqdm(total=len(prompts), desc="prompts", unit="prompt", disable=args.quiet or len(prompts) == 1)
+    for first in range(0, len(prompts), args.batch_size):
+        chunk = range(first, min(first + args.batch_size, len(prompts)))
+        tic = time.perf_counter()
+        result = pipe([prompts[i] for i in chunk], duration=args.duration, num_inference_steps=args.steps,
+                      guidance_scale=args.cfg, sway_coef=args.sway, seed=[seed + i for i in chunk])
+        elapsed = time.perf_counter() - tic
+        for j, i in enumerate(chunk):
+            audio = result.audios[j, :result.lengths[j]]
+            save_audio(outputs[i], audio, result.sample_rate)
+            sidecar = {
+                "output": outputs[i].name, "prompt": prompts[i], "prompt_encoded": result.settings["prompts"][j],
+                "duration_requested": args.duration, "duration": result.lengths[j] / result.sample_rate,
+                "num_samples": result.lengths[j], "sample_rate": result.sample_rate, "steps": args.steps,
+                "cfg": args.cfg, "sway": args.sway, "seed": seed + i, "batch_index": i,
+                **provenance, "elapsed_seconds": round(elapsed, 3)}
+            with atomic_path(outputs[i].with_suffix(".json")) as tmp:
+                tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+            if len(prompts) == 1:
+                print(f"wrote {outputs[i]} ({sidecar['duration']:.2f} s) and its settings {outputs[i].with_suffix('.json').name}")
+        bar.update(len(chunk))
+    bar.close()
+    if len(prompts) > 1:
+        print(f"wrote {len(prompts)} clips to {outputs[0].parent}")
+    return 0
+
+
+def load(checkpoint: str | Path, args: argparse.Namespace, dtype):
+    """The pipeline of ``args.task`` from ``checkpoint``, with --tokenizer / --text-encoder swapped in."""
+    from generation.pipeline_components import PipelineTextEncoder
+    from generation.pipelines import load_pipeline
+    from tokenizer.model import DashengTokenizer
+
+    components = {}
+    if args.tokenizer:
+        components["tokenizer"] = DashengTokenizer.from_pretrained(args.tokenizer, torch_dtype=dtype)
+    if args.text_encoder:
+        components["text_encoder"] = PipelineTextEncoder(args.text_encoder)
+    return load_pipeline(checkpoint, task=args.task, torch_dtype=dtype, **components)
+
+
+def quiet_libraries() -> None:
+    """Keep diffusers / transformers loading bars and notices off the terminal."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def dashflow_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dashflow")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(generate_main())

@@ -1,0 +1,156 @@
+"""Pipeline plumbing: the text-encoder component, checkpoint hashing and folder resolution.
+
+``PipelineTextEncoder`` makes a frozen :class:`text_encoders.TextEncoder` a diffusers pipeline
+component. Its folder holds a small ``config.json`` naming the encoder: the bundled MiniLM
+(``"minilm"``) and hub models (``"google/flan-t5-large"``) are saved as that name only (no copy
+of 90 MB - 1.3 GB of weights); an encoder loaded from a local folder is copied into
+``text_encoder/encoder/`` so the pipeline folder stays self-contained. It always loads in
+float32 (UniFlow / Dasheng-AudioGen run Flan-T5 in fp32; it overflows in fp16).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import Tensor
+
+from dashflow.audio import atomic_path
+from dashflow.errors import DashflowError
+from text_encoders import DEFAULT_TEXT_ENCODER, TextEncoder, load_text_encoder
+
+CONFIG_NAME = "config.json"
+COPY_FOLDER = "encoder"  # where a local-folder encoder is copied inside the component folder
+# files a Hugging Face encoder folder needs (weights, configs, tokenizer); pickles never travel
+COPY_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``, or a one-line DashflowError naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DashflowError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DashflowError(f"{path}: not valid JSON ({_first_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise DashflowError(f"{path}: expected a JSON object")
+    return data
+
+
+def state_dict_hash(module: torch.nn.Module) -> str:
+    """16-hex sha256 over a module's state dict (names, dtypes, shapes, bytes), the same recipe
+    as ``DashengTokenizer.weights_hash``. Depends on the dtype the weights are held in."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def resolve_checkpoint(name: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """A local folder, or a Hugging Face repo id (``owner/name``) downloaded into the hub cache."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise DashflowError(f"{name}: is a file; a {what} is a folder")
+    text = str(name)
+    if text.count("/") != 1 or text.startswith((".", "/", "~")):
+        raise DashflowError(f"{name}: {what} folder not found")
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as exc:  # offline, unknown repo, auth: one line for the user
+        raise DashflowError(f"{name}: not a local folder, and fetching it from the Hugging Face Hub "
+                            f"failed ({_first_line(exc)})") from None
+
+
+class PipelineTextEncoder(ModelMixin, ConfigMixin):
+    """A frozen :class:`TextEncoder` as a pipeline component, saved by reference (see module doc).
+
+    ``encode(prompts) -> (embeddings [B, L, D] float32, mask [B, L] bool)``; ``dim``, ``name``
+    and ``weights_hash()`` are the wrapped encoder's. ``PipelineTextEncoder("minilm")`` loads by
+    name; ``PipelineTextEncoder.wrap(encoder)`` adopts an encoder already loaded.
+    """
+
+    config_name = CONFIG_NAME
+    ignore_for_config = ["encoder"]
+
+    @register_to_config
+    def __init__(self, name: str = DEFAULT_TEXT_ENCODER, encoder: TextEncoder | None = None):
+        super().__init__()
+        self.encoder = encoder if encoder is not None else load_text_encoder(name)
+
+    @classmethod
+    def wrap(cls, encoder: TextEncoder) -> PipelineTextEncoder:
+        return cls(name=encoder.name, encoder=encoder)
+
+    @property
+    def name(self) -> str:
+        return self.encoder.name
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def encode(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """prompts -> embeddings [B, L, D] float32 (zero at padding), mask [B, L] bool."""
+        return self.encoder.encode(prompts)
+
+    def weights_hash(self) -> str:
+        return self.encoder.weights_hash()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True,
+                        **_diffusers_kwargs) -> None:
+        """Write ``config.json`` (the encoder's name); copy a local-folder encoder's files."""
+        if not is_main_process:
+            return
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = self.encoder.name
+        source = Path(name).expanduser()
+        if source.is_dir():
+            target = folder / COPY_FOLDER
+            if source.resolve() != target.resolve():
+                if target.exists():
+                    shutil.rmtree(target)
+                target.mkdir()
+                for file in sorted(source.iterdir()):
+                    if file.is_file() and file.suffix in COPY_SUFFIXES:
+                        shutil.copy2(file, target / file.name)
+            name = COPY_FOLDER
+        config = {"_class_name": type(self).__name__, "name": name, "dim": self.dim}
+        with atomic_path(folder / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
+                        **_diffusers_kwargs) -> PipelineTextEncoder:
+        """Read ``config.json`` and load the named encoder (float32; ``torch_dtype`` is ignored)."""
+        folder = Path(pretrained_model_name_or_path)
+        folder = folder / subfolder if subfolder else folder
+        config = read_json(folder / CONFIG_NAME)
+        name = config.get("name")
+        if not isinstance(name, str) or not name:
+            raise DashflowError(f"{folder / CONFIG_NAME}: no text encoder 'name'")
+        local = folder / name
+        encoder = load_text_encoder(local if name == COPY_FOLDER or local.is_dir() else name)
+        expected = config.get("dim")
+        if expected is not None and expected != encoder.dim:
+            raise DashflowError(f"{folder}: text encoder {name!r} gives {encoder.dim}-d states but the "
+                                f"pipeline was saved with a {expected}-d one")
+        return cls(name=name, encoder=encoder)
