@@ -1,0 +1,233 @@
+"""The evaluation report: ``report.json`` (machine), ``report.md`` (table) and a self-contained
+``report.html`` (tables, per-clip histograms, best/worst spectrograms, metric-versus-step curves;
+images inlined as base64 PNG, no external resources)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dashflow.audio import atomic_path
+from eval import plots
+from eval.suite import METRIC_INFO
+
+PACKAGES = ("dashflow", "torch", "numpy", "scipy", "soxr", "soundfile", "transformers", "diffusers",
+            "pesq", "pystoi", "speechmos", "onnxruntime", "laion-clap")
+# per-clip keys that rank clips for the spectrogram grid, in order of preference
+RANKING = ("clap", "kl_softmax", "mel", "pesq", "sisdr", "dnsmos_ovrl")
+RUN_COLUMNS = ("steps", "cfg", "seed", "checkpoint", "train_step")
+
+
+def environment() -> dict[str, str]:
+    """Python and installed library versions."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def build_report(settings: dict, models: dict, reference: dict, runs: list[dict]) -> dict[str, Any]:
+    """Everything the three files show, as plain JSON-able data."""
+    ref = {k: v for k, v in reference.items() if k not in ("folder", "extraction")}
+    return {"tool": "dashflow eval", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "reference": ref, "models": models, "settings": settings, "runs": runs,
+            "environment": environment(), "metric_info": {k: dict(zip(("label", "better", "meaning"), v))
+                                                          for k, v in METRIC_INFO.items()}}
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write report.json, report.md and report.html into ``out_dir``."""
+    out = Path(out_dir)
+    files = {"report.json": json.dumps(report, indent=2, default=str, ensure_ascii=False),
+             "report.md": render_markdown(report), "report.html": render_html(report)}
+    for name, text in files.items():
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    return [out / name for name in files]
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+
+def metric_keys(report: dict) -> list[str]:
+    present = {k for run in report["runs"] for k in run["metrics"]}
+    return [k for k in METRIC_INFO if k in present]
+
+
+def format_metric(entry: dict | None) -> str:
+    if not entry:
+        return ""
+    if entry.get("value") is None:
+        return "n/a"
+    text = f"{entry['value']:.4g}"
+    return f"{text} ± {entry['std']:.2g}" if "std" in entry else text
+
+
+def format_setting(value: Any) -> str:
+    if isinstance(value, dict) and "per_clip" in value:
+        values = value["per_clip"]
+        if all(isinstance(v, (int, float)) for v in values):
+            return f"per clip: {values[0]}-{values[-1]} ({len(values)} values)"
+        return f"per clip: {', '.join(map(str, values[:3]))}{', ...' if len(values) > 3 else ''} ({len(values)} values)"
+    return "" if value is None else str(value)
+
+
+def issue_lines(report: dict) -> list[str]:
+    """One line per problem: unreadable, unpaired, uncaptioned and failed clips, failed metrics."""
+    lines = [f"reference: unreadable {cid}: {why}" for cid, why in report["reference"].get("unreadable", {}).items()]
+    for run in report["runs"]:
+        issues, name = run["issues"], run["name"]
+        lines += [f"{name}: unreadable {cid}: {why}" for cid, why in issues["unreadable"].items()]
+        for key, what in (("unpaired_generated", "generated clips without a reference"),
+                          ("unpaired_reference", "reference clips without a generated clip"),
+                          ("uncaptioned", "generated clips without a caption")):
+            if issues[key]:
+                shown = ", ".join(issues[key][:10]) + (", ..." if len(issues[key]) > 10 else "")
+                lines.append(f"{name}: {len(issues[key])} {what}: {shown}")
+        for metric, clips in issues["failed"].items():
+            lines += [f"{name}: {metric} failed on {cid}: {why}" for cid, why in clips.items()]
+        lines += [f"{name}: {k} not computed: {m['error']}" for k, m in run["metrics"].items() if m.get("error")]
+    return lines
+
+
+def best_and_worst(run: dict, n: int = 3) -> tuple[str | None, list[dict], list[dict]]:
+    """The n best and n worst clips of a run by the first ranking metric it has (for spectrograms)."""
+    for key in RANKING:
+        scored = sorted(((c[key], cid) for cid, c in run["per_clip"].items() if key in c),
+                        reverse=METRIC_INFO[key][1] == "higher")
+        if not scored:
+            continue
+        best, worst = scored[:n], [s for s in scored[-n:] if s not in scored[:n]][::-1]
+
+        def entries(picks: list, kind: str) -> list[dict]:
+            return [{"title": f"{kind}: {cid} ({METRIC_INFO[key][0]} {value:.3f})",
+                     "file": run["per_clip"][cid]["file"],
+                     "reference_file": run["per_clip"][cid].get("reference_file")} for value, cid in picks]
+        return key, entries(best, "best"), entries(worst, "worst")
+    return None, [], []
+
+
+# -- Markdown ------------------------------------------------------------------------------------
+
+def render_markdown(report: dict) -> str:
+    keys = metric_keys(report)
+    ref = report["reference"]
+    lines = ["# dashflow evaluation report", "",
+             f"Created {report['created']}. Reference: **{ref.get('name')}** ({ref.get('n_files', 0)} files"
+             + (f", set sha256 `{ref['set_sha256'][:16]}`" if ref.get("set_sha256") else "") + ").", "",
+             "## Metrics", ""]
+    header = ["run", *RUN_COLUMNS, *(f"{METRIC_INFO[k][0]} {'↓' if METRIC_INFO[k][1] == 'lower' else '↑'}" for k in keys)]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in report["runs"]:
+        cells = [run["name"], *(format_setting(run["settings"].get(c)) for c in RUN_COLUMNS),
+                 *(format_metric(run["metrics"].get(k)) for k in keys)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Models", "", "| embedder | model | weights | sha256 | official file |", "|---|---|---|---|---|"]
+    for name, m in report["models"].items():
+        lines.append(f"| {name} | {m.get('model')} | {m.get('weights', m.get('checkpoint'))} | "
+                     f"`{str(m.get('sha256'))[:16]}` | {m.get('official_file', 'unknown')} |")
+    lines += ["", "## Settings", ""]
+    for name, model in report["models"].items():
+        lines.append(f"- **{name}**: " + "; ".join(f"{k} = {v}" for k, v in model.items() if k not in ("model", "sha256")))
+    lines += [f"- **{k}**: {json.dumps(v, ensure_ascii=False, default=str)}" for k, v in report["settings"].items()]
+    lines += ["", "## Issues", ""] + ([f"- {line}" for line in issue_lines(report)] or ["None."])
+    lines += ["", "## Environment", "", ", ".join(f"{k} {v}" for k, v in report["environment"].items()), ""]
+    return "\n".join(lines)
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 -apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:1100px;
+color:#1d2330;padding:0 1rem}h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #dde2ea;
+padding-bottom:.2rem;font-size:1.2rem}.sub{color:#5b6578}table{border-collapse:collapse;margin:.6rem 0;font-size:13px}
+th,td{border:1px solid #dde2ea;padding:.3rem .6rem;text-align:left;vertical-align:top}th{background:#f3f5f9}
+td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}td.best{background:#e4f5e8;font-weight:600}
+code{font-size:12px;background:#f3f5f9;padding:0 .2rem}img{max-width:100%;border:1px solid #eef0f4;margin:.4rem 0}
+.issue{color:#9a3412}.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs figure{margin:0}
+figcaption{font-size:12px;color:#5b6578}details{margin:.3rem 0}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _table(header: list[str], rows: list[list[str]], raw: bool = False) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(c if raw else f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _metric_table(report: dict, keys: list[str]) -> str:
+    best: dict[str, float] = {}
+    for k in keys:
+        values = [r["metrics"][k]["value"] for r in report["runs"] if r["metrics"].get(k, {}).get("value") is not None]
+        if len(values) > 1:
+            best[k] = (min if METRIC_INFO[k][1] == "lower" else max)(values)
+    header = ["run", *RUN_COLUMNS, *(f"{METRIC_INFO[k][0]} {'↓' if METRIC_INFO[k][1] == 'lower' else '↑'}" for k in keys)]
+    rows = []
+    for run in report["runs"]:
+        cells = [f"<td>{_e(run['name'])}</td>"] + [f"<td>{_e(format_setting(run['settings'].get(c)))}</td>"
+                                                   for c in RUN_COLUMNS]
+        for k in keys:
+            entry = run["metrics"].get(k) or {}
+            cls = "num best" if entry.get("value") is not None and entry.get("value") == best.get(k) else "num"
+            title = _e(entry.get("error") or ", ".join(f"{a}={b}" for a, b in entry.items() if a != "value"))
+            cells.append(f'<td class="{cls}" title="{title}">{_e(format_metric(entry))}</td>')
+        rows.append(cells)
+    return _table(header, rows, raw=True)
+
+
+def _figure(png: str | None, caption: str) -> str:
+    if png is None:
+        return ""
+    return f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{png}"><figcaption>{_e(caption)}</figcaption></figure>'
+
+
+def render_html(report: dict) -> str:
+    keys = metric_keys(report)
+    ref, runs = report["reference"], report["runs"]
+    parts = [f"<h1>dashflow evaluation report</h1><p class='sub'>Created {_e(report['created'])} · reference "
+             f"<b>{_e(ref.get('name'))}</b> ({_e(ref.get('n_files', 0))} files"
+             + (f", set sha256 <code>{_e(ref['set_sha256'][:16])}</code>" if ref.get("set_sha256") else "")
+             + f") · {len(runs)} run(s)</p>", "<h2>Metrics</h2>", _metric_table(report, keys),
+             "<p class='sub'>" + " · ".join(f"<b>{_e(METRIC_INFO[k][0])}</b>: {_e(METRIC_INFO[k][2])}" for k in keys)
+             + "</p>"]
+    parts.append(_figure(plots.curves(runs, {k: METRIC_INFO[k] for k in keys}), "metrics across runs"))
+    hists = [_figure(plots.histogram(runs, key, METRIC_INFO[key][0]), f"per-clip {METRIC_INFO[key][0]}")
+             for key in ("clap", "kl_softmax", "pesq", "dnsmos_ovrl")]
+    if any(hists):
+        parts += ["<h2>Per-clip distributions</h2><div class='figs'>", *hists, "</div>"]
+    for run in runs:
+        key, best, worst = best_and_worst(run)
+        if key:
+            parts += [f"<h2>Best and worst clips · {_e(run['name'])}</h2>",
+                      _figure(plots.spectrogram_grid(best, worst),
+                              f"mel spectrograms (16 kHz) of the best (top) and worst (bottom) clips by "
+                              f"{METRIC_INFO[key][0]}, each above its reference")]
+    parts += ["<h2>Models</h2>", _table(
+        ["embedder", "model", "weights", "sha256", "official file", "official architecture"],
+        [[n, m.get("model"), m.get("weights", m.get("checkpoint")), str(m.get("sha256"))[:16],
+          m.get("official_file", "unknown"), m.get("official_architecture", "")] for n, m in report["models"].items()])]
+    parts += ["<h2>Settings</h2>", _table(["what", "setting"], [
+        *([n, "; ".join(f"{k} = {v}" for k, v in m.items() if k not in ("model", "sha256"))]
+          for n, m in report["models"].items()),
+        *([k, json.dumps(v, ensure_ascii=False, default=str)] for k, v in report["settings"].items()),
+        *([f"run {r['name']}", r["generated"] + " · " + ", ".join(f"{k} = {format_setting(v)}"
+                                                                  for k, v in r["settings"].items())] for r in runs),
+        ["reference", f"{ref.get('path')} ({ref.get('n_files', 0)} files)"]])]
+    issues = issue_lines(report)
+    parts += ["<h2>Issues</h2>", "<ul>" + "".join(f"<li class='issue'>{_e(i)}</li>" for i in issues) + "</ul>"
+              if issues else "<p>None: every file was read and paired.</p>"]
+    parts += ["<h2>Environment</h2><p class='sub'>" + _e(", ".join(f"{k} {v}" for k, v in report["environment"].items()))
+              + "</p>"]
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>dashflow evaluation report</title>"
+            f"<style>{_CSS}</style></head><body>" + "".join(parts) + "</body></html>\n")

@@ -1,0 +1,313 @@
+"""`dashflow eval` without the command line: load the networks once, score runs against a reference.
+
+Metric sets: ``generation`` (fad, fd, kl, is, clap), ``reconstruction`` (mel, stft, pesq, stoi,
+sisdr) and ``enhancement`` (pesq, stoi, sisdr, dnsmos); names and sets can be mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dashflow.audio import load_audio
+from dashflow.errors import DashflowError
+from eval import enhancement as speech
+from eval.classifier_metrics import inception_score, kl_per_clip
+from eval.clap import cosine_scores, load_clap
+from eval.embedders import ClapEmbedder, Cnn14Embedder, VGGishEmbedder
+from eval.features import Extraction, FeatureCache, extract
+from eval.frechet import frechet_distance_of
+from eval.inputs import ClipFolder, pair, read_sidecars, run_settings, scan_folder, sidecar_captions
+from eval.reconstruction import MEL_PRESETS, STFT_DISTANCE, mel_distance, stft_distance
+from eval.weights import locate, sha256_file, weights_dir
+
+METRIC_SETS = {
+    "generation": ("fad", "fd", "kl", "is", "clap"),
+    "reconstruction": ("mel", "stft", "pesq", "stoi", "sisdr"),
+    "enhancement": ("pesq", "stoi", "sisdr", "dnsmos"),
+}
+ALL_METRICS = ("fad", "fd", "kl", "is", "clap", "mel", "stft", "pesq", "stoi", "sisdr", "dnsmos")
+NEEDS_REFERENCE = {"fad", "fd", "kl", "mel", "stft", "pesq", "stoi", "sisdr"}
+PAIRED = ("mel", "stft", "pesq", "stoi", "sisdr")
+
+# report key -> (label, better, what it is)
+METRIC_INFO = {
+    "fad": ("FAD", "lower", "Fréchet distance of VGGish frame embeddings"),
+    "fd": ("FD", "lower", "Fréchet distance of PANNs Cnn14 2048-d features"),
+    "kl_softmax": ("KL (softmax)", "lower", "KL(reference || generated) of Cnn14 class softmax"),
+    "kl_sigmoid": ("KL (sigmoid)", "lower", "the same with per-class sigmoids"),
+    "is": ("IS", "higher", "Inception Score of Cnn14 logits"),
+    "clap": ("CLAPScore", "higher", "mean caption-clip cosine in CLAP space"),
+    "mel": ("Mel-16k", "lower", "multi-scale mel distance (DAC)"),
+    "stft": ("STFT-16k", "lower", "multi-scale STFT distance (DAC)"),
+    "pesq": ("PESQ-WB", "higher", "wideband PESQ MOS-LQO"),
+    "stoi": ("STOI", "higher", "short-time objective intelligibility"),
+    "sisdr": ("SI-SDR", "higher", "scale-invariant SDR in dB"),
+    "dnsmos_ovrl": ("DNSMOS OVRL", "higher", "DNSMOS P.835 overall"),
+    "dnsmos_sig": ("DNSMOS SIG", "higher", "DNSMOS P.835 signal"),
+    "dnsmos_bak": ("DNSMOS BAK", "higher", "DNSMOS P.835 background"),
+    "dnsmos_p808": ("DNSMOS P.808", "higher", "DNSMOS P.808 MOS"),
+}
+
+
+def parse_metrics(spec: str) -> list[str]:
+    """``"fad,clap"`` or ``"reconstruction"`` (or a mix) -> metric names in canonical order."""
+    chosen: set[str] = set()
+    for token in filter(None, (t.strip().lower() for t in spec.split(","))):
+        if token in METRIC_SETS:
+            chosen.update(METRIC_SETS[token])
+        elif token in ALL_METRICS:
+            chosen.add(token)
+        else:
+            raise DashflowError(f"unknown metric {token!r}; use {', '.join(ALL_METRICS)} "
+                                f"or a set: {', '.join(METRIC_SETS)}")
+    if not chosen:
+        raise DashflowError("no metrics requested")
+    return [m for m in ALL_METRICS if m in chosen]
+
+
+def check_reference(metrics: list[str], folder: str | Path | None) -> None:
+    """One-line error when a metric that compares with references has no reference folder."""
+    needing = [m for m in metrics if m in NEEDS_REFERENCE]
+    if folder is None and needing:
+        raise DashflowError(f"--reference is needed for {', '.join(needing)}")
+
+
+@dataclass
+class EvalOptions:
+    metrics: list[str]
+    weights_dir: str | Path | None = None
+    clap_model: str | Path | None = None   # .pt file (laion-clap) or HF folder; default in weights dir
+    cache_dir: str | Path | None = None    # None: no feature cache
+    device: str = "auto"
+    clap_crop: str = "random"
+    clap_seed: int = 0
+    is_splits: int = 10
+    is_seed: int = 2020
+    mel_preset: str = "dac"
+    align: str = "reference"
+    run_flags: dict[str, Any] = field(default_factory=dict)  # steps / cfg / seed / checkpoint
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DashflowError(f"--device {name}: no CUDA device is available")
+    return torch.device(name)
+
+
+class Evaluator:
+    """Holds the networks; :meth:`reference` once, then :meth:`run` per generated folder."""
+
+    def __init__(self, options: EvalOptions):
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.cache = FeatureCache(options.cache_dir)
+        wanted = set(options.metrics)
+        if options.mel_preset not in MEL_PRESETS:
+            raise DashflowError(f"unknown mel preset {options.mel_preset!r}; use one of {', '.join(MEL_PRESETS)}")
+        # find every file first, so a missing one fails before any work
+        vggish = locate("vggish", options.weights_dir) if "fad" in wanted else None
+        cnn14 = locate("cnn14", options.weights_dir) if wanted & {"fd", "kl", "is"} else None
+        clap = None
+        if "clap" in wanted:
+            clap = Path(options.clap_model) if options.clap_model else locate("clap", options.weights_dir)
+        self.vggish = VGGishEmbedder(vggish, self.device) if vggish else None
+        self.cnn14 = Cnn14Embedder(cnn14, self.device) if cnn14 else None
+        self.clap = (ClapEmbedder(load_clap(clap, self.device), options.clap_crop, options.clap_seed)
+                     if clap else None)
+        self._reference: dict[str, Any] | None = None
+
+    @property
+    def models(self) -> dict[str, dict[str, Any]]:
+        return {e.name: e.settings for e in (self.vggish, self.cnn14, self.clap) if e is not None}
+
+    def settings(self) -> dict[str, Any]:
+        """Every option that changes a number, for the report."""
+        o, wanted = self.options, set(self.options.metrics)
+        out: dict[str, Any] = {"metrics": o.metrics, "device": str(self.device),
+                               "weights_dir": str(weights_dir(o.weights_dir)),
+                               "feature_cache": str(self.cache.root) if self.cache.root else None}
+        if "kl" in wanted:
+            out["kl"] = {"direction": "KL(reference || generated)", "pairing": "basename", "eps": 1e-6}
+        if "is" in wanted:
+            out["is"] = {"splits": o.is_splits, "seed": o.is_seed, "shuffle": "RandomState(seed).permutation"}
+        if "clap" in wanted:
+            out["clap"] = {"score": "mean raw cosine (no x100, no clamp)", "text_tokens": 77}
+        if wanted & set(PAIRED) or "dnsmos" in wanted:
+            out["speech"] = {"sample_rate": speech.SAMPLE_RATE, "alignment": o.align, "pesq": "wideband (P.862.2)",
+                             "stoi": "classic", "dnsmos": "P.835 (speechmos, non-personalised)"}
+        if "mel" in wanted:
+            out["mel"] = {"preset": o.mel_preset, **MEL_PRESETS[o.mel_preset].describe()}
+        if "stft" in wanted:
+            out["stft"] = STFT_DISTANCE.describe()
+        return out
+
+    def reference(self, folder: str | Path | None, name: str | None = None) -> dict[str, Any]:
+        """Scan (and embed, for FAD/FD/KL) the reference folder; kept for every run."""
+        wanted = set(self.options.metrics)
+        check_reference(self.options.metrics, folder)
+        if folder is None:
+            self._reference = {"name": name, "path": None, "n_files": 0}
+            return self._reference
+        ref = scan_folder(folder)
+        embedders = [e for e, used in ((self.vggish, "fad" in wanted), (self.cnn14, bool(wanted & {"fd", "kl"})))
+                     if e is not None and used]
+        extraction = extract(ref.clips, embedders, self.cache, desc="reference")
+        hashes = extraction.hashes if embedders else {cid: sha256_file(p) for cid, p in ref.clips.items()}
+        digest = hashlib.sha256("".join(f"{k} {v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
+        self._reference = {"name": name or ref.root.name, "path": str(ref.root), "n_files": len(ref.clips),
+                           "set_sha256": digest, "unreadable": extraction.bad,
+                           "folder": ref, "extraction": extraction}
+        return self._reference
+
+    def run(self, folder: str | Path, captions: dict[str, str] | None = None) -> dict[str, Any]:
+        """Score one folder of generated audio against the reference."""
+        if self._reference is None:
+            raise RuntimeError("call reference() before run()")
+        gen = scan_folder(folder)
+        sidecars = read_sidecars(gen)
+        result = _new_run(gen, run_settings(sidecars, self.options.run_flags))
+        ref_folder: ClipFolder | None = self._reference.get("folder")
+        if ref_folder is not None:
+            pairing = pair(gen, ref_folder)
+            result["issues"]["unpaired_generated"] = pairing.only_generated
+            result["issues"]["unpaired_reference"] = pairing.only_reference
+            for cid in pairing.paired:
+                result["per_clip"][cid]["reference_file"] = str(ref_folder.clips[cid])
+        wanted = set(self.options.metrics)
+        embedders = [e for e, used in ((self.vggish, "fad" in wanted), (self.cnn14, bool(wanted & {"fd", "kl", "is"})),
+                                       (self.clap, "clap" in wanted)) if e is not None and used]
+        if embedders:
+            extraction = extract(gen.clips, embedders, self.cache, desc=f"{gen.root.name}")
+            result["issues"]["unreadable"].update(extraction.bad)
+            self._embedding_metrics(result, extraction, captions if captions is not None else sidecar_captions(sidecars))
+        if wanted & set(PAIRED) or "dnsmos" in wanted:
+            self._speech_metrics(result, gen, ref_folder)
+        return result
+
+    # -- metric groups ---------------------------------------------------------------------------
+
+    def _embedding_metrics(self, result: dict, gen: Extraction, captions: dict[str, str]) -> None:
+        wanted = set(self.options.metrics)
+        ref: Extraction | None = self._reference.get("extraction")
+        metrics, per_clip = result["metrics"], result["per_clip"]
+        if "fad" in wanted:
+            metrics["fad"] = _guard(lambda: pooled_frechet(gen.features["vggish"], ref.features["vggish"], "frames"))
+        if "fd" in wanted:
+            metrics["fd"] = _guard(lambda: pooled_frechet(gen.features["cnn14"], ref.features["cnn14"], "features"))
+        if "kl" in wanted:
+            metrics.update(_kl(gen.features["cnn14"], ref.features["cnn14"], per_clip))
+        if "is" in wanted:
+            metrics["is"] = _guard(lambda: _inception(gen.features["cnn14"], self.options.is_splits,
+                                                      self.options.is_seed))
+        if "clap" in wanted:
+            metrics["clap"] = _guard(lambda: self._clap_score(gen.features["clap"], captions, result))
+
+    def _clap_score(self, embeddings: dict, captions: dict[str, str], result: dict) -> dict:
+        ids = [cid for cid in embeddings if cid in captions]
+        result["issues"]["uncaptioned"] = sorted(cid for cid in embeddings if cid not in captions)
+        if not ids:
+            raise DashflowError("no generated clip has a caption (give --captions or sidecar prompts)")
+        texts = [captions[cid] for cid in ids]
+        text = torch.cat([self.clap.model.embed_text(texts[i:i + 32]) for i in range(0, len(texts), 32)]).numpy()
+        scores = cosine_scores(np.stack([embeddings[cid]["embedding"] for cid in ids]), text)
+        for cid, score in zip(ids, scores):
+            result["per_clip"][cid]["clap"] = float(score)
+            result["per_clip"][cid]["caption"] = captions[cid]
+        return {"value": float(scores.mean()), "n_clips": len(ids)}
+
+    def _speech_metrics(self, result: dict, gen: ClipFolder, ref: ClipFolder | None) -> None:
+        wanted = [m for m in self.options.metrics if m in PAIRED or m == "dnsmos"]
+        issues, per_clip = result["issues"], result["per_clip"]
+        failed: dict[str, dict[str, str]] = issues["failed"]
+        scorers: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+            "mel": lambda r, e: mel_distance(e, r, speech.SAMPLE_RATE, self.options.mel_preset),
+            "stft": lambda r, e: stft_distance(e, r, speech.SAMPLE_RATE),
+            "pesq": speech.pesq_wb, "stoi": speech.stoi, "sisdr": speech.si_sdr,
+        }
+        for cid, path in tqdm(gen.clips.items(), desc=f"{gen.root.name} (speech)", unit="clip"):
+            if cid in issues["unreadable"]:
+                continue
+            try:
+                est = load_audio(path, speech.SAMPLE_RATE).numpy()
+            except DashflowError as exc:
+                issues["unreadable"][cid] = str(exc)
+                continue
+            if "dnsmos" in wanted:
+                for name, value in speech.dnsmos(est).items():
+                    per_clip[cid][f"dnsmos_{name}"] = value
+            if ref is None or cid not in ref.clips or not set(wanted) & set(PAIRED):
+                continue
+            try:
+                clean = load_audio(ref.clips[cid], speech.SAMPLE_RATE).numpy()
+            except DashflowError as exc:
+                self._reference["unreadable"][cid] = str(exc)
+                continue
+            clean, est_aligned = speech.align(clean, est, self.options.align)
+            for name in (m for m in wanted if m in PAIRED):
+                try:
+                    per_clip[cid][name] = scorers[name](clean, est_aligned)
+                except DashflowError as exc:
+                    failed.setdefault(name, {})[cid] = str(exc)
+        keys = [m for m in wanted if m in PAIRED] + (
+            [f"dnsmos_{n}" for n in ("ovrl", "sig", "bak", "p808")] if "dnsmos" in wanted else [])
+        for key in keys:
+            values = [c[key] for c in per_clip.values() if key in c]
+            result["metrics"][key] = ({"value": float(np.mean(values)), "n_clips": len(values),
+                                       "n_failed": len(failed.get(key, {}))} if values else
+                                      {"value": None, "error": "no clip could be scored"})
+
+
+def _new_run(gen: ClipFolder, settings: dict[str, Any]) -> dict[str, Any]:
+    return {"name": gen.root.name, "generated": str(gen.root), "n_files": len(gen.clips), "settings": settings,
+            "metrics": {}, "per_clip": {cid: {"file": str(p)} for cid, p in gen.clips.items()},
+            "issues": {"unreadable": {}, "unpaired_generated": [], "unpaired_reference": [],
+                       "uncaptioned": [], "failed": {}}}
+
+
+def pooled_frechet(gen: dict, ref: dict, key: str) -> dict:
+    """Fréchet distance of every vector of every clip pooled: {clip: {key: [..., D]}} on each side."""
+    gen_x = [f[key].reshape(-1, f[key].shape[-1]) for f in gen.values()]
+    ref_x = [f[key].reshape(-1, f[key].shape[-1]) for f in ref.values()]
+    if not gen_x or not ref_x:
+        raise DashflowError("no readable clips on one side")
+    gx, rx = np.concatenate(gen_x), np.concatenate(ref_x)
+    return {"value": frechet_distance_of(gx, rx), "n_generated": len(gen_x), "n_reference": len(ref_x),
+            "n_vectors_generated": int(gx.shape[0]), "n_vectors_reference": int(rx.shape[0])}
+
+
+def _kl(gen: dict, ref: dict, per_clip: dict) -> dict[str, dict]:
+    """KL softmax and sigmoid over the basename pairs readable on both sides."""
+    pairs = [cid for cid in gen if cid in ref]
+    out = {}
+    for kind in ("softmax", "sigmoid"):
+        if not pairs:
+            out[f"kl_{kind}"] = {"value": None, "error": "no generated clip shares a basename with a readable reference clip"}
+            continue
+        values = kl_per_clip(np.stack([ref[c]["logits"] for c in pairs]), np.stack([gen[c]["logits"] for c in pairs]), kind)
+        for cid, value in zip(pairs, values):
+            per_clip[cid][f"kl_{kind}"] = float(value)
+        out[f"kl_{kind}"] = {"value": float(values.mean()), "n_pairs": len(pairs)}
+    return out
+
+
+def _inception(gen: dict, splits: int, seed: int) -> dict:
+    logits = np.stack([f["logits"] for f in gen.values()]) if gen else np.zeros((0, 527))
+    mean, std = inception_score(logits, splits, seed)
+    return {"value": mean, "std": std, "n_generated": int(logits.shape[0]), "splits": splits, "seed": seed}
+
+
+def _guard(compute: Callable[[], dict]) -> dict:
+    """A metric that cannot be computed is reported with its reason instead of a fake number."""
+    try:
+        return compute()
+    except DashflowError as exc:
+        return {"value": None, "error": str(exc)}
