@@ -95,7 +95,6 @@ class AudioGenerationPipeline(DiffusionPipeline):
     task: ClassVar[str] = "tta"
     default_prompt_template: ClassVar[str] = "<|caption|> {prompt}"
     max_duration: ClassVar[float] = 60.0
-    model_cpu_offload_seq = "text_encoder->transformer->tokenizer"
     _optional_components = ["latent_normalizer"]
 
     def __init__(self, tokenizer: DashengTokenizer, text_encoder: PipelineTextEncoder | TextEncoder,
@@ -131,10 +130,10 @@ class AudioGenerationPipeline(DiffusionPipeline):
         if isinstance(kwargs.get("text_encoder"), TextEncoder):
             kwargs["text_encoder"] = PipelineTextEncoder.wrap(kwargs["text_encoder"])
         if not (folder / PIPELINE_INDEX).is_file():
-            if (folder / "config.json").is_file():
+            if is_model_folder(folder):
                 return cls.from_model_folder(folder, torch_dtype=torch_dtype, **kwargs)
             raise DashflowError(f"{pretrained_model_name_or_path}: not a pipeline folder (no {PIPELINE_INDEX}) "
-                                "and not a model folder (no config.json)")
+                                "and not a Dasheng-AudioGen model folder")
         index = read_json(folder / PIPELINE_INDEX)
         for name in ("tokenizer", "text_encoder", "transformer", "scheduler", "latent_normalizer"):
             entry = index.get(name)
@@ -145,9 +144,9 @@ class AudioGenerationPipeline(DiffusionPipeline):
             with warnings.catch_warnings():  # diffusers >= 0.36 prefers `dtype`; older ones only know this
                 warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated", category=FutureWarning)
                 return super().from_pretrained(str(folder), torch_dtype=torch_dtype or torch.float32, **kwargs)
-        except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+        except (ValueError, TypeError, AttributeError, OSError) as exc:  # diffusers' loader: one line
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
-            raise DashflowError(f"{folder}: cannot load the pipeline ({lines[0]})") from None
+            raise DashflowError(f"{folder}: cannot load the pipeline ({lines[0]})") from exc
 
     @classmethod
     def from_model_folder(cls, folder: str | Path, torch_dtype: torch.dtype | None = None,
@@ -330,6 +329,14 @@ class TextToMusicPipeline(AudioGenerationPipeline):
 
 
 PIPELINES: dict[str, type[AudioGenerationPipeline]] = {"tta": TextToAudioPipeline, "ttm": TextToMusicPipeline}
+
+
+def is_model_folder(folder: Path) -> bool:
+    """True for a saved AudioGenModel or an official Dasheng-AudioGen folder (its config.json)."""
+    if not (folder / "config.json").is_file():
+        return False
+    config = read_json(folder / "config.json")
+    return config.get("_class_name") == AudioGenModel.__name__ or config.get("model_type") == "dasheng_audiogen"
 
 
 def pipeline_task(folder: str | Path) -> str | None:

@@ -1,0 +1,153 @@
+"""The ``generate`` console script end to end on a tiny saved pipeline, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from generation import cli
+from generation.cli import enhance_main, generate_main
+from generation.model import AudioGenModel
+from generation.pipeline_components import state_dict_hash
+from tests.generation.test_pipelines import MINILM_DIM, build_tiny_pipeline
+
+SIDECAR_KEYS = {
+    "output", "prompt", "prompt_encoded", "duration_requested", "duration", "num_samples", "sample_rate",
+    "steps", "cfg", "sway", "seed", "batch_index", "checkpoint", "task", "model_weights_hash",
+    "tokenizer_hash", "text_encoder", "text_encoder_hash", "prompt_template", "instruction", "device",
+    "dtype", "dashflow_version", "load_seconds", "elapsed_seconds"}
+FAST = ["--steps", "2", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cli") / "pipeline"
+    build_tiny_pipeline().save_pretrained(folder)
+    return folder
+
+
+def run(argv, capfd) -> tuple[int, list[str]]:
+    code = generate_main([str(a) for a in argv])
+    return code, capfd.readouterr().err.splitlines()
+
+
+def test_generate_writes_the_wav_and_a_sidecar_with_every_setting(checkpoint, tmp_path, capfd):
+    out = tmp_path / "dog.wav"
+    code, err = run(["a dog barking", "-o", out, "--checkpoint", checkpoint, "--duration", 1.0,
+                     "--seed", 5, *FAST], capfd)
+    assert code == 0 and err == []
+    audio, rate = sf.read(out)
+    assert rate == 16000 and audio.shape == (16000,) and np.abs(audio).max() > 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert set(side) == SIDECAR_KEYS
+    pipe = build_tiny_pipeline()
+    assert side["prompt"] == "a dog barking" and side["prompt_encoded"] == "<|caption|> a dog barking"
+    assert (side["duration_requested"], side["duration"], side["num_samples"]) == (1.0, 1.0, 16000)
+    assert (side["steps"], side["cfg"], side["sway"], side["seed"]) == (2, 5.0, -1.0, 5)
+    assert side["checkpoint"] == str(checkpoint) and side["task"] == "tta"
+    assert side["model_weights_hash"] == state_dict_hash(pipe.transformer)
+    assert side["tokenizer_hash"] == pipe.tokenizer.weights_hash()
+    assert side["text_encoder"] == "minilm" and side["text_encoder_hash"] == pipe.text_encoder.weights_hash()
+    assert (side["device"], side["dtype"]) == ("cpu", "float32") and side["dashflow_version"]
+    assert side["elapsed_seconds"] > 0 and side["load_seconds"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dog.json", "dog.wav"]  # no temp files left
+
+    again = tmp_path / "again.wav"
+    assert run(["a dog barking", "-o", again, "--checkpoint", checkpoint, "--duration", 1.0,
+                "--seed", 5, *FAST], capfd)[0] == 0
+    np.testing.assert_array_equal(sf.read(again)[0], audio)  # same seed, same audio
+
+
+def test_batch_file_writes_indexed_files_with_per_prompt_seeds(checkpoint, tmp_path, capfd):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("rain on a tin roof\n\n# a comment\nA Bell, ringing!\n<|caption|> wind <|env|> a forest\n")
+    out = tmp_path / "clips"
+    code, err = run(["--batch", prompts, "-o", out, "--checkpoint", checkpoint, "--duration", 0.4,
+                     "--seed", 7, "--batch-size", 2, "--task", "ttm", *FAST], capfd)
+    assert code == 0 and err == []
+    names = ["000_rain-on-a-tin-roof", "001_a-bell-ringing", "002_wind-a-forest"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(n + ext for n in names for ext in (".json", ".wav"))
+    sides = [json.loads((out / f"{n}.json").read_text()) for n in names]
+    assert [s["seed"] for s in sides] == [7, 8, 9] and [s["batch_index"] for s in sides] == [0, 1, 2]
+    assert sides[0]["prompt_encoded"] == "<|caption|> rain on a tin roof <|music|> rain on a tin roof"
+    assert sides[2]["prompt_encoded"] == "<|caption|> wind <|env|> a forest"  # structured: as written
+    assert all(s["task"] == "ttm" and s["num_samples"] == 6400 for s in sides)
+
+    single = tmp_path / "single.wav"  # prompt 2 alone with its seed: same audio as in the batch
+    assert run(["<|caption|> wind <|env|> a forest", "-o", single, "--checkpoint", checkpoint,
+                "--duration", 0.4, "--seed", 9, "--task", "ttm", *FAST], capfd)[0] == 0
+    np.testing.assert_allclose(sf.read(single)[0], sf.read(out / f"{names[2]}.wav")[0], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(checkpoint, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    (root / "not_a_pipeline").mkdir()
+    (root / "not_a_pipeline" / "notes.txt").write_text("hello")
+    shutil.copytree(checkpoint, root / "mismatched")
+    shutil.rmtree(root / "mismatched" / "transformer")
+    AudioGenModel.from_preset("tiny", text_embed_dim=MINILM_DIM).save_pretrained(root / "mismatched" / "transformer")
+    shutil.copytree(checkpoint, root / "corrupt")
+    (root / "corrupt" / "tokenizer" / "model.safetensors").write_bytes(b"not safetensors at all")
+    return {p.name: p for p in root.iterdir()}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["", "--duration", "1"], "prompt is empty"),
+    (["   ", "--duration", "1"], "prompt is empty"),
+    (["a dog", "--duration", "-1"], "--duration must be a positive number of seconds"),
+    (["a dog", "--duration", "61"], "duration 61.0 s is outside (0, 60] s"),
+    (["a dog", "--steps", "0"], "--steps must be at least 1"),
+    (["a dog", "--cfg", "0.5"], "--cfg must be at least 1"),
+    (["a dog", "--checkpoint", "{tmp}/nowhere"], "pipeline folder not found"),
+    (["a dog", "--checkpoint", "{not_a_pipeline}"], "not a pipeline folder (no model_index.json)"),
+    (["a dog", "--checkpoint", "{mismatched}"], "the model generates 16-d latents but the tokenizer decodes 64-d"),
+    (["a dog", "--checkpoint", "{corrupt}"], "cannot read safetensors"),
+])
+def test_errors_are_one_line_exit_2_and_leave_no_file(args, message, checkpoint, bad_checkpoints, tmp_path, capfd):
+    names = {"tmp": tmp_path, **bad_checkpoints}
+    out = tmp_path / "out" / "clip.wav"
+    argv = [a.format(**names) for a in args]
+    if "--checkpoint" not in argv:
+        argv += ["--checkpoint", str(checkpoint)]
+    code, err = run([*FAST, *argv, "-o", out], capfd)  # later options win
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_bundled_demo_asks_for_a_checkpoint(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(cli, "DEMO_PIPELINE", tmp_path / "demo" / "pipeline")
+    code, err = run(["a dog", "-o", tmp_path / "a.wav"], capfd)
+    assert code == 2 and len(err) == 1 and "demo pipeline is missing" in err[0] and "--checkpoint" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_argument_combinations(tmp_path, capfd):
+    assert run(["--quiet"], capfd) == (2, ["error: give one prompt, or --batch FILE with one prompt per line"])
+    code, err = run(["a dog", "-o", tmp_path / "a.flac"], capfd)
+    assert code == 2 and err == [f"error: -o {tmp_path / 'a.flac'}: the output must be a .wav file"]
+    (tmp_path / "empty.txt").write_text("\n# only a comment\n")
+    code, err = run(["--batch", tmp_path / "empty.txt"], capfd)
+    assert code == 2 and len(err) == 1 and "no prompts" in err[0]
+    assert cli.slug("<|caption|> A Dog,  barking!") == "a-dog-barking" and cli.slug("!!!") == "prompt"
+
+
+def test_enhance_is_a_one_line_placeholder(capfd):
+    assert enhance_main([]) == 2
+    assert capfd.readouterr().err.splitlines() == ["error: enhance is not implemented yet: see issue 5"]
+
+
+def test_console_script_reports_one_line(tmp_path):
+    script = Path(sys.executable).with_name("generate")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "generation.cli"]
+    done = subprocess.run([*command, "a dog", "-o", str(tmp_path / "a.wav"), "--checkpoint", str(tmp_path / "none")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.splitlines() == [f"error: {tmp_path / 'none'}: pipeline folder not found"]
