@@ -1,0 +1,329 @@
+"""What the text-to-audio and text-to-music recipes share (``recipes/tta.py``, ``recipes/ttm.py``).
+
+The config schema, the frozen conditioners (tokenizer, text encoder), the DiT with its task
+instruction, the loss of one micro-batch, the EMA and its checkpoint files, fixed-prompt
+samples for the logs and the final export.
+
+Randomness is keyed by sample position, not by process: each micro-batch draws its noise
+levels, noise, CFG dropout and module dropout from a seed of (``train.seed``, step, position of
+the micro-batch in the global batch). A run on N processes with accumulation A therefore
+computes the same numbers as one process with accumulation N x A (same global batch), and a
+resumed run the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.training_utils import EMAModel
+from omegaconf import MISSING
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch.optim.lr_scheduler import LambdaLR
+
+from dashflow.audio import atomic_path, save_audio
+from dashflow.errors import DashflowError
+from dashflow.training import cosine_schedule, log_audio, log_spectrogram
+from generation.flow import FlowMatchingConfig, flow_matching_loss
+from generation.model import AudioGenModel
+from generation.pipelines import PIPELINES, AudioGenerationPipeline
+from generation.train_data import batch_latents
+from text_encoders import TextEmbeddingCache, TextEncoder, load_text_encoder
+from tokenizer.losses import MelMagnitude
+from tokenizer.model import DashengTokenizer
+
+EMA_NAME = "ema.safetensors"
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class ModelConfig:
+    preset: str = "paper"            # AudioGenModel preset: audiogen | paper | small | tiny
+    overrides: dict[str, Any] = field(default_factory=dict)  # AudioGenModel fields over the preset
+    init_from: str = ""              # AudioGenModel folder to fine-tune instead of a fresh preset
+    tokenizer: str = MISSING         # DashengTokenizer folder (frozen; e.g. the official weights)
+    text_encoder: str = "flan-t5-large"  # minilm | flan-t5-large | a local model folder (frozen)
+    instruction: str = ""            # task phrase stored as the adapter instruction ("" keeps the model's)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    train: str = MISSING             # .jsonl manifest (audio + caption), or WebDataset shards
+    latent_cache: str = ""           # dashflow cache-latents folder: read latents, skip the encoder
+    text_cache: str = ""             # TextEmbeddingCache folder ("" encodes captions every step)
+    prompt_prefix: str = ""          # prepended to every caption and sample prompt (e.g. "<|caption|> ")
+    max_seconds: float = 10.0        # random crops of at most this long (in latent frames)
+    batch_size: int = 24             # clips per micro-batch per process
+    num_workers: int = 4
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5                 # AdamW peak LR
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.01
+    schedule: str = "constant_with_warmup"  # constant_with_warmup | cosine
+    warmup_steps: int = 10000
+    final_lr_ratio: float = 0.1      # cosine only: the LR at max_steps, relative to the peak
+    grad_clip: float = 1.0
+    gradient_accumulation_steps: int = 1
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = True
+    decay: float = 0.9999            # ceiling; diffusers ramps it as (1 + n) / (10 + n) before
+    update_after_step: int = 0
+
+
+@dataclass
+class SampleConfig:
+    prompts: list[str] = field(default_factory=lambda: ["a dog barks", "rain falls on a tin roof"])
+    every: int = 5000                # steps between logged samples (and the last step)
+    seconds: float = 10.0
+    num_steps: int = 25
+    guidance_scale: float = 5.0
+    sway_coef: float = -1.0
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/tta"
+    max_steps: int = 300_000
+    seed: int = 0
+    mixed_precision: str = "auto"    # auto = bf16 on CUDA, none on CPU
+    log_every: int = 50
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 2        # 0 keeps all
+    resume: str = "latest"           # latest | "" (fresh) | a step_* folder
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    flow: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ----------------------------------------------------------------------------- models
+
+class TextConditioner:
+    """Captions -> frozen text-encoder states [B, L, D] + mask [B, L] (through the cache if any)."""
+
+    def __init__(self, encoder: TextEncoder, cache_dir: str = "", prefix: str = ""):
+        self.encoder, self.prefix = encoder, prefix
+        self.cache = TextEmbeddingCache(cache_dir, encoder) if cache_dir else None
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        prompts = [self.prefix + caption for caption in captions]
+        return self.cache.get(prompts) if self.cache is not None else self.encoder.encode(prompts)
+
+
+def load_conditioners(cfg: Config, device: torch.device) -> tuple[DashengTokenizer, TextConditioner]:
+    """The frozen tokenizer and text conditioner, in eval mode on ``device``."""
+    tokenizer = DashengTokenizer.from_pretrained(cfg.model.tokenizer, device=device).requires_grad_(False)
+    encoder = load_text_encoder(cfg.model.text_encoder, device=device)
+    return tokenizer.eval(), TextConditioner(encoder, cfg.data.text_cache, cfg.data.prompt_prefix)
+
+
+def build_model(cfg: ModelConfig, tokenizer: DashengTokenizer, encoder: TextEncoder) -> AudioGenModel:
+    """A fresh preset sized to the tokenizer and text encoder (or ``init_from``), with the task
+    instruction stored, in training mode."""
+    instruction = None
+    if cfg.instruction:
+        states, mask = encoder.encode([cfg.instruction])
+        instruction = states[0, mask[0]].cpu()
+    if cfg.init_from:
+        if cfg.overrides:
+            raise DashflowError("model.overrides apply to a preset; they cannot change model.init_from")
+        model = AudioGenModel.from_pretrained(cfg.init_from)
+    else:
+        fields: dict[str, Any] = {
+            "latent_dim": tokenizer.latent_dim, "sample_rate": tokenizer.sample_rate,
+            "downsampling_ratio": tokenizer.samples_per_latent, "text_embed_dim": encoder.dim,
+            "text_encoder_name": cfg.text_encoder, "tokenizer_name": cfg.tokenizer}
+        if instruction is not None:
+            fields.update(task_instruction_dim=encoder.dim, instruction_seq_len=len(instruction))
+        model = AudioGenModel.from_preset(cfg.preset, **{**fields, **cfg.overrides})
+    text_dim = model.content_encoder.text_encoder.proj.in_features
+    if model.config.latent_dim != tokenizer.latent_dim or text_dim != encoder.dim:
+        raise DashflowError(f"model takes {model.config.latent_dim}-d latents and {text_dim}-d text, but "
+                            f"the tokenizer gives {tokenizer.latent_dim}-d and {encoder.name} {encoder.dim}-d")
+    if instruction is not None:
+        model.set_instruction(instruction)
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    return model.train()
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> LambdaLR:
+    """Linear warm-up, then constant (``constant_with_warmup``) or cosine to ``final_lr_ratio``."""
+    if cfg.schedule not in ("constant_with_warmup", "cosine"):
+        raise DashflowError(f"optim.schedule={cfg.schedule!r}: use constant_with_warmup or cosine")
+    final = 1.0 if cfg.schedule == "constant_with_warmup" else cfg.final_lr_ratio
+    return cosine_schedule(optimizer, total_steps, cfg.warmup_steps, final)
+
+
+# ----------------------------------------------------------------------------- one micro-batch
+
+def micro_batch_seeds(seed: int, step: int, position: int) -> tuple[int, int]:
+    """Two independent 63-bit seeds (flow draws, module dropout) of one micro-batch."""
+    words = np.random.SeedSequence([seed, step, position]).generate_state(2, dtype=np.uint64)
+    return int(words[0] >> 1), int(words[1] >> 1)
+
+
+def micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], tokenizer: DashengTokenizer,
+                     text: TextConditioner, flow: FlowMatchingConfig, seed: int, step: int,
+                     position: int, accelerator: Accelerator) -> dict[str, torch.Tensor]:
+    """Flow-matching losses of one micro-batch (``loss``, ``flow``, ``local_duration``,
+    ``global_duration``); ``position`` = its index in the global batch of ``step``.
+
+    Reseeds the global torch RNG (dropout) and draws sigma, noise and CFG dropout from a CPU
+    generator, both from :func:`micro_batch_seeds`.
+    """
+    draws, dropout = micro_batch_seeds(seed, step, position)
+    torch.manual_seed(dropout)
+    latents, latent_mask = batch_latents(micro, tokenizer)
+    content, content_mask = text(micro["caption"])
+    with accelerator.autocast():
+        return flow_matching_loss(model, latents, latent_mask, content, content_mask, config=flow,
+                                  generator=torch.Generator().manual_seed(draws))
+
+
+# ----------------------------------------------------------------------------- EMA
+
+def attach_ema(accelerator: Accelerator, model: torch.nn.Module, cfg: EMAConfig) -> EMAModel | None:
+    """An EMA of the (prepared) model's parameters, written into / read from every checkpoint as
+    safetensors (one file, or one per process under FSDP, whose parameters are shards)."""
+    if not cfg.enabled:
+        return None
+    core = accelerator.unwrap_model(model)
+    names = [name for name, _ in core.named_parameters()]
+    ema = EMAModel(core.parameters(), decay=cfg.decay, update_after_step=cfg.update_after_step, foreach=True)
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+
+    def path(folder: str) -> Path:
+        return Path(folder) / (f"ema_{accelerator.process_index}.safetensors" if sharded else EMA_NAME)
+
+    def save_hook(models, weights, folder: str) -> None:
+        if sharded or accelerator.is_main_process:
+            save_ema(ema, names, path(folder))
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(lambda models, folder: load_ema(ema, names, path(folder)))
+    return ema
+
+
+def save_ema(ema: EMAModel, names: list[str], path: Path) -> None:
+    """Shadow weights by parameter name + the EMA counters (JSON metadata), atomically."""
+    state = {key: value for key, value in ema.state_dict().items() if key != "shadow_params"}
+    tensors = {name: p.detach().cpu().contiguous() for name, p in zip(names, ema.shadow_params)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"ema_state": json.dumps(state)})
+
+
+def load_ema(ema: EMAModel, names: list[str], path: Path) -> None:
+    """Restore what :func:`save_ema` wrote; DashflowError when missing or not this model's."""
+    if not path.is_file():
+        raise DashflowError(f"{path}: checkpoint has no EMA weights (resume with ema.enabled=false, "
+                            "or start fresh with train.resume='')")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            state = json.loads(handle.metadata()["ema_state"])
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise DashflowError(f"{path}: unreadable EMA file ({exc})") from None
+    if sorted(tensors) != sorted(names):
+        raise DashflowError(f"{path}: EMA weights do not match the model's parameters")
+    device = ema.shadow_params[0].device
+    ema.load_state_dict({**state, "shadow_params": [tensors[name].to(device) for name in names]})
+
+
+def gather_weights(accelerator: Accelerator, model: torch.nn.Module,
+                   ema: EMAModel | None = None) -> dict[str, torch.Tensor]:
+    """Full CPU state dict of the model (its EMA weights when ``ema`` is given) on the main
+    process ({} elsewhere). Call on every process (FSDP gathers shards)."""
+    params = list(accelerator.unwrap_model(model).parameters())
+    if ema is not None:
+        ema.store(params)
+        ema.copy_to(params)
+    try:
+        state = accelerator.get_state_dict(model)
+        state = ({key: value.detach().cpu().clone() for key, value in state.items()}
+                 if accelerator.is_main_process else {})
+    finally:
+        if ema is not None:
+            ema.restore(params)
+    return state
+
+
+def model_from_weights(config: dict, state: dict[str, torch.Tensor],
+                       device: torch.device | str = "cpu") -> AudioGenModel:
+    """A standalone eval-mode AudioGenModel of ``config`` holding ``state``."""
+    model = AudioGenModel.from_config(config)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- samples, export
+
+def make_pipeline(task: str, model: AudioGenModel, tokenizer: DashengTokenizer,
+                  text: TextConditioner) -> AudioGenerationPipeline:
+    """The ``tta`` / ``ttm`` pipeline of a trained model; its prompt template applies the
+    training prompt prefix, so inference formats prompts as training did."""
+    pipeline = PIPELINES[task](tokenizer=tokenizer, text_encoder=text.encoder, transformer=model,
+                               scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000),
+                               prompt_template=text.prefix + "{prompt}")
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def log_samples(accelerator: Accelerator, pipeline: AudioGenerationPipeline, cfg: SampleConfig,
+                step: int, output_dir: str) -> None:
+    """Generate the fixed prompts (seed ``cfg.seed + i`` for prompt i) and log each as
+    TensorBoard audio + log-mel image and as ``<output_dir>/samples/step_XXXXXXX/<i>.wav``
+    (the prompts in ``prompts.json`` beside them). Main process only."""
+    out = pipeline(list(cfg.prompts), duration=cfg.seconds, num_inference_steps=cfg.num_steps,
+                   guidance_scale=cfg.guidance_scale, sway_coef=cfg.sway_coef, seed=cfg.seed,
+                   output_type="pt")
+    folder = Path(output_dir) / "samples" / f"step_{step:07d}"
+    mel = MelMagnitude(out.sample_rate, n_fft=1024, hop_length=160, n_mels=80)
+    for i, wav in enumerate(out.trimmed()):
+        log_audio(accelerator, f"sample/{i}", wav, step, out.sample_rate)
+        log_spectrogram(accelerator, f"sample/{i}_mel", mel(wav[None])[0].clamp(min=1e-5).log(), step)
+        save_audio(folder / f"{i}.wav", wav, out.sample_rate)
+    with atomic_path(folder / "prompts.json") as tmp:
+        tmp.write_text(json.dumps(list(cfg.prompts), indent=2) + "\n")
+
+
+def export_pipelines(accelerator: Accelerator, model: torch.nn.Module, ema: EMAModel | None, task: str,
+                     tokenizer: DashengTokenizer, text: TextConditioner, folder: str | Path) -> list[Path]:
+    """Save the trained model as pipelines: raw weights to ``<folder>/raw``, EMA weights (when
+    kept) to ``<folder>/ema``. Call on every process. Returns the folders."""
+    config = dict(accelerator.unwrap_model(model).config)
+    written = []
+    for kind, average in (("raw", None), ("ema", ema)):
+        if kind == "ema" and ema is None:
+            continue
+        weights = gather_weights(accelerator, model, average)
+        if accelerator.is_main_process:
+            pipeline = make_pipeline(task, model_from_weights(config, weights), tokenizer, text)
+            pipeline.save_pretrained(Path(folder) / kind)
+        written.append(Path(folder) / kind)
+    accelerator.wait_for_everyone()
+    return written
