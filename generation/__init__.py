@@ -1,1 +1,44 @@
-"""generation package."""
+"""Generation: the Dasheng-AudioGen / UniFlow-Audio DiT, its flow-matching objective and sampler.
+
+Nothing heavy is imported here (``dashflow`` imports this package for its subcommands); import
+the modules below directly. Shapes: B batch, C latent channels (1280), T latent frames (25 Hz),
+L content tokens, D_in text-encoder width. Latents are ``[B, C, T]`` throughout this package:
+transpose the tokenizer's ``[B, T, C]`` once on the way in and out.
+
+Model (``generation.model``)::
+
+    model = AudioGenModel.from_preset("paper" | "audiogen" | "small" | "tiny", **config_overrides)
+    model = AudioGenModel.from_pretrained(folder_or_repo_id, torch_dtype=None, device="cpu")
+    model.save_pretrained(folder)                      # config.json + model.safetensors
+    model.enable_gradient_checkpointing()              # per DiT block
+    model.set_instruction(embeddings [Li, Di])         # fixed task instruction (buffer)
+    cond = model.condition(content [B, L, D_in], content_mask [B, L], *, content_kind="text",
+                           is_time_aligned=None, instruction=None, instruction_mask=None,
+                           durations=None [B, L] seconds, latent_lengths=None [B] | int)
+    out = model(sample [B, C, T], timesteps [B], content, content_mask, latent_mask [B, T], *,
+                content_kind="text", is_time_aligned=None, durations=None, instruction=None,
+                instruction_mask=None, drop_condition=None [B])   # .velocity/.global_/.local_duration
+    v = model.velocity(sample, timesteps, cond)        # one backbone call
+
+Objective (``generation.flow``)::
+
+    losses = flow_matching_loss(model_or_wrapped, latents [B, C, T], latent_mask [B, T],
+                                content [B, L, D_in], content_mask [B, L], *,
+                                config=FlowMatchingConfig(), content_kind="text",
+                                is_time_aligned=None, durations=None, instruction=None,
+                                instruction_mask=None, normalizer=None, generator=None)
+    losses["loss"].backward()                          # also "flow", "local_duration", "global_duration"
+    normalizer = LatentNormalizer.fit(latents_or_(latents, mask)_iterable)   # only with
+                                                       # FlowMatchingConfig(normalize_latents=True)
+
+Sampler (``generation.sampler``)::
+
+    latents = sample(model, cond, *, num_steps=25, guidance_scale=5.0, sway_coef=-1.0, shift=1.0,
+                     generator=None, noise=None, skip_final_step=False, truncate_timesteps=True,
+                     normalizer=None, progress=False)  # [B, C, T]; trim with cond.latent_mask
+
+Text-to-audio / music: ``content`` is the text encoder's states and mask (the model projects
+them); speech enhancement: build the model with ``audio_content_dim=1280``, pass the noisy
+latents ``[B, T, C]`` as content with ``content_kind="audio"``, ``durations`` of ``1 / 25`` s per
+frame, ``latent_lengths`` = the input lengths, and ``guidance_scale=1.0``.
+"""

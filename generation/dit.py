@@ -292,7 +292,9 @@ class LayerFusionAudioDiT(nn.Module):
                              f"match latents [B={b}, T={t}]")
         if timesteps.dim() == 0:
             timesteps = timesteps.expand(b)
-        x_mask = None if x_mask is None or bool(x_mask.all()) else x_mask  # lets SDPA use flash
+        # all-valid masks are dropped so SDPA can pick its fastest (flash) kernel
+        x_mask = None if x_mask is None or bool(x_mask.all()) else x_mask
+        context_mask = None if context_mask is None or bool(context_mask.all()) else context_mask
         h = self.patch_embed(x)
         ctx = self.context_embed(context)
         time_token = F.silu(self.time_embed(timesteps.to(x.device)))

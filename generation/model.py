@@ -13,7 +13,8 @@ tasks (speech enhancement) get the content expanded to latent rate and a one-tok
 
 Presets (``AudioGenModel.from_preset``): ``audiogen`` is the official 1536-wide, depth-32
 (33-block) model; ``paper`` is depth 11 at width 1536 / 24 heads: the seed paper prints 1532,
-which no head count divides, so the official width 1536 is used; ``small`` is 768 / 12 heads /
+which no head count divides, so the official width 1536 is used (748,488,194 trainable
+parameters, backbone 736,409,088; ``audiogen``: 2,185,498,626); ``small`` is 768 / 12 heads /
 depth 11 on the same 1280-d latents and 1024-d content; ``tiny`` is for tests.
 """
 
@@ -120,7 +121,8 @@ class _Projection(nn.Module):
 class ContentEncoder(nn.Module):
     """Trainable heads of the content encoders: ``text_encoder.proj`` (text-encoder width ->
     content_dim) and, only when configured, ``audio_encoder.proj`` (latent width -> content_dim,
-    our speech-enhancement adaptation; absent from the official model)."""
+    our speech-enhancement adaptation; absent from the official model). Under DDP a model
+    with both heads needs ``find_unused_parameters`` when a batch uses only one of them."""
 
     def __init__(self, text_dim: int, content_dim: int, audio_dim: int | None = None):
         super().__init__()

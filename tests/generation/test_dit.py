@@ -228,3 +228,24 @@ def test_gradient_checkpointing_matches():
     torch.testing.assert_close(y1, y0)
     for a, b in zip(g0, g1):
         torch.testing.assert_close(a, b)
+
+
+def test_model_level_gradient_checkpointing_switch():
+    from generation.model import AudioGenModel
+
+    torch.manual_seed(0)
+    model = AudioGenModel.from_preset("tiny", dit_depth=2)
+    randomise_zero_inits(model.backbone)
+    args = (torch.randn(2, 16, 6), torch.tensor([900.0, 100.0]), torch.randn(2, 3, 32),
+            torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 6, dtype=torch.bool))
+
+    def grads():
+        model.zero_grad()
+        model(*args).velocity.square().mean().backward()
+        return [p.grad.clone() for p in model.backbone.parameters()]
+
+    plain = grads()
+    model.enable_gradient_checkpointing()  # diffusers' switch reaches every block
+    assert all(blk.gradient_checkpointing for blk in model.backbone.blocks())
+    for a, b in zip(plain, grads()):
+        torch.testing.assert_close(a, b)

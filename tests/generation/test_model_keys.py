@@ -105,6 +105,22 @@ def public_config(model: AudioGenModel) -> dict:
     return {k: v for k, v in model.config.items() if not k.startswith("_")}
 
 
+def test_sharded_official_weights_load(tmp_path):
+    src = AudioGenModel.from_preset("tiny")
+    folder = official_style_folder(tmp_path, src)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    keys = list(state)
+    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    for name, part in shards.items():
+        save_file({k: state[k] for k in part}, str(folder / name))
+    index = {"weight_map": {k: name for name, part in shards.items() for k in part}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    loaded = AudioGenModel.from_pretrained(folder)
+    assert torch.equal(loaded.backbone.final_block.linear.weight, src.backbone.final_block.linear.weight)
+
+
 def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
     torch.manual_seed(0)
     src = AudioGenModel.from_preset("tiny", dit_depth=2)
