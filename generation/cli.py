@@ -21,8 +21,8 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from dashflow.audio import atomic_path
 from dashflow.cli import run_guarded
@@ -42,7 +42,7 @@ def build_generate_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="output .wav (one prompt; default <slug>.wav) or folder "
                                                 "(--batch; default <FILE stem>_audio)")
     parser.add_argument("--duration", type=float, default=None,
-                        help="seconds per clip (default: the model's predicted duration)")
+                        help="seconds per clip, at most 60 (tta) or 120 (ttm) (default: the model's predicted duration)")
     parser.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
     parser.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale, 1 = off (default 5.0)")
     parser.add_argument("--sway", type=float, default=-1.0, help="sway sampling coefficient, 0 = linear (default -1)")

@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
@@ -74,7 +75,7 @@ def resolve_checkpoint(name: str | os.PathLike, what: str = "checkpoint") -> Pat
     try:
         from huggingface_hub import snapshot_download
         return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
-    except Exception as exc:  # offline, unknown repo, auth: one line for the user
+    except Exception as exc:  # noqa: BLE001  (offline, unknown repo, auth: one line for the user)
         raise DashflowError(f"{name}: not a local folder, and fetching it from the Hugging Face Hub "
                             f"failed ({_first_line(exc)})") from None
 
@@ -88,7 +89,7 @@ class PipelineTextEncoder(ModelMixin, ConfigMixin):
     """
 
     config_name = CONFIG_NAME
-    ignore_for_config = ["encoder"]
+    ignore_for_config: ClassVar[list[str]] = ["encoder"]
 
     @register_to_config
     def __init__(self, name: str = DEFAULT_TEXT_ENCODER, encoder: TextEncoder | None = None):

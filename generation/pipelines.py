@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
 # ModelMixin must be a name in this module: diffusers' loader looks up the loadable base classes
 # in the module that model_index.json names, and save_pretrained names this one for every
 # component class re-exported here.
@@ -42,13 +44,24 @@ from dashflow.errors import DashflowError
 from generation.content_adapter import decode_global_duration
 from generation.flow import LatentNormalizer
 from generation.model import AudioGenModel
-from generation.pipeline_components import PipelineTextEncoder, read_json, resolve_checkpoint
+from generation.pipeline_components import (
+    PipelineTextEncoder,
+    read_json,
+    resolve_checkpoint,
+)
 from generation.sampler import sample
 from text_encoders import TextEncoder
 from tokenizer.model import DashengTokenizer
 
-__all__ = ["AudioGenerationOutput", "AudioGenerationPipeline", "TextToAudioPipeline",
-           "TextToMusicPipeline", "format_prompt", "load_pipeline", "PIPELINES"]
+__all__ = [
+    "PIPELINES",
+    "AudioGenerationOutput",
+    "AudioGenerationPipeline",
+    "TextToAudioPipeline",
+    "TextToMusicPipeline",
+    "format_prompt",
+    "load_pipeline",
+]
 
 CAPTION_TAG = "<|caption|>"
 PROMPT_FIELD = "{prompt}"
@@ -95,7 +108,7 @@ class AudioGenerationPipeline(DiffusionPipeline):
     task: ClassVar[str] = "tta"
     default_prompt_template: ClassVar[str] = "<|caption|> {prompt}"
     max_duration: ClassVar[float] = 60.0
-    _optional_components = ["latent_normalizer"]
+    _optional_components: ClassVar[list[str]] = ["latent_normalizer"]
 
     def __init__(self, tokenizer: DashengTokenizer, text_encoder: PipelineTextEncoder | TextEncoder,
                  transformer: AudioGenModel, scheduler: FlowMatchEulerDiscreteScheduler,
@@ -266,6 +279,8 @@ class AudioGenerationPipeline(DiffusionPipeline):
             raise DashflowError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
         if not math.isfinite(guidance_scale) or guidance_scale < 1:
             raise DashflowError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale!r}")
+        if sway_coef is not None and not math.isfinite(sway_coef):
+            raise DashflowError(f"sway_coef must be a finite number or None, got {sway_coef!r}")
         if output_type not in ("np", "pt"):
             raise DashflowError(f"output_type must be 'np' or 'pt', got {output_type!r}")
         requested = self.duration_frames(duration, batch)
@@ -363,21 +378,19 @@ def check_components(tokenizer: DashengTokenizer, text_encoder: PipelineTextEnco
     """Raise one DashflowError line when the components do not fit together."""
     cfg = transformer.config
     text_width = transformer.content_encoder.text_encoder.proj.in_features
-    problems = [
-        (tokenizer.latent_dim != cfg.latent_dim,
-         f"the model generates {cfg.latent_dim}-d latents but the tokenizer decodes {tokenizer.latent_dim}-d ones"),
-        (tokenizer.samples_per_latent != cfg.downsampling_ratio or tokenizer.sample_rate != cfg.sample_rate,
-         f"the model expects {cfg.downsampling_ratio} samples per latent at {cfg.sample_rate} Hz, the tokenizer "
-         f"gives {tokenizer.samples_per_latent} at {tokenizer.sample_rate} Hz"),
-        (text_encoder.dim != text_width,
-         f"text encoder {text_encoder.name!r} gives {text_encoder.dim}-d states but the model's text "
-         f"projection takes {text_width}-d ones"),
-        (latent_normalizer is not None and latent_normalizer.mean.numel() != cfg.latent_dim,
-         f"the latent normalizer has {0 if latent_normalizer is None else latent_normalizer.mean.numel()} "
-         f"channels, the model's latents {cfg.latent_dim}"),
-        (scheduler.config.num_train_timesteps != 1000 or scheduler.config.use_dynamic_shifting,
-         "the scheduler must have num_train_timesteps=1000 and no dynamic shifting (the model's time scale)"),
-    ]
-    for failed, message in problems:
-        if failed:
-            raise DashflowError(f"mismatched pipeline components: {message}")
+    problem = None
+    if tokenizer.latent_dim != cfg.latent_dim:
+        problem = f"the model generates {cfg.latent_dim}-d latents but the tokenizer decodes {tokenizer.latent_dim}-d ones"
+    elif tokenizer.samples_per_latent != cfg.downsampling_ratio or tokenizer.sample_rate != cfg.sample_rate:
+        problem = (f"the model expects {cfg.downsampling_ratio} samples per latent at {cfg.sample_rate} Hz, "
+                   f"the tokenizer gives {tokenizer.samples_per_latent} at {tokenizer.sample_rate} Hz")
+    elif text_encoder.dim != text_width:
+        problem = (f"text encoder {text_encoder.name!r} gives {text_encoder.dim}-d states but the model's text "
+                   f"projection takes {text_width}-d ones")
+    elif latent_normalizer is not None and latent_normalizer.mean.numel() != cfg.latent_dim:
+        problem = (f"the latent normalizer has {latent_normalizer.mean.numel()} channels, the model's latents "
+                   f"{cfg.latent_dim}")
+    elif scheduler.config.num_train_timesteps != 1000 or scheduler.config.use_dynamic_shifting:
+        problem = "the scheduler must have num_train_timesteps=1000 and no dynamic shifting (the model's time scale)"
+    if problem:
+        raise DashflowError(f"mismatched pipeline components: {problem}")

@@ -18,8 +18,13 @@ from dashflow.errors import DashflowError
 from generation.flow import LatentNormalizer
 from generation.model import AudioGenModel
 from generation.pipeline_components import PipelineTextEncoder
-from generation.pipelines import (AudioGenerationOutput, TextToAudioPipeline, TextToMusicPipeline,
-                                  format_prompt, load_pipeline)
+from generation.pipelines import (
+    AudioGenerationOutput,
+    TextToAudioPipeline,
+    TextToMusicPipeline,
+    format_prompt,
+    load_pipeline,
+)
 from generation.sampler import sample
 from text_encoders import load_text_encoder
 from tokenizer.model import DashengTokenizer
@@ -111,7 +116,7 @@ def test_output_length_is_duration_in_whole_latent_frames(pipe):
 
 
 def test_same_seed_same_audio_other_seed_differs(pipe):
-    kwargs = dict(duration=0.6, num_inference_steps=STEPS)
+    kwargs = {"duration": 0.6, "num_inference_steps": STEPS}
     a = pipe("a bell rings", seed=11, **kwargs).audios
     np.testing.assert_array_equal(a, pipe("a bell rings", seed=11, **kwargs).audios)
     assert not np.allclose(a, pipe("a bell rings", seed=12, **kwargs).audios)
@@ -145,9 +150,12 @@ def test_bfloat16_pipeline_runs(saved):
     bf16 = load(saved, torch_dtype=torch.bfloat16)
     assert bf16.transformer.dtype == torch.bfloat16 and bf16.tokenizer.dtype == torch.bfloat16
     assert bf16.text_encoder.dtype == torch.float32  # Flan-T5 overflows in half precision
-    out = bf16(["a dog barks", "wind"], duration=0.4, num_inference_steps=STEPS, seed=1)
-    assert out.audios.shape == (2, 6400) and out.audios.dtype == np.float32 and np.isfinite(out.audios).all()
+    out = bf16(["a dog barks", "wind"], duration=0.4, num_inference_steps=STEPS, seed=1, output_type="pt")
+    assert out.audios.shape == (2, 6400) and out.audios.dtype == torch.float32 and out.audios.isfinite().all()
     assert out.settings["dtype"] == "bfloat16"
+    half = load(saved).to(torch.float16)  # diffusers' .to casts every component
+    assert half.transformer.dtype == half.text_encoder.dtype == torch.float16
+    assert np.isfinite(half("a dog barks", duration=0.4, num_inference_steps=1, seed=1).audios).all()
 
 
 def test_no_duration_uses_the_predicted_global_duration_capped(saved):
@@ -171,23 +179,25 @@ def test_no_duration_uses_the_predicted_global_duration_capped(saved):
 
 
 @pytest.mark.parametrize("call, message", [
-    (dict(prompt=""), "is empty"),
-    (dict(prompt="   "), "is empty"),
-    (dict(prompt=["ok", " \n"]), "is empty"),
-    (dict(prompt="<|caption|>  "), "is empty"),
-    (dict(prompt=[]), "no prompt"),
-    (dict(duration=0.0), "outside (0, 60]"),
-    (dict(duration=-1.0), "outside (0, 60]"),
-    (dict(duration=float("nan")), "outside"),
-    (dict(duration=60.5), "outside (0, 60]"),
-    (dict(duration=[1.0]), "1 durations for 2 prompts"),
-    (dict(num_inference_steps=0), "num_inference_steps"),
-    (dict(guidance_scale=0.5), "guidance_scale"),
-    (dict(seed=1, generator=torch.Generator()), "seed or generator"),
-    (dict(seed=[1]), "seed must be"),
+    ({"prompt": ""}, "is empty"),
+    ({"prompt": "   "}, "is empty"),
+    ({"prompt": ["ok", " \n"]}, "is empty"),
+    ({"prompt": "<|caption|>  "}, "is empty"),
+    ({"prompt": []}, "no prompt"),
+    ({"duration": 0.0}, "outside (0, 60]"),
+    ({"duration": -1.0}, "outside (0, 60]"),
+    ({"duration": float("nan")}, "outside"),
+    ({"duration": 60.5}, "outside (0, 60]"),
+    ({"duration": [1.0]}, "1 durations for 2 prompts"),
+    ({"num_inference_steps": 0}, "num_inference_steps"),
+    ({"guidance_scale": 0.5}, "guidance_scale"),
+    ({"sway_coef": float("inf")}, "sway_coef"),
+    ({"output_type": "pil"}, "output_type"),
+    ({"seed": 1, "generator": torch.Generator()}, "seed or generator"),
+    ({"seed": [1]}, "seed must be"),
 ])
 def test_bad_arguments_raise_one_line(pipe, call, message):
-    kwargs = dict(prompt=["a dog", "a cat"], duration=1.0, num_inference_steps=1) | call
+    kwargs = {"prompt": ["a dog", "a cat"], "duration": 1.0, "num_inference_steps": 1} | call
     with pytest.raises(DashflowError, match=re.escape(message)) as info:
         pipe(**kwargs)
     assert "\n" not in str(info.value)
@@ -271,7 +281,7 @@ def test_latent_normalizer_is_saved_loaded_and_applied(pipe, tmp_path):
         ["generation.pipelines", "LatentNormalizer"]
     loaded = load(tmp_path / "norm")
     torch.testing.assert_close(loaded.latent_normalizer.std, normalizer.std)
-    kwargs = dict(duration=0.4, num_inference_steps=STEPS, seed=2)
+    kwargs = {"duration": 0.4, "num_inference_steps": STEPS, "seed": 2}
     np.testing.assert_array_equal(loaded("a dog", **kwargs).audios, with_norm("a dog", **kwargs).audios)
     assert not np.allclose(with_norm("a dog", **kwargs).audios, pipe("a dog", **kwargs).audios)
 
@@ -283,7 +293,7 @@ def test_instruction_phrase_replaces_the_stored_instruction(pipe):
     phrased = TextToAudioPipeline(**parts, instruction="generate music from the description")
     for p in (stored, phrased):
         p.set_progress_bar_config(disable=True)
-    kwargs = dict(duration=0.4, num_inference_steps=STEPS, seed=2)
+    kwargs = {"duration": 0.4, "num_inference_steps": STEPS, "seed": 2}
     out = phrased("a violin", **kwargs)
     assert out.settings["instruction"] == "generate music from the description"
     assert not np.allclose(out.audios, stored("a violin", **kwargs).audios)
@@ -309,7 +319,7 @@ def test_local_folder_text_encoder_is_copied_into_the_pipeline(tmp_path):
     loaded = load(tmp_path / "pipeline")
     assert isinstance(loaded.text_encoder, PipelineTextEncoder)
     assert loaded.text_encoder.weights_hash() == pipe.text_encoder.weights_hash()
-    kwargs = dict(duration=0.4, num_inference_steps=1, seed=0)
+    kwargs = {"duration": 0.4, "num_inference_steps": 1, "seed": 0}
     np.testing.assert_array_equal(loaded("a dog barks", **kwargs).audios, pipe("a dog barks", **kwargs).audios)
 
 
