@@ -165,7 +165,8 @@ def generate_command(args: argparse.Namespace) -> int:
     pipe.duration_frames(args.duration, 1)  # the task's maximum, before anything is written
     load_seconds = time.perf_counter() - start
     provenance = {
-        "checkpoint": str(checkpoint), "task": pipe.task,
+        "checkpoint": str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint),
+        "task": pipe.task,
         "model_weights_hash": state_dict_hash(pipe.transformer), "tokenizer_hash": pipe.tokenizer.weights_hash(),
         "text_encoder": pipe.text_encoder.name, "text_encoder_hash": pipe.text_encoder.weights_hash(),
         "prompt_template": pipe.prompt_template, "instruction": pipe.config.instruction,
