@@ -76,7 +76,8 @@ class LaionClap:
         state = {k: v for k, v in state.items() if k in model_keys or not k.endswith("embeddings.position_ids")}
         load_strict(self.module.model, state, self.path)
         self.module.eval()
-        self.settings = {"backend": self.backend, "model": f"LAION-CLAP {amodel} + RoBERTa", "checkpoint": self.path.name,
+        self.settings = {"backend": self.backend, "model": f"LAION-CLAP {amodel} + RoBERTa",
+                         "checkpoint": self.path.name,
                          "sha256": sha256_file(self.path)}
 
     @torch.no_grad()

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Download the official weight files and check their sha256.")
     d.add_argument("names", nargs="*", metavar="NAME",
                    help=f"any of {', '.join(OFFICIAL)} (default: all)")
-    d.add_argument("--weights-dir", metavar="DIR", help=f"target folder (default: ${WEIGHTS_ENV} or ~/.cache/dashflow/weights)")
+    d.add_argument("--weights-dir", metavar="DIR",
+                   help=f"target folder (default: ${WEIGHTS_ENV} or ~/.cache/dashflow/weights)")
     d.set_defaults(handler=run_download)
 
 

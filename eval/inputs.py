@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import soundfile as sf
+
 from dashflow.audio import list_audio_files
 from dashflow.errors import DashflowError
 
@@ -57,6 +59,23 @@ def pair(generated: ClipFolder, reference: ClipFolder) -> Pairing:
     """Clip ids present in both folders, and those present in only one."""
     gen, ref = set(generated.clips), set(reference.clips)
     return Pairing(sorted(gen & ref), sorted(gen - ref), sorted(ref - gen))
+
+
+def audio_summary(folder: ClipFolder) -> dict[str, Any]:
+    """Clip lengths and native sample rates of a folder, from the file headers."""
+    seconds, rates = [], set()
+    for path in folder.clips.values():
+        try:
+            info = sf.info(str(path))
+        except Exception:  # unreadable files are reported where they are decoded
+            continue
+        if info.samplerate > 0 and info.frames > 0:
+            seconds.append(info.frames / info.samplerate)
+            rates.add(info.samplerate)
+    if not seconds:
+        return {}
+    return {"seconds_min": round(min(seconds), 3), "seconds_mean": round(sum(seconds) / len(seconds), 3),
+            "seconds_max": round(max(seconds), 3), "sample_rates": sorted(rates)}
 
 
 def read_captions(path: str | os.PathLike) -> dict[str, str]:

@@ -68,8 +68,8 @@ def curves(runs: list[dict[str, Any]], info: dict[str, tuple[str, str, str]]) ->
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.9 * rows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        points = sorted((x, run["metrics"][key]["value"]) for x, run in zip(xs, runs)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        points = sorted((x, run["metrics"][key]["value"]) for x, run in zip(xs, runs, strict=True)
                         if run["metrics"].get(key, {}).get("value") is not None)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
         label, better, _ = info[key]

@@ -39,7 +39,7 @@ def build_report(settings: dict, models: dict, reference: dict, runs: list[dict]
     ref = {k: v for k, v in reference.items() if k not in ("folder", "extraction")}
     return {"tool": "dashflow eval", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "reference": ref, "models": models, "settings": settings, "runs": runs,
-            "environment": environment(), "metric_info": {k: dict(zip(("label", "better", "meaning"), v))
+            "environment": environment(), "metric_info": {k: dict(zip(("label", "better", "meaning"), v, strict=True))
                                                           for k, v in METRIC_INFO.items()}}
 
 
@@ -61,6 +61,11 @@ def metric_keys(report: dict) -> list[str]:
     return [k for k in METRIC_INFO if k in present]
 
 
+def column_title(key: str) -> str:
+    label, better, _ = METRIC_INFO[key]
+    return f"{label} {'↓' if better == 'lower' else '↑'}"
+
+
 def format_metric(entry: dict | None) -> str:
     if not entry:
         return ""
@@ -70,6 +75,14 @@ def format_metric(entry: dict | None) -> str:
     return f"{text} ± {entry['std']:.2g}" if "std" in entry else text
 
 
+def format_length(audio: dict) -> str:
+    """Clip length in seconds: one number when all clips agree to 0.1 s, else the range."""
+    if not audio:
+        return ""
+    low, high = audio["seconds_min"], audio["seconds_max"]
+    return f"{low:.1f}" if high - low < 0.05 else f"{low:.1f}-{high:.1f}"
+
+
 def format_setting(value: Any) -> str:
     if isinstance(value, dict) and "per_clip" in value:
         values = value["per_clip"]
@@ -77,6 +90,16 @@ def format_setting(value: Any) -> str:
             return f"per clip: {values[0]}-{values[-1]} ({len(values)} values)"
         return f"per clip: {', '.join(map(str, values[:3]))}{', ...' if len(values) > 3 else ''} ({len(values)} values)"
     return "" if value is None else str(value)
+
+
+def _reference_size(ref: dict) -> str:
+    length = format_length(ref.get("audio", {}))
+    return f"{ref.get('n_files', 0)} files" + (f" of {length} s" if length else "")
+
+
+def model_details(model: dict) -> str:
+    """Every recorded setting of an embedder except its name and full hash."""
+    return "; ".join(f"{k} = {v}" for k, v in model.items() if k not in ("model", "sha256"))
 
 
 def issue_lines(report: dict) -> list[str]:
@@ -102,16 +125,15 @@ def best_and_worst(run: dict, n: int = 3) -> tuple[str | None, list[dict], list[
     for key in RANKING:
         scored = sorted(((c[key], cid) for cid, c in run["per_clip"].items() if key in c),
                         reverse=METRIC_INFO[key][1] == "higher")
-        if not scored:
-            continue
-        best, worst = scored[:n], [s for s in scored[-n:] if s not in scored[:n]][::-1]
-
-        def entries(picks: list, kind: str) -> list[dict]:
-            return [{"title": f"{kind}: {cid} ({METRIC_INFO[key][0]} {value:.3f})",
-                     "file": run["per_clip"][cid]["file"],
-                     "reference_file": run["per_clip"][cid].get("reference_file")} for value, cid in picks]
-        return key, entries(best, "best"), entries(worst, "worst")
+        if scored:
+            best, worst = scored[:n], [s for s in scored[-n:] if s not in scored[:n]][::-1]
+            return key, _grid_entries(run, key, best, "best"), _grid_entries(run, key, worst, "worst")
     return None, [], []
+
+
+def _grid_entries(run: dict, key: str, picks: list[tuple[float, str]], kind: str) -> list[dict]:
+    return [{"title": f"{kind}: {cid} ({METRIC_INFO[key][0]} {value:.3f})", "file": run["per_clip"][cid]["file"],
+             "reference_file": run["per_clip"][cid].get("reference_file")} for value, cid in picks]
 
 
 # -- Markdown ------------------------------------------------------------------------------------
@@ -120,13 +142,14 @@ def render_markdown(report: dict) -> str:
     keys = metric_keys(report)
     ref = report["reference"]
     lines = ["# dashflow evaluation report", "",
-             f"Created {report['created']}. Reference: **{ref.get('name')}** ({ref.get('n_files', 0)} files"
+             f"Created {report['created']}. Reference: **{ref.get('name')}** ({_reference_size(ref)}"
              + (f", set sha256 `{ref['set_sha256'][:16]}`" if ref.get("set_sha256") else "") + ").", "",
              "## Metrics", ""]
-    header = ["run", *RUN_COLUMNS, *(f"{METRIC_INFO[k][0]} {'↓' if METRIC_INFO[k][1] == 'lower' else '↑'}" for k in keys)]
+    header = ["run", "length (s)", *RUN_COLUMNS, *(column_title(k) for k in keys)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in report["runs"]:
-        cells = [run["name"], *(format_setting(run["settings"].get(c)) for c in RUN_COLUMNS),
+        cells = [run["name"], format_length(run.get("audio", {})),
+                 *(format_setting(run["settings"].get(c)) for c in RUN_COLUMNS),
                  *(format_metric(run["metrics"].get(k)) for k in keys)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Models", "", "| embedder | model | weights | sha256 | official file |", "|---|---|---|---|---|"]
@@ -135,7 +158,7 @@ def render_markdown(report: dict) -> str:
                      f"`{str(m.get('sha256'))[:16]}` | {m.get('official_file', 'unknown')} |")
     lines += ["", "## Settings", ""]
     for name, model in report["models"].items():
-        lines.append(f"- **{name}**: " + "; ".join(f"{k} = {v}" for k, v in model.items() if k not in ("model", "sha256")))
+        lines.append(f"- **{name}**: " + model_details(model))
     lines += [f"- **{k}**: {json.dumps(v, ensure_ascii=False, default=str)}" for k, v in report["settings"].items()]
     lines += ["", "## Issues", ""] + ([f"- {line}" for line in issue_lines(report)] or ["None."])
     lines += ["", "## Environment", "", ", ".join(f"{k} {v}" for k, v in report["environment"].items()), ""]
@@ -172,11 +195,12 @@ def _metric_table(report: dict, keys: list[str]) -> str:
         values = [r["metrics"][k]["value"] for r in report["runs"] if r["metrics"].get(k, {}).get("value") is not None]
         if len(values) > 1:
             best[k] = (min if METRIC_INFO[k][1] == "lower" else max)(values)
-    header = ["run", *RUN_COLUMNS, *(f"{METRIC_INFO[k][0]} {'↓' if METRIC_INFO[k][1] == 'lower' else '↑'}" for k in keys)]
+    header = ["run", "length (s)", *RUN_COLUMNS, *(column_title(k) for k in keys)]
     rows = []
     for run in report["runs"]:
-        cells = [f"<td>{_e(run['name'])}</td>"] + [f"<td>{_e(format_setting(run['settings'].get(c)))}</td>"
-                                                   for c in RUN_COLUMNS]
+        texts = [run["name"], format_length(run.get("audio", {})),
+                 *(format_setting(run["settings"].get(c)) for c in RUN_COLUMNS)]
+        cells = [f"<td>{_e(t)}</td>" for t in texts]
         for k in keys:
             entry = run["metrics"].get(k) or {}
             cls = "num best" if entry.get("value") is not None and entry.get("value") == best.get(k) else "num"
@@ -189,14 +213,15 @@ def _metric_table(report: dict, keys: list[str]) -> str:
 def _figure(png: str | None, caption: str) -> str:
     if png is None:
         return ""
-    return f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{png}"><figcaption>{_e(caption)}</figcaption></figure>'
+    return (f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{png}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
 def render_html(report: dict) -> str:
     keys = metric_keys(report)
     ref, runs = report["reference"], report["runs"]
     parts = [f"<h1>dashflow evaluation report</h1><p class='sub'>Created {_e(report['created'])} · reference "
-             f"<b>{_e(ref.get('name'))}</b> ({_e(ref.get('n_files', 0))} files"
+             f"<b>{_e(ref.get('name'))}</b> ({_e(_reference_size(ref))}"
              + (f", set sha256 <code>{_e(ref['set_sha256'][:16])}</code>" if ref.get("set_sha256") else "")
              + f") · {len(runs)} run(s)</p>", "<h2>Metrics</h2>", _metric_table(report, keys),
              "<p class='sub'>" + " · ".join(f"<b>{_e(METRIC_INFO[k][0])}</b>: {_e(METRIC_INFO[k][2])}" for k in keys)
@@ -218,16 +243,15 @@ def render_html(report: dict) -> str:
         [[n, m.get("model"), m.get("weights", m.get("checkpoint")), str(m.get("sha256"))[:16],
           m.get("official_file", "unknown"), m.get("official_architecture", "")] for n, m in report["models"].items()])]
     parts += ["<h2>Settings</h2>", _table(["what", "setting"], [
-        *([n, "; ".join(f"{k} = {v}" for k, v in m.items() if k not in ("model", "sha256"))]
-          for n, m in report["models"].items()),
+        *([n, model_details(m)] for n, m in report["models"].items()),
         *([k, json.dumps(v, ensure_ascii=False, default=str)] for k, v in report["settings"].items()),
         *([f"run {r['name']}", r["generated"] + " · " + ", ".join(f"{k} = {format_setting(v)}"
                                                                   for k, v in r["settings"].items())] for r in runs),
-        ["reference", f"{ref.get('path')} ({ref.get('n_files', 0)} files)"]])]
+        ["reference", f"{ref.get('path')} ({_reference_size(ref)})"]])]
     issues = issue_lines(report)
     parts += ["<h2>Issues</h2>", "<ul>" + "".join(f"<li class='issue'>{_e(i)}</li>" for i in issues) + "</ul>"
               if issues else "<p>None: every file was read and paired.</p>"]
-    parts += ["<h2>Environment</h2><p class='sub'>" + _e(", ".join(f"{k} {v}" for k, v in report["environment"].items()))
-              + "</p>"]
+    versions = ", ".join(f"{k} {v}" for k, v in report["environment"].items())
+    parts += [f"<h2>Environment</h2><p class='sub'>{_e(versions)}</p>"]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>dashflow evaluation report</title>"
             f"<style>{_CSS}</style></head><body>" + "".join(parts) + "</body></html>\n")

@@ -23,7 +23,8 @@ from eval.clap import cosine_scores, load_clap
 from eval.embedders import ClapEmbedder, Cnn14Embedder, VGGishEmbedder
 from eval.features import Extraction, FeatureCache, extract
 from eval.frechet import frechet_distance_of
-from eval.inputs import ClipFolder, pair, read_sidecars, run_settings, scan_folder, sidecar_captions
+from eval.inputs import (ClipFolder, audio_summary, pair, read_sidecars, run_settings, scan_folder,
+                         sidecar_captions)
 from eval.reconstruction import MEL_PRESETS, STFT_DISTANCE, mel_distance, stft_distance
 from eval.weights import locate, sha256_file, weights_dir
 
@@ -141,7 +142,7 @@ class Evaluator:
             out["is"] = {"splits": o.is_splits, "seed": o.is_seed, "shuffle": "RandomState(seed).permutation"}
         if "clap" in wanted:
             out["clap"] = {"score": "mean raw cosine (no x100, no clamp)", "text_tokens": 77}
-        if wanted & set(PAIRED) or "dnsmos" in wanted:
+        if wanted & {*PAIRED, "dnsmos"}:
             out["speech"] = {"sample_rate": speech.SAMPLE_RATE, "alignment": o.align, "pesq": "wideband (P.862.2)",
                              "stoi": "classic", "dnsmos": "P.835 (speechmos, non-personalised)"}
         if "mel" in wanted:
@@ -152,19 +153,17 @@ class Evaluator:
 
     def reference(self, folder: str | Path | None, name: str | None = None) -> dict[str, Any]:
         """Scan (and embed, for FAD/FD/KL) the reference folder; kept for every run."""
-        wanted = set(self.options.metrics)
         check_reference(self.options.metrics, folder)
         if folder is None:
             self._reference = {"name": name, "path": None, "n_files": 0}
             return self._reference
         ref = scan_folder(folder)
-        embedders = [e for e, used in ((self.vggish, "fad" in wanted), (self.cnn14, bool(wanted & {"fd", "kl"})))
-                     if e is not None and used]
+        embedders = self._embedders("reference")
         extraction = extract(ref.clips, embedders, self.cache, desc="reference")
         hashes = extraction.hashes if embedders else {cid: sha256_file(p) for cid, p in ref.clips.items()}
         digest = hashlib.sha256("".join(f"{k} {v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
         self._reference = {"name": name or ref.root.name, "path": str(ref.root), "n_files": len(ref.clips),
-                           "set_sha256": digest, "unreadable": extraction.bad,
+                           "set_sha256": digest, "audio": audio_summary(ref), "unreadable": extraction.bad,
                            "folder": ref, "extraction": extraction}
         return self._reference
 
@@ -182,18 +181,23 @@ class Evaluator:
             result["issues"]["unpaired_reference"] = pairing.only_reference
             for cid in pairing.paired:
                 result["per_clip"][cid]["reference_file"] = str(ref_folder.clips[cid])
-        wanted = set(self.options.metrics)
-        embedders = [e for e, used in ((self.vggish, "fad" in wanted), (self.cnn14, bool(wanted & {"fd", "kl", "is"})),
-                                       (self.clap, "clap" in wanted)) if e is not None and used]
+        embedders = self._embedders("generated")
         if embedders:
-            extraction = extract(gen.clips, embedders, self.cache, desc=f"{gen.root.name}")
+            extraction = extract(gen.clips, embedders, self.cache, desc=gen.root.name)
             result["issues"]["unreadable"].update(extraction.bad)
-            self._embedding_metrics(result, extraction, captions if captions is not None else sidecar_captions(sidecars))
-        if wanted & set(PAIRED) or "dnsmos" in wanted:
+            self._embedding_metrics(result, extraction, sidecar_captions(sidecars) if captions is None else captions)
+        if set(self.options.metrics) & {*PAIRED, "dnsmos"}:
             self._speech_metrics(result, gen, ref_folder)
         return result
 
     # -- metric groups ---------------------------------------------------------------------------
+
+    def _embedders(self, side: str) -> list:
+        """The embedders the requested metrics need on the "generated" or "reference" side."""
+        need = {"vggish": {"fad"}, "cnn14": {"fd", "kl", "is"} if side == "generated" else {"fd", "kl"},
+                "clap": {"clap"} if side == "generated" else set()}
+        wanted = set(self.options.metrics)
+        return [e for e in (self.vggish, self.cnn14, self.clap) if e is not None and wanted & need[e.name]]
 
     def _embedding_metrics(self, result: dict, gen: Extraction, captions: dict[str, str]) -> None:
         wanted = set(self.options.metrics)
@@ -219,7 +223,7 @@ class Evaluator:
         texts = [captions[cid] for cid in ids]
         text = torch.cat([self.clap.model.embed_text(texts[i:i + 32]) for i in range(0, len(texts), 32)]).numpy()
         scores = cosine_scores(np.stack([embeddings[cid]["embedding"] for cid in ids]), text)
-        for cid, score in zip(ids, scores):
+        for cid, score in zip(ids, scores, strict=True):
             result["per_clip"][cid]["clap"] = float(score)
             result["per_clip"][cid]["caption"] = captions[cid]
         return {"value": float(scores.mean()), "n_clips": len(ids)}
@@ -268,6 +272,7 @@ class Evaluator:
 
 def _new_run(gen: ClipFolder, settings: dict[str, Any]) -> dict[str, Any]:
     return {"name": gen.root.name, "generated": str(gen.root), "n_files": len(gen.clips), "settings": settings,
+            "audio": audio_summary(gen),
             "metrics": {}, "per_clip": {cid: {"file": str(p)} for cid, p in gen.clips.items()},
             "issues": {"unreadable": {}, "unpaired_generated": [], "unpaired_reference": [],
                        "uncaptioned": [], "failed": {}}}
@@ -290,10 +295,12 @@ def _kl(gen: dict, ref: dict, per_clip: dict) -> dict[str, dict]:
     out = {}
     for kind in ("softmax", "sigmoid"):
         if not pairs:
-            out[f"kl_{kind}"] = {"value": None, "error": "no generated clip shares a basename with a readable reference clip"}
+            out[f"kl_{kind}"] = {"value": None,
+                                 "error": "no generated clip shares a basename with a readable reference clip"}
             continue
-        values = kl_per_clip(np.stack([ref[c]["logits"] for c in pairs]), np.stack([gen[c]["logits"] for c in pairs]), kind)
-        for cid, value in zip(pairs, values):
+        values = kl_per_clip(np.stack([ref[c]["logits"] for c in pairs]),
+                             np.stack([gen[c]["logits"] for c in pairs]), kind)
+        for cid, value in zip(pairs, values, strict=True):
             per_clip[cid][f"kl_{kind}"] = float(value)
         out[f"kl_{kind}"] = {"value": float(values.mean()), "n_pairs": len(pairs)}
     return out

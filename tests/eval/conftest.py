@@ -136,7 +136,8 @@ def generation_run(tmp_path_factory, tiny_weights, tiny_clap) -> dict:
     for path in sorted(gen.glob("clip*.wav"))[:6]:
         write_wav(gen2 / path.name, clip(int(path.stem[4:]) + 1, seed=7))
         record = json.loads(path.with_suffix(".json").read_text())
-        (gen2 / path.with_suffix(".json").name).write_text(json.dumps({**record, "checkpoint": "runs/tta/checkpoint-6000"}))
+        record["checkpoint"] = "runs/tta/checkpoint-6000"
+        (gen2 / path.with_suffix(".json").name).write_text(json.dumps(record))
     out = root / "report"
     argv = ["eval", "--generated", gen, gen2, "--reference", ref, "--captions", captions,
             "--metrics", "fad,fd,kl,is,clap", "--out", out, "--weights-dir", tiny_weights,

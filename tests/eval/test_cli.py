@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from eval.weights import sha256_file
 from tests.conftest import SENTENCES, noise, tts, write_wav
@@ -59,10 +60,14 @@ def test_report_records_every_setting(generation_run, tiny_weights, tiny_clap):
     assert run["settings"]["seed"] == {"per_clip": list(range(12))}
     assert (run["settings"]["train_step"], run2["settings"]["train_step"]) == (3000, 6000)
     assert report["reference"]["n_files"] == 13 and len(report["reference"]["set_sha256"]) == 64
+    assert report["reference"]["audio"] == {"seconds_min": 2.0, "seconds_mean": 2.0, "seconds_max": 2.0,
+                                            "sample_rates": [16000]}
+    assert run["audio"]["seconds_mean"] == 2.0  # the two unreadable files have no length
     assert {"torch", "numpy", "scipy"} <= set(report["environment"])
     md = (generation_run["out"] / "report.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| run"))
-    assert "FAD ↓" in header and "CLAPScore ↑" in header and "steps" in header
+    assert "FAD ↓" in header and "CLAPScore ↑" in header and "steps" in header and "length (s)" in header
+    assert "| generated | 2.0 | 25 | 5.0 | per clip: 0-11 (12 values) | runs/tta/checkpoint-3000 | 3000 |" in md
 
 
 def test_html_is_self_contained_with_figures(generation_run):
@@ -106,11 +111,9 @@ def test_reconstruction_and_enhancement_sets(tmp_path):
     for i, text in enumerate(SENTENCES[:3]):
         if tts(text, ref / f"utt{i}.wav") is None:
             pytest.skip("needs flite or espeak-ng for real speech")
-        import soundfile as sf
-
         wav, sr = sf.read(ref / f"utt{i}.wav", dtype="float32")
-        write_wav(gen / f"utt{i}.wav", np.clip(wav + noise(len(wav) / sr, sr=sr, amp=0.01 * (i + 1), seed=i)[: len(wav)],
-                                               -1, 1), sr)
+        noisy = wav + noise(len(wav) / sr, sr=sr, amp=0.01 * (i + 1), seed=i)[: len(wav)]
+        write_wav(gen / f"utt{i}.wav", np.clip(noisy, -1, 1), sr)
     write_wav(ref / "silent.wav", np.zeros(16000, np.float32))
     write_wav(gen / "silent.wav", np.zeros(16000, np.float32))
     out = tmp_path / "report"
@@ -129,3 +132,20 @@ def test_reconstruction_and_enhancement_sets(tmp_path):
     assert m["mel"]["n_clips"] == 4  # the silent pair still has a (zero) mel distance
     html = (out / "report.html").read_text()
     assert "PESQ-WB" in html and "data:image/png;base64," in html
+
+
+def test_clap_uses_sidecar_prompts_without_reference(tmp_path, tiny_clap):
+    from tests.eval.conftest import clip
+
+    gen = tmp_path / "gen"
+    for i, prompt in enumerate(["a dog barks", "birds sing"]):
+        write_wav(gen / f"g{i}.wav", clip(i, seconds=12.0, seed=i))  # longer than 10 s: cropped
+        (gen / f"g{i}.json").write_text(json.dumps({"prompt": prompt, "seed": 7}))
+    write_wav(gen / "g2.wav", clip(2, seed=2))  # no sidecar, no caption
+    out = tmp_path / "report"
+    assert run_cli(["eval", "--generated", gen, "--metrics", "clap", "--clap-model", tiny_clap, "--out", out,
+                    "--no-cache", "--clap-crop", "start", "--cfg", "3.5"]) == 0
+    run = json.loads((out / "report.json").read_text())["runs"][0]
+    assert run["metrics"]["clap"]["n_clips"] == 2 and run["issues"]["uncaptioned"] == ["g2"]
+    assert run["per_clip"]["g1"]["caption"] == "birds sing"
+    assert run["settings"] == {"seed": 7, "cfg": 3.5}
