@@ -4,10 +4,5 @@ Mel / STFT distances, PESQ, STOI, SI-SDR and DNSMOS, with JSON / Markdown / HTML
 It scores audio files only and never imports ``tokenizer`` or ``generation``. Entry points:
 ``dashflow eval`` (:mod:`eval.cli`) and :class:`eval.suite.Evaluator`; the metric maths lives in
 :mod:`eval.frechet`, :mod:`eval.classifier_metrics`, :mod:`eval.clap`, :mod:`eval.reconstruction`
-and :mod:`eval.enhancement`.
+and :mod:`eval.enhancement`. Nothing is imported here, so ``dashflow --help`` stays fast.
 """
-
-from eval.classifier_metrics import inception_score, kl_per_clip
-from eval.frechet import frechet_distance, frechet_distance_of, gaussian_statistics
-
-__all__ = ["frechet_distance", "frechet_distance_of", "gaussian_statistics", "inception_score", "kl_per_clip"]

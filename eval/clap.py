@@ -8,7 +8,10 @@ times and zero-padded (``repeatpad``), and samples round-trip through int16 as i
 
 Backends:
 - ``laion``: a LAION-CLAP ``.pt`` checkpoint (``630k-audioset-best.pt``, HTSAT-tiny + RoBERTa)
-  through the ``laion-clap`` package (extra ``clap``), imported only when used.
+  through the ``laion-clap`` package (extra ``clap``), imported only when used. We load the
+  checkpoint ourselves with ``weights_only=True`` (laion-clap's ``load_ckpt`` unpickles). Offline,
+  ``import laion_clap`` needs the ``roberta-base``, ``bert-base-uncased`` and ``facebook/bart-base``
+  tokenizers in the Hugging Face cache and ``HF_HUB_OFFLINE=1`` (LAION-AI/CLAP#171).
 - ``hf``: a local Hugging Face ``ClapModel`` folder (``config.json`` + weights + processor files).
 """
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eval.features import default_cache_dir
 from eval.weights import OFFICIAL, WEIGHTS_ENV
 
 
@@ -58,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from eval.features import default_cache_dir
     from eval.inputs import read_captions
     from eval.report import build_report, format_metric, issue_lines, metric_keys, write_report
     from eval.suite import EvalOptions, Evaluator, check_reference, parse_metrics

@@ -13,12 +13,14 @@ import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS_ENV = "DASHFLOW_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/dashflow/weights")
@@ -26,30 +28,24 @@ DEFAULT_WEIGHTS_DIR = Path("~/.cache/dashflow/weights")
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One official file. ``sha256`` pins the whole digest; ``sha256_prefix`` is torch.hub's
-    convention of naming a file after the first hex digits of its sha256."""
+    """One official file: a pinned ``sha256``, or a Hugging Face repo whose LFS metadata gives it."""
 
     key: str
     filename: str
     url: str
     sha256: str | None = None
-    sha256_prefix: str | None = None
-    hub_repo: str | None = None  # Hugging Face repo whose LFS metadata gives the sha256
+    hub_repo: str | None = None
 
     def matches(self, digest: str) -> bool | None:
-        """True/False when the digest can be checked against the pin, None when nothing is pinned."""
-        if self.sha256:
-            return digest == self.sha256
-        if self.sha256_prefix:
-            return digest.startswith(self.sha256_prefix)
-        return None
+        """Whether ``digest`` is the pinned one; None when nothing is pinned."""
+        return digest == self.sha256 if self.sha256 else None
 
 
 OFFICIAL = {
     "vggish": WeightFile(
         "vggish", "vggish-10086976.pth",
         "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
-        sha256_prefix="10086976"),
+        sha256="10086976245803799d9194e9a73d9b6c1549c71d1b80106f5cade5608a561f4b"),
     "cnn14": WeightFile(
         "cnn14", "Cnn14_16k_mAP=0.438.pth",
         "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth",
@@ -115,6 +111,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``module.`` prefix left by DataParallel. Numpy arrays stored beside the weights are allowed
     through a scoped allow-list; nothing else is unpickled.
     """
+    import torch
+
     try:
         with _allow_numpy():
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -132,6 +130,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def _allow_numpy():
     """Scoped allow-list (torch >= 2.5); torch 2.4 only has the process-wide one."""
+    import torch
+
     if hasattr(torch.serialization, "safe_globals"):
         return torch.serialization.safe_globals(_NUMPY_GLOBALS)
     torch.serialization.add_safe_globals(_NUMPY_GLOBALS)
@@ -153,30 +153,27 @@ def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], pat
 
 def download(key: str, folder: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Fetch official file ``key`` into the weights folder and verify its sha256 before keeping it."""
+    from dashflow.audio import atomic_path
+
     spec = OFFICIAL[key]
     target = weights_dir(folder) / spec.filename
-    expected = spec.sha256 or (_hub_sha256(spec) if spec.hub_repo else None)
-    if target.is_file() and _verified(spec, sha256_file(target), expected):
+    expected = spec.sha256 or _hub_sha256(spec)
+    if target.is_file() and sha256_file(target) == expected:
         return target
     with atomic_path(target) as tmp:
         _fetch(spec.url, tmp, spec.filename, progress)
         digest = sha256_file(tmp)
-        if not _verified(spec, digest, expected):
-            wanted = expected or f"{spec.sha256_prefix}..."
-            raise DashflowError(f"{spec.url}: sha256 {digest} does not match {wanted}; file discarded")
+        if digest != expected:
+            raise DashflowError(f"{spec.url}: sha256 {digest} does not match {expected}; file discarded")
     return target
-
-
-def _verified(spec: WeightFile, digest: str, expected: str | None) -> bool:
-    if expected:
-        return digest == expected
-    return bool(spec.matches(digest))
 
 
 def _hub_sha256(spec: WeightFile) -> str:
     """The LFS sha256 that the Hugging Face hub publishes for a file (its ETag)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
+    if not spec.hub_repo:
+        raise DashflowError(f"{spec.filename}: no sha256 to check a download against")
     try:
         meta = get_hf_file_metadata(hf_hub_url(spec.hub_repo, spec.filename))
     except Exception as exc:

@@ -31,15 +31,12 @@ def test_download_checks_full_sha256(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "w").iterdir()] == ["Cnn14_16k_mAP=0.438.pth"]  # no partial files
 
 
-def test_download_checks_torch_hub_prefix_and_hub_etag(tmp_path, monkeypatch):
-    url, digest = _serve(tmp_path, b"vggish weights")
-    monkeypatch.setitem(OFFICIAL, "vggish", WeightFile("vggish", f"vggish-{digest[:8]}.pth", url,
-                                                       sha256_prefix=digest[:8]))
-    assert download("vggish", tmp_path / "w", progress=False).is_file()
+def test_download_checks_the_hub_etag_when_nothing_is_pinned(tmp_path, monkeypatch):
+    url, digest = _serve(tmp_path, b"clap weights")
     spec = WeightFile("clap", "630k-audioset-best.pt", url, hub_repo="lukewys/laion_clap")
     monkeypatch.setitem(OFFICIAL, "clap", spec)
     monkeypatch.setattr(weights, "_hub_sha256", lambda spec: digest)
-    assert download("clap", tmp_path / "w", progress=False).read_bytes() == b"vggish weights"
+    assert download("clap", tmp_path / "w", progress=False).read_bytes() == b"clap weights"
     monkeypatch.setattr(weights, "_hub_sha256", lambda spec: "f" * 64)
     (tmp_path / "w" / "630k-audioset-best.pt").unlink()
     with pytest.raises(DashflowError, match="does not match"):
@@ -64,3 +61,11 @@ def test_weights_dir_precedence(tmp_path, monkeypatch):
     assert weights_dir(tmp_path / "flag") == tmp_path / "flag"
     monkeypatch.delenv("DASHFLOW_WEIGHTS")
     assert str(weights_dir()).endswith(".cache/dashflow/weights")
+
+
+def test_official_pins():
+    # sha256 of the published files (the VGGish name carries its first 8 hex digits, torch.hub style)
+    assert OFFICIAL["vggish"].sha256.startswith("10086976")
+    assert OFFICIAL["cnn14"].sha256 == "e2ee543a27919542c2ea03eabaa70b24dcd4e6c8e05621de6b67a94e4c5058e6"
+    assert OFFICIAL["clap"].sha256 is None and OFFICIAL["clap"].hub_repo == "lukewys/laion_clap"
+    assert OFFICIAL["cnn14"].matches("0" * 64) is False and OFFICIAL["clap"].matches("0" * 64) is None
