@@ -37,11 +37,14 @@ def is_manifest(source: str | os.PathLike) -> bool:
     return str(source).endswith((".jsonl", ".json"))
 
 
+def has_caption(caption: object) -> bool:
+    return isinstance(caption, str) and bool(caption.strip())
+
+
 def require_captions(records: Sequence[dict], source: str | os.PathLike) -> list[dict]:
     """The records, each checked to carry a non-empty ``caption`` string."""
     for record in records:
-        caption = record.get("caption")
-        if not isinstance(caption, str) or not caption.strip():
+        if not has_caption(record.get("caption")):
             raise DashflowError(f"{source}: clip {record['audio_id']!r} has no caption (text "
                                 "conditioning needs a \"caption\" on every line)")
     return list(records)

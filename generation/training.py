@@ -1,8 +1,8 @@
 """What the text-to-audio and text-to-music recipes share (``recipes/tta.py``, ``recipes/ttm.py``).
 
-The config schema, the frozen conditioners (tokenizer, text encoder), the DiT with its task
-instruction, the loss of one micro-batch, the EMA and its checkpoint files, fixed-prompt
-samples for the logs and the final export.
+The config schema, the frozen parts (tokenizer, text encoder, optional latent normalizer), the
+DiT with its task instruction, the loss of one micro-batch, the EMA and its checkpoint files,
+fixed-prompt samples for the logs and the final export as pipelines.
 
 Randomness is keyed by sample position, not by process: each micro-batch draws its noise
 levels, noise, CFG dropout and module dropout from a seed of (``train.seed``, step, position of
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,21 @@ from torch.optim.lr_scheduler import LambdaLR
 from dashflow.audio import atomic_path, save_audio
 from dashflow.errors import DashflowError
 from dashflow.training import cosine_schedule, log_audio, log_spectrogram
-from generation.flow import FlowMatchingConfig, flow_matching_loss
+from generation.flow import (
+    FlowMatchingConfig,
+    LatentNormalizer,
+    check_config,
+    flow_matching_loss,
+)
 from generation.model import AudioGenModel
 from generation.pipelines import PIPELINES, AudioGenerationPipeline
-from generation.train_data import batch_latents
+from generation.train_data import batch_latents, build_train_loader, has_caption
 from text_encoders import TextEmbeddingCache, TextEncoder, load_text_encoder
 from tokenizer.losses import MelMagnitude
 from tokenizer.model import DashengTokenizer
 
 EMA_NAME = "ema.safetensors"
+NORMALIZER_DIR = "latent_normalizer"
 
 
 # ----------------------------------------------------------------------------- config
@@ -54,6 +61,8 @@ class ModelConfig:
     text_encoder: str = "flan-t5-large"  # minilm | flan-t5-large | a local model folder (frozen)
     instruction: str = ""            # task phrase stored as the adapter instruction ("" keeps the model's)
     gradient_checkpointing: bool = False
+    latent_normalizer: str = ""      # with flow.normalize_latents: a LatentNormalizer folder ("" fits one)
+    normalizer_batches: int = 64     # training batches the statistics are fitted on
 
 
 @dataclass
@@ -89,7 +98,7 @@ class EMAConfig:
 @dataclass
 class SampleConfig:
     prompts: list[str] = field(default_factory=lambda: ["a dog barks", "rain falls on a tin roof"])
-    every: int = 5000                # steps between logged samples (and the last step)
+    every: int = 5000                # steps between logged samples (and the last step); 0 = none
     seconds: float = 10.0
     num_steps: int = 25
     guidance_scale: float = 5.0
@@ -120,6 +129,20 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def check_settings(cfg: Config) -> None:
+    """Raise one DashflowError line for settings the recipe cannot run with."""
+    check_config(cfg.flow)
+    sizes = {"train.max_steps": cfg.train.max_steps, "train.log_every": cfg.train.log_every,
+             "train.checkpoint_every": cfg.train.checkpoint_every, "data.batch_size": cfg.data.batch_size,
+             "data.max_seconds": cfg.data.max_seconds, "sample.seconds": cfg.sample.seconds,
+             "optim.gradient_accumulation_steps": cfg.optim.gradient_accumulation_steps}
+    bad = [f"{name}={value}" for name, value in sizes.items() if value <= 0]
+    if bad:
+        raise DashflowError(f"{', '.join(bad)}: must be positive")
+    if cfg.sample.every < 0:
+        raise DashflowError(f"sample.every={cfg.sample.every}: must be 0 (no samples) or more")
+
+
 # ----------------------------------------------------------------------------- models
 
 class TextConditioner:
@@ -134,11 +157,45 @@ class TextConditioner:
         return self.cache.get(prompts) if self.cache is not None else self.encoder.encode(prompts)
 
 
-def load_conditioners(cfg: Config, device: torch.device) -> tuple[DashengTokenizer, TextConditioner]:
-    """The frozen tokenizer and text conditioner, in eval mode on ``device``."""
+@dataclass
+class Frozen:
+    """What surrounds the trained DiT, all frozen: the tokenizer (latents in, audio out), the text
+    conditioner and, with ``flow.normalize_latents``, the per-channel latent normalizer."""
+
+    tokenizer: DashengTokenizer
+    text: TextConditioner
+    normalizer: LatentNormalizer | None = None
+
+
+def load_frozen(cfg: Config, device: torch.device) -> Frozen:
+    """The frozen tokenizer and text conditioner, in eval mode on ``device`` (no normalizer yet:
+    see :func:`prepare_normalizer`)."""
     tokenizer = DashengTokenizer.from_pretrained(cfg.model.tokenizer, device=device).requires_grad_(False)
     encoder = load_text_encoder(cfg.model.text_encoder, device=device)
-    return tokenizer.eval(), TextConditioner(encoder, cfg.data.text_cache, cfg.data.prompt_prefix)
+    return Frozen(tokenizer.eval(), TextConditioner(encoder, cfg.data.text_cache, cfg.data.prompt_prefix))
+
+
+def prepare_normalizer(cfg: Config, frozen: Frozen, resumed: bool, is_main_process: bool) -> None:
+    """With ``flow.normalize_latents``, set ``frozen.normalizer``: ``model.latent_normalizer`` if
+    given, else the one a resumed run saved in ``<output_dir>/latent_normalizer``, else one fitted
+    on the first ``model.normalizer_batches`` batches of the whole training set (every process
+    fits the same one) and saved there by the main process."""
+    if not cfg.flow.normalize_latents:
+        return
+    saved = Path(cfg.train.output_dir) / NORMALIZER_DIR
+    source = cfg.model.latent_normalizer or (str(saved) if resumed else "")
+    if source:
+        normalizer = LatentNormalizer.from_pretrained(source)
+    else:
+        loader = build_train_loader(cfg.data.train, frozen.tokenizer, cfg.data.max_seconds, cfg.data.batch_size,
+                                    cfg.data.latent_cache, cfg.train.seed)
+        batches = islice(loader, cfg.model.normalizer_batches)
+        normalizer = LatentNormalizer.fit(batch_latents(batch, frozen.tokenizer) for batch in batches)
+        normalizer.save_pretrained(saved, is_main_process=is_main_process)
+    if normalizer.mean.numel() != frozen.tokenizer.latent_dim:
+        raise DashflowError(f"{source}: the latent normalizer has {normalizer.mean.numel()} channels, the "
+                            f"tokenizer {frozen.tokenizer.latent_dim}")
+    frozen.normalizer = normalizer.to(frozen.tokenizer.device)
 
 
 def build_model(cfg: ModelConfig, tokenizer: DashengTokenizer, encoder: TextEncoder) -> AudioGenModel:
@@ -187,22 +244,24 @@ def micro_batch_seeds(seed: int, step: int, position: int) -> tuple[int, int]:
     return int(words[0] >> 1), int(words[1] >> 1)
 
 
-def micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], tokenizer: DashengTokenizer,
-                     text: TextConditioner, flow: FlowMatchingConfig, seed: int, step: int,
-                     position: int, accelerator: Accelerator) -> dict[str, torch.Tensor]:
+def micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], frozen: Frozen, flow: FlowMatchingConfig,
+                     seed: int, step: int, position: int, accelerator: Accelerator) -> dict[str, torch.Tensor]:
     """Flow-matching losses of one micro-batch (``loss``, ``flow``, ``local_duration``,
     ``global_duration``); ``position`` = its index in the global batch of ``step``.
 
     Reseeds the global torch RNG (dropout) and draws sigma, noise and CFG dropout from a CPU
     generator, both from :func:`micro_batch_seeds`.
     """
+    missing = [clip for clip, caption in zip(micro["audio_id"], micro["caption"]) if not has_caption(caption)]
+    if missing:
+        raise DashflowError(f"clip {missing[0]!r} has no caption (text conditioning needs one per clip)")
     draws, dropout = micro_batch_seeds(seed, step, position)
     torch.manual_seed(dropout)
-    latents, latent_mask = batch_latents(micro, tokenizer)
-    content, content_mask = text(micro["caption"])
+    latents, latent_mask = batch_latents(micro, frozen.tokenizer)
+    content, content_mask = frozen.text(micro["caption"])
     with accelerator.autocast():
         return flow_matching_loss(model, latents, latent_mask, content, content_mask, config=flow,
-                                  generator=torch.Generator().manual_seed(draws))
+                                  normalizer=frozen.normalizer, generator=torch.Generator().manual_seed(draws))
 
 
 # ----------------------------------------------------------------------------- EMA
@@ -282,13 +341,12 @@ def model_from_weights(config: dict, state: dict[str, torch.Tensor],
 
 # ----------------------------------------------------------------------------- samples, export
 
-def make_pipeline(task: str, model: AudioGenModel, tokenizer: DashengTokenizer,
-                  text: TextConditioner) -> AudioGenerationPipeline:
+def make_pipeline(task: str, model: AudioGenModel, frozen: Frozen) -> AudioGenerationPipeline:
     """The ``tta`` / ``ttm`` pipeline of a trained model; its prompt template applies the
     training prompt prefix, so inference formats prompts as training did."""
-    pipeline = PIPELINES[task](tokenizer=tokenizer, text_encoder=text.encoder, transformer=model,
+    pipeline = PIPELINES[task](tokenizer=frozen.tokenizer, text_encoder=frozen.text.encoder, transformer=model,
                                scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000),
-                               prompt_template=text.prefix + "{prompt}")
+                               latent_normalizer=frozen.normalizer, prompt_template=frozen.text.prefix + "{prompt}")
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -312,7 +370,7 @@ def log_samples(accelerator: Accelerator, pipeline: AudioGenerationPipeline, cfg
 
 
 def export_pipelines(accelerator: Accelerator, model: torch.nn.Module, ema: EMAModel | None, task: str,
-                     tokenizer: DashengTokenizer, text: TextConditioner, folder: str | Path) -> list[Path]:
+                     frozen: Frozen, folder: str | Path) -> list[Path]:
     """Save the trained model as pipelines: raw weights to ``<folder>/raw``, EMA weights (when
     kept) to ``<folder>/ema``. Call on every process. Returns the folders."""
     config = dict(accelerator.unwrap_model(model).config)
@@ -322,7 +380,7 @@ def export_pipelines(accelerator: Accelerator, model: torch.nn.Module, ema: EMAM
             continue
         weights = gather_weights(accelerator, model, average)
         if accelerator.is_main_process:
-            pipeline = make_pipeline(task, model_from_weights(config, weights), tokenizer, text)
+            pipeline = make_pipeline(task, model_from_weights(config, weights), frozen)
             pipeline.save_pretrained(Path(folder) / kind)
         written.append(Path(folder) / kind)
     accelerator.wait_for_everyone()

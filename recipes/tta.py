@@ -41,20 +41,21 @@ from dashflow.training import (
     load_checkpoint,
     save_checkpoint,
 )
-from generation.flow import check_config
 from generation.train_data import build_train_loader, split_batch
 from generation.training import (
     Config,
     attach_ema,
     build_model,
+    check_settings,
     export_pipelines,
     gather_weights,
-    load_conditioners,
+    load_frozen,
     log_samples,
     lr_schedule,
     make_pipeline,
     micro_batch_loss,
     model_from_weights,
+    prepare_normalizer,
 )
 
 LOGGED = ("loss", "flow", "global_duration")
@@ -70,17 +71,17 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
     if unset:
         raise DashflowError(f"{args.config} leaves {', '.join(unset)} unset; pass them as "
                             f"{unset[0]}=... after the config")
+    check_settings(cfg)
     accum = cfg.optim.gradient_accumulation_steps
     flow = OmegaConf.to_object(cfg.flow)  # a FlowMatchingConfig instance
-    check_config(flow)
 
     accelerator = build_accelerator(cfg.train.output_dir, cfg.train.mixed_precision,
                                     gradient_accumulation_steps=accum)
     set_seed(cfg.train.seed)  # same initial weights on every process
 
     # frozen tokenizer + text encoder; trainable DiT, optimiser, schedule, EMA
-    tokenizer, text = load_conditioners(cfg, accelerator.device)
-    model = build_model(cfg.model, tokenizer, text.encoder)
+    frozen = load_frozen(cfg, accelerator.device)
+    model = build_model(cfg.model, frozen.tokenizer, frozen.text.encoder)
     model_config = dict(model.config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.optim.lr,
                                   betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
@@ -94,8 +95,9 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
     if checkpoint is not None:
         start_step = load_checkpoint(accelerator, checkpoint)
         accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    prepare_normalizer(cfg, frozen, start_step > 0, accelerator.is_main_process)
 
-    loader = build_train_loader(cfg.data.train, tokenizer, cfg.data.max_seconds,
+    loader = build_train_loader(cfg.data.train, frozen.tokenizer, cfg.data.max_seconds,
                                 cfg.data.batch_size * accum, cfg.data.latent_cache, cfg.train.seed,
                                 start_step, accelerator.process_index, accelerator.num_processes,
                                 cfg.data.num_workers)
@@ -111,8 +113,8 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
         for index, micro in enumerate(split_batch(next(batches), accum)):
             position = accelerator.process_index * accum + index  # in the global batch
             with accelerator.accumulate(model):
-                losses = micro_batch_loss(model, micro, tokenizer, text, flow, cfg.train.seed,
-                                          step, position, accelerator)
+                losses = micro_batch_loss(model, micro, frozen, flow, cfg.train.seed, step, position,
+                                          accelerator)
                 accelerator.backward(losses["loss"])
             totals += torch.stack([losses[key].detach() for key in LOGGED]) / accum
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
@@ -134,15 +136,14 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
             weights = gather_weights(accelerator, model, ema)
             if accelerator.is_main_process:
                 trained = model_from_weights(model_config, weights, accelerator.device)
-                log_samples(accelerator, make_pipeline(name, trained, tokenizer, text), cfg.sample, step,
+                log_samples(accelerator, make_pipeline(name, trained, frozen), cfg.sample, step,
                             cfg.train.output_dir)
             accelerator.wait_for_everyone()
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps:
             save_checkpoint(accelerator, cfg.train.output_dir, step, cfg, cfg.train.keep_checkpoints)
     progress.close()
 
-    for folder in export_pipelines(accelerator, model, ema, name, tokenizer, text,
-                                   f"{cfg.train.output_dir}/final"):
+    for folder in export_pipelines(accelerator, model, ema, name, frozen, f"{cfg.train.output_dir}/final"):
         accelerator.print(f"saved {folder}")
     accelerator.end_training()
     return 0

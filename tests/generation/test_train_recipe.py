@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,8 +28,8 @@ from dashflow.config import load_config
 from dashflow.data import read_manifest, write_manifest
 from dashflow.errors import DashflowError
 from dashflow.training import read_metrics
+from generation.flow import LatentNormalizer
 from generation.latent_cache import LatentCache, cache_latents
-from generation.model import AudioGenModel
 from generation.pipelines import load_pipeline
 from generation.sampler import sample
 from generation.train_data import (
@@ -42,6 +43,7 @@ from generation.train_data import (
 from generation.training import (
     Config,
     build_model,
+    check_settings,
     load_ema,
     micro_batch_seeds,
     save_ema,
@@ -51,6 +53,7 @@ from tokenizer.model import DashengTokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "recipes" / "configs"
+TINY = CONFIGS / "tta" / "tiny.yaml"
 LOW, HIGH = "a low hum", "a high whistle"
 CLIP_SECONDS = 1.5  # 37 latent frames
 
@@ -218,6 +221,18 @@ def test_build_model_rejects_mismatched_parts():
         build_model(cfg.model, OFFICIAL_TOKENIZER, _Encoder(1024))
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.checkpoint_every=0", "train.checkpoint_every=0: must be positive"),
+    ("optim.gradient_accumulation_steps=-2", "gradient_accumulation_steps=-2: must be positive"),
+    ("sample.every=-1", "sample.every=-1: must be 0"),
+    ("flow.cfg_dropout=1.5", "0 <= cfg_dropout <= 1")])
+def test_bad_settings_are_rejected(override, message):
+    base = ["data.train=x.jsonl", "model.tokenizer=t"]
+    check_settings(load_config(Config, TINY, base))
+    with pytest.raises(DashflowError, match=message):
+        check_settings(load_config(Config, TINY, [*base, override]))
+
+
 def test_recipe_names_unset_config_values_in_one_line():
     result = subprocess.run([sys.executable, str(REPO / "recipes" / "tta.py"), "--config",
                              str(CONFIGS / "tta" / "tiny.yaml")], capture_output=True, text=True,
@@ -262,7 +277,6 @@ def transformer_weights(run: Path, kind: str) -> dict[str, torch.Tensor]:
     return load_file(run / "final" / kind / "transformer" / "model.safetensors")
 
 
-TINY = CONFIGS / "tta" / "tiny.yaml"
 # 30 steps of 2 x 4 clips (audio encoded on the fly), checkpoints every 10 steps
 SHORT_RUN = ("train.max_steps=30", "train.checkpoint_every=10", "sample.every=0", "data.batch_size=4")
 
@@ -379,17 +393,28 @@ def read_metrics_safely(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_ttm_recipe_exports_music_pipeline(corpus, tmp_path):
+    """ttm.py with the tiny music config, on per-channel normalised latents (the RAE option):
+    samples are logged, and both exports are music pipelines carrying the fitted normalizer."""
     out, config = tmp_path / "ttm", CONFIGS / "ttm" / "tiny.yaml"
-    run_launch(launch_command(config, corpus, out, "train.max_steps=4",
-                              "sample.every=2", "train.checkpoint_every=4", script="ttm.py"))
+    run_launch(launch_command(config, corpus, out, "train.max_steps=4", "sample.every=2",
+                              "train.checkpoint_every=4", "flow.normalize_latents=true",
+                              "model.normalizer_batches=3", script="ttm.py"))
     assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4]
     for step in (2, 4):
         folder = out / "samples" / f"step_{step:07d}"
         assert (folder / "prompts.json").is_file()
         assert [len(load_audio(folder / f"{i}.wav")) for i in (0, 1)] == [32000, 32000]
-    pipe = load_pipeline(out / "final" / "ema")
-    assert type(pipe).__name__ == "TextToMusicPipeline" and pipe.prompt_template == "{prompt}"
-    model = AudioGenModel.from_pretrained(out / "final" / "raw" / "transformer")
+
+    fitted = LatentNormalizer.from_pretrained(out / "latent_normalizer")
+    batches = islice(build_train_loader(str(corpus.manifest), corpus.tokenizer, 2.0, 4), 3)
+    expected = LatentNormalizer.fit(batch_latents(batch, corpus.tokenizer) for batch in batches)
+    torch.testing.assert_close(fitted.mean, expected.mean)
+    torch.testing.assert_close(fitted.std, expected.std)
+    for kind in ("raw", "ema"):
+        pipe = load_pipeline(out / "final" / kind)
+        assert type(pipe).__name__ == "TextToMusicPipeline" and pipe.prompt_template == "{prompt}"
+        assert torch.equal(pipe.latent_normalizer.mean, fitted.mean)
+    model = pipe.transformer
     _, mask = pipe.text_encoder.encode([load_config(Config, config).model.instruction])
     assert int(model.instruction_lengths) == int(mask.sum()) == model.config.instruction_seq_len
     assert model.config.text_encoder_name == "minilm"
