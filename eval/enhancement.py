@@ -8,6 +8,8 @@ with a 1 s hop, tiling shorter clips. All of them are imported when first used (
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from dashflow.errors import DashflowError
@@ -43,8 +45,8 @@ def pesq_wb(reference: np.ndarray, estimate: np.ndarray) -> float:
     """Wideband PESQ (MOS-LQO, about 1.0-4.6) of 16 kHz signals; raises DashflowError on failure."""
     from pesq import PesqError, pesq
 
-    if not np.abs(reference).max(initial=0.0) or not np.abs(estimate).max(initial=0.0):
-        raise DashflowError("PESQ failed (silent signal)")
+    _require_sound(reference, "PESQ")
+    _require_sound(estimate, "PESQ")
     try:
         return float(pesq(SAMPLE_RATE, reference.astype(np.float64), estimate.astype(np.float64), "wb"))
     except PesqError as exc:
@@ -52,14 +54,30 @@ def pesq_wb(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 
 def stoi(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Short-time objective intelligibility in [0, 1] of 16 kHz signals."""
+    """Short-time objective intelligibility in [0, 1] of 16 kHz signals.
+
+    A silent reference, or too few non-silent frames (pystoi then returns 1e-5 with only a
+    warning), is raised as a failure instead of being averaged in.
+    """
     from pystoi import stoi as pystoi_stoi
 
-    return float(pystoi_stoi(reference.astype(np.float64), estimate.astype(np.float64), SAMPLE_RATE, extended=False))
+    _require_sound(reference, "STOI")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = pystoi_stoi(reference.astype(np.float64), estimate.astype(np.float64), SAMPLE_RATE, extended=False)
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        raise DashflowError("STOI failed (too little non-silent speech)")
+    return float(value)
+
+
+def _require_sound(wav: np.ndarray, metric: str) -> None:
+    if not np.abs(wav).max(initial=0.0):
+        raise DashflowError(f"{metric} failed (silent signal)")
 
 
 def si_sdr(reference: np.ndarray, estimate: np.ndarray, eps: float = 1e-8) -> float:
-    """Scale-invariant SDR in dB (zero-mean signals; higher is better)."""
+    """Scale-invariant SDR in dB (zero-mean signals; higher is better); undefined for silence."""
+    _require_sound(reference - reference.mean(), "SI-SDR")
     ref = reference.astype(np.float64) - reference.mean()
     est = estimate.astype(np.float64) - estimate.mean()
     scale = (est @ ref + eps) / (ref @ ref + eps)

@@ -125,7 +125,7 @@ def test_reconstruction_and_enhancement_sets(tmp_path):
     for key in ("mel", "stft", "pesq", "stoi", "sisdr", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"):
         assert m[key]["value"] is not None and np.isfinite(m[key]["value"]), key
     assert m["pesq"]["n_clips"] == 3 and m["pesq"]["n_failed"] == 1
-    assert "silent" in run["issues"]["failed"]["pesq"]
+    assert all("silent" in run["issues"]["failed"][k] for k in ("pesq", "stoi", "sisdr"))
     pesq = [run["per_clip"][f"utt{i}"]["pesq"] for i in range(3)]
     assert pesq[0] > pesq[2]  # more noise, lower PESQ
     assert report["settings"]["mel"]["preset"] == "dac-base" and report["settings"]["speech"]["alignment"] == "uniflow"

@@ -97,6 +97,8 @@ def test_pesq_and_stoi_rank_degradations(speech):
     assert stoi(speech, light) > stoi(speech, heavy)
     with pytest.raises(DashflowError, match="PESQ failed"):
         pesq_wb(np.zeros(16000), np.zeros(16000))  # no utterance
+    with pytest.raises(DashflowError, match="STOI failed"):
+        stoi(speech[:1600], speech[:1600])  # pystoi would return 1e-5 and only warn
 
 
 def test_dnsmos_scores_speech(speech):
