@@ -23,8 +23,9 @@ import json
 import logging
 import os
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import braceexpand
 import numpy as np

@@ -18,8 +18,8 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import soundfile as sf
 

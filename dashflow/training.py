@@ -14,8 +14,9 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -38,20 +39,23 @@ METRICS_NAME = "metrics.jsonl"
 
 def build_accelerator(output_dir: str | os.PathLike, mixed_precision: str = "auto",
                       log_with: str | None = "tensorboard",
-                      gradient_accumulation_steps: int = 1) -> Accelerator:
+                      gradient_accumulation_steps: int = 1, cpu: bool = False) -> Accelerator:
     """An Accelerator logging to ``<output_dir>/logs`` (TensorBoard by default).
 
     ``mixed_precision`` "auto" means bf16 on CUDA and none elsewhere; "no", "bf16", "fp16"
     are passed through (an ``accelerate launch --mixed_precision`` flag is overridden).
-    Schedulers step once per call (not once per process).
+    ``cpu`` forces the CPU. Schedulers step once per call (not once per process).
     """
-    if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
+    mixed_precision = str(mixed_precision).lower()
+    if mixed_precision in ("false", "none"):  # YAML reads a bare `no` as false
+        mixed_precision = "no"
+    elif mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() and not cpu else "no"
     project = ProjectConfiguration(project_dir=str(output_dir),
                                    logging_dir=str(Path(output_dir) / "logs"))
     return Accelerator(mixed_precision=mixed_precision, log_with=log_with,
                        project_config=project, step_scheduler_with_optimizer=False,
-                       gradient_accumulation_steps=gradient_accumulation_steps)
+                       gradient_accumulation_steps=gradient_accumulation_steps, cpu=cpu)
 
 
 def init_trackers(accelerator: Accelerator, name: str, config: Any) -> None:
@@ -155,8 +159,20 @@ def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> int:
         step = int(json.loads((path / STATE_NAME).read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DashflowError(f"{path / STATE_NAME}: unreadable trainer state ({exc})") from None
+    for model in accelerator._models:  # every model accelerator.prepare registered
+        _give_buffers_own_storage(model)
     accelerator.load_state(str(path))
     return step
+
+
+def _give_buffers_own_storage(model: torch.nn.Module) -> None:
+    """Copy buffers that view part of a larger storage (``torch.hann_window(n)`` is a slice of
+    n + 1 values): safetensors' ``load_model``, which ``load_state`` uses, refuses them."""
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.device.type != "meta" and \
+                    buffer.untyped_storage().nbytes() != buffer.numel() * buffer.element_size():
+                module._buffers[name] = buffer.clone()
 
 
 # ----------------------------------------------------------------------------- logging

@@ -13,7 +13,7 @@ STFTs run in fp32 with autocast off; convolutions follow the ambient autocast (b
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -165,7 +165,7 @@ class TokenizerDiscriminator(ModelMixin, ConfigMixin):
         self.mfd = MultiFrequencyDiscriminator(mfd_fft_sizes, mfd_hop_sizes, mfd_channels)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "TokenizerDiscriminator":
+    def from_preset(cls, name: str, **overrides) -> TokenizerDiscriminator:
         """``paper`` (the layouts above, ~60 M parameters) or ``tiny`` (tests, demo)."""
         if name not in DISCRIMINATOR_PRESETS:
             raise ValueError(f"unknown discriminator preset {name!r}; "

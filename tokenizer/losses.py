@@ -16,7 +16,7 @@ its sub-discriminators and families are summed with per-family weights (Vocos: M
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +121,7 @@ class MultiScaleMelLoss(nn.Module):
         self.log, self.clamp, self.reduction = log, clamp, reduction
 
     @classmethod
-    def preset(cls, name: str, sample_rate: int = 16000) -> "MultiScaleMelLoss":
+    def preset(cls, name: str, sample_rate: int = 16000) -> MultiScaleMelLoss:
         """``xcodec2`` (default layout) or ``vocos`` (single scale)."""
         if name not in MEL_PRESETS:
             raise ValueError(f"unknown mel loss preset {name!r}; choose from {', '.join(MEL_PRESETS)}")

@@ -11,9 +11,18 @@ import pytest
 import torch
 
 from dashflow.audio import load_audio
-from dashflow.data import (AudioClipDataset, ResumableBatchSampler, ShardClipDataset,
-                           build_clip_loader, collate_clips, crop_offset, expand_shards,
-                           read_manifest, write_manifest, write_shards)
+from dashflow.data import (
+    AudioClipDataset,
+    ResumableBatchSampler,
+    ShardClipDataset,
+    build_clip_loader,
+    collate_clips,
+    crop_offset,
+    expand_shards,
+    read_manifest,
+    write_manifest,
+    write_shards,
+)
 from dashflow.errors import DashflowError
 from tests.conftest import noise, tone, write_wav
 

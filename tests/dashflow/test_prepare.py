@@ -13,9 +13,14 @@ import pytest
 from dashflow.cli import main as cli
 from dashflow.data import read_manifest
 from dashflow.errors import DashflowError
-from dashflow.prepare import (caption_from_name, prepare_manifest, records_from_audiocaps,
-                              records_from_folder, records_from_musiccaps,
-                              records_from_voicebank, records_from_wavcaps)
+from dashflow.prepare import (
+    caption_from_name,
+    prepare_manifest,
+    records_from_audiocaps,
+    records_from_folder,
+    records_from_musiccaps,
+    records_from_voicebank,
+)
 from tests.conftest import noise, tone, write_wav
 
 
@@ -82,7 +87,8 @@ def test_unreadable_files_are_reported_and_left_out(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
     out = tmp_path / "m.jsonl"
     done = subprocess.run([sys.executable, "-m", "dashflow.cli", "prepare", "folder",
-                           str(tmp_path), "-o", str(out)], capture_output=True, text=True)
+                           str(tmp_path), "-o", str(out)],
+                          capture_output=True, text=True, check=False)
     assert done.returncode == 0 and list(by_id(out)) == ["good"]
     err = done.stderr.splitlines()
     assert len(err) == 2

@@ -8,10 +8,16 @@ import math
 import torch
 from torch.nn.utils import parametrize
 
-from tokenizer.discriminators import (MFD_FFT_SIZES, MFD_HOP_SIZES, MPD_PERIODS,
-                                      MultiFrequencyDiscriminator, MultiPeriodDiscriminator,
-                                      PeriodDiscriminator, SpectralDiscriminator,
-                                      TokenizerDiscriminator)
+from tokenizer.discriminators import (
+    MFD_FFT_SIZES,
+    MFD_HOP_SIZES,
+    MPD_PERIODS,
+    MultiFrequencyDiscriminator,
+    MultiPeriodDiscriminator,
+    PeriodDiscriminator,
+    SpectralDiscriminator,
+    TokenizerDiscriminator,
+)
 
 
 def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -97,7 +103,7 @@ def test_paper_discriminator_on_meta_device():
     assert tuple(d.config.mpd_periods) == MPD_PERIODS
     assert tuple(d.config.mfd_fft_sizes) == MFD_FFT_SIZES
     assert tuple(d.config.mfd_hop_sizes) == MFD_HOP_SIZES
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     # per period: 1->32->128->512->1024->1024 (5x1 kernels) + 1024->1 (3x1), weight norm g+v
     per_period = sum(o * i * 5 + o + o for i, o in ((1, 32), (32, 128), (128, 512), (512, 1024),
                                                     (1024, 1024))) + (1024 * 3 + 1 + 1)

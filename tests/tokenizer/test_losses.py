@@ -7,9 +7,15 @@ import math
 import pytest
 import torch
 
-from tokenizer.losses import (GeneratorLoss, MultiScaleMelLoss, discriminator_hinge_loss,
-                              feature_matching_loss, generator_hinge_loss, mel_filterbank,
-                              semantic_loss)
+from tokenizer.losses import (
+    GeneratorLoss,
+    MultiScaleMelLoss,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+    mel_filterbank,
+    semantic_loss,
+)
 
 
 def family(*logits: float, features=None):

@@ -1,0 +1,129 @@
+"""Tokenizer GAN training step: steps/s and peak memory of the recipe's own ``train_step``.
+
+    python benchmarks/tokenizer_train_step.py                       # paper, cuda, bf16, 8 x 2 s
+    python benchmarks/tokenizer_train_step.py --preset tiny --batch 2 --repeats 2   # CPU check
+
+One step = generator forward (frozen semantic encoder included), a discriminator hinge step
+(MPD + multi-frequency) and a generator step with mel, semantic, adversarial and
+feature-matching losses: exactly ``recipes/tokenizer.py``'s ``train_step`` with that recipe's
+``paper`` (or ``tiny``) config, random weights, and random-noise audio crops. Mixed precision
+is bf16 on CUDA (float32 on CPU) through Accelerate. One JSON line per run is printed and
+appended to benchmarks/results/tokenizer_train.jsonl (``peak_mem_gib``: CUDA allocator peak;
+``peak_rss_gib``: the process's peak resident memory, the only figure on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # also runs from a plain checkout
+
+from dashflow.config import load_config  # noqa: E402
+from dashflow.training import build_accelerator  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "tokenizer_train.jsonl"
+
+
+def load_recipe():
+    """recipes/tokenizer.py as a module (it is a script named like the package)."""
+    spec = importlib.util.spec_from_file_location("tokenizer_recipe", ROOT / "recipes" / "tokenizer.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="paper", choices=["paper", "tiny"],
+                        help="recipe config (tokenizer + discriminator size)")
+    parser.add_argument("--batch", type=int, default=8, help="clips per step")
+    parser.add_argument("--seconds", type=float, default=2.0, help="crop length")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps")
+    parser.add_argument("--cpu", action="store_true", help="force the CPU even with CUDA")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    return parser.parse_args(argv)
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    recipe = load_recipe()
+    cuda = torch.cuda.is_available() and not args.cpu
+    overrides = ["data.train=unused.jsonl", f"train.mixed_precision={'bf16' if cuda else 'no'}",
+                 f"model.gradient_checkpointing={args.gradient_checkpointing}"]
+    cfg = load_config(recipe.Config, ROOT / "recipes" / "configs" / "tokenizer" / f"{args.preset}.yaml",
+                      overrides)
+    with tempfile.TemporaryDirectory() as scratch:
+        accelerator = build_accelerator(scratch, cfg.train.mixed_precision, log_with=None,
+                                        cpu=not cuda)
+        device = accelerator.device
+        gan = recipe.build_gan(cfg, accelerator)
+        tokenizer = accelerator.unwrap_model(gan.generator).tokenizer
+        samples = round(args.seconds * tokenizer.sample_rate)
+        wav = 0.1 * torch.randn(args.batch, samples, generator=torch.Generator().manual_seed(0))
+        wav, lengths = wav.to(device), torch.full((args.batch,), samples, device=device)
+
+        def step() -> None:
+            logs = recipe.train_step(accelerator, gan, wav, lengths, cfg, adversarial=True)
+            float(logs["loss_g"].detach())  # wait for the step to finish (also on CUDA)
+
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        times = []
+        for i in range(args.warmup + args.repeats):
+            start = time.perf_counter()
+            step()
+            if i >= args.warmup:
+                times.append(time.perf_counter() - start)
+        step_s = statistics.median(times)
+        count = lambda params: sum(p.numel() for p in params)  # noqa: E731
+        record = {
+            "benchmark": "tokenizer_train_step", "preset": args.preset, "batch": args.batch,
+            "crop_seconds": args.seconds, "device": torch.cuda.get_device_name(device) if cuda
+            else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            "mixed_precision": accelerator.mixed_precision,
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "step_s": round(step_s, 4), "steps_per_s": round(1 / step_s, 3),
+            "clip_seconds_per_s": round(args.batch * args.seconds / step_s, 2),
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None,
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "trainable_params_m": round(count(tokenizer.trainable_parameters()) / 1e6, 2),
+            "frozen_params_m": round(count(tokenizer.semantic_encoder.parameters()) / 1e6, 2),
+            "discriminator_params_m": round(count(gan.discriminator.parameters()) / 1e6, 2),
+            "repeats": args.repeats, "torch": torch.__version__, "commit": git_commit(),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    line = json.dumps(record)
+    print(line)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with args.results.open("a") as handle:
+        handle.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

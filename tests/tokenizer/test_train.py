@@ -1,0 +1,137 @@
+"""The tokenizer recipe under `accelerate launch` (CPU): it learns, and it resumes exactly."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.utils import set_seed
+from omegaconf import OmegaConf
+
+from dashflow.config import load_config
+from dashflow.prepare import prepare_manifest, records_from_folder
+from dashflow.training import list_checkpoints, read_metrics
+from tokenizer.model import DashengTokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "tokenizer.py"
+CONFIGS = ROOT / "recipes" / "configs" / "tokenizer"
+HELD_OUT = ("speech_7", "tone_3", "chirp_3", "noise_3")  # one clip of each kind
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("tokenizer_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def manifests(small_corpus, tmp_path_factory) -> tuple[Path, Path]:
+    """(train, validation) manifests over the shared small corpus (16 + 4 clips)."""
+    folder = tmp_path_factory.mktemp("manifests")
+    records = list(records_from_folder(small_corpus))
+    prepare_manifest([r for r in records if r["audio_id"] not in HELD_OUT], folder / "train.jsonl")
+    prepare_manifest([r for r in records if r["audio_id"] in HELD_OUT], folder / "val.jsonl")
+    return folder / "train.jsonl", folder / "val.jsonl"
+
+
+def launch(output_dir: Path, manifests: tuple[Path, Path], *overrides: str) -> None:
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--num_cpu_threads_per_process", str(torch.get_num_threads()), str(RECIPE),
+               "--config", str(CONFIGS / "tiny.yaml"), f"data.train={manifests[0]}",
+               f"data.val_manifest={manifests[1]}", f"train.output_dir={output_dir}", *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def losses(path: Path) -> list[dict]:
+    return [r for r in read_metrics(path) if "loss_g" in r]
+
+
+@pytest.mark.slow
+def test_tiny_config_learns_to_reconstruct(tmp_path, manifests):
+    launch(tmp_path, manifests)
+    metrics = read_metrics(tmp_path / "metrics.jsonl")
+    val = {r["step"]: r["val/mel_distance"] for r in metrics if "val/mel_distance" in r}
+    assert set(val) == {0, 100, 200}
+    print(f"validation mel distance: {val}")
+    assert val[200] <= 0.7 * val[0], val  # at least a 30 % drop on held-out clips
+    steps = losses(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in steps] == list(range(1, 201))
+    assert "loss_d" not in steps[49] and "loss_d" in steps[50] and "adv_mfd" in steps[50]
+    assert steps[-1]["lr"] == pytest.approx(0.1 * 2e-3, rel=1e-3)  # cosine down to 10 %
+
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000100", "step_0000200"]
+    saved = OmegaConf.load(tmp_path / "step_0000200" / "config.yaml")
+    assert saved.data.train == str(manifests[0]) and saved.train.max_steps == 200
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+    trained = DashengTokenizer.from_pretrained(tmp_path / "final")
+    set_seed(0)  # the recipe's seed: the weights it started from
+    initial = DashengTokenizer.from_preset("tiny")
+    frozen = initial.semantic_encoder.state_dict()
+    for name, value in trained.semantic_encoder.state_dict().items():
+        assert torch.equal(value, frozen[name]), f"frozen semantic weight {name} changed"
+    assert not torch.equal(trained.encoder.patch_embed.weight, initial.encoder.patch_embed.weight)
+    assert not torch.equal(trained.decoder.head.out.weight, initial.decoder.head.out.weight)
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_repeats_the_same_losses(tmp_path, manifests):
+    settings = ("train.max_steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=0",
+                "train.val_every=1000", "loss.disc_start_step=1", "train.noise_tau=0.5",
+                "data.batch_size=2", "data.crop_seconds=0.32")
+    launch(tmp_path / "full", manifests, *settings)
+    full = losses(tmp_path / "full" / "metrics.jsonl")
+    assert [r["step"] for r in full] == [1, 2, 3, 4, 5, 6] and "loss_d" in full[1]
+
+    # a run killed after logging step 6 but before writing its step-6 checkpoint
+    shutil.copytree(tmp_path / "full", tmp_path / "killed")
+    shutil.rmtree(tmp_path / "killed" / "step_0000006")
+    shutil.rmtree(tmp_path / "killed" / "final")
+    launch(tmp_path / "killed", manifests, *settings)
+    resumed = read_metrics(tmp_path / "killed" / "metrics.jsonl")
+    assert resumed == read_metrics(tmp_path / "full" / "metrics.jsonl")  # every number, exactly
+    assert [r["step"] for r in losses(tmp_path / "killed" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_configs_load_with_the_paper_settings():
+    recipe = load_recipe()
+    paper = load_config(recipe.Config, CONFIGS / "paper.yaml", ["data.train=x.jsonl"])
+    assert paper.model.preset == "paper" and paper.model.discriminator == "paper"
+    assert (paper.optim.lr, list(paper.optim.betas), paper.optim.final_lr_ratio) == (5e-4, [0.8, 0.9], 0.1)
+    assert (paper.loss.lambda_sem, paper.loss.lambda_mel, paper.loss.lambda_adv,
+            paper.loss.lambda_fm) == (45.0, 45.0, 1.0, 1.0)
+    assert paper.train.max_steps == 1_000_000 and paper.train.noise_tau == 0.0
+    tiny = load_config(recipe.Config, CONFIGS / "tiny.yaml", ["data.train=x.jsonl"])
+    assert tiny.model.preset == "tiny" and tiny.train.max_steps >= 200
+
+
+def test_generator_keeps_the_semantic_encoder_frozen_and_adds_latent_noise():
+    recipe = load_recipe()
+    tokenizer = recipe.build_tokenizer(recipe.ModelConfig(preset="tiny"))
+    assert tokenizer.training and not tokenizer.semantic_encoder.training
+    semantic = {id(p) for p in tokenizer.semantic_encoder.parameters()}
+    trainable = {id(p) for p in tokenizer.trainable_parameters()}
+    assert semantic and trainable and not semantic & trainable
+    assert not any(p.requires_grad for p in tokenizer.semantic_encoder.parameters())
+
+    generator = recipe.Reconstructor(tokenizer).eval()
+    wav, lengths = 0.1 * torch.randn(2, 6000), torch.tensor([6000, 4000])
+    with torch.no_grad():
+        clean, encoding = generator(wav, lengths)
+        reference, _ = tokenizer(wav, lengths)
+        torch.manual_seed(0)
+        noisy, _ = generator(wav, lengths, noise_tau=0.5)
+    assert clean.shape == wav.shape and torch.equal(clean, reference)
+    assert not torch.allclose(noisy, clean)
+    assert encoding.mask.sum(dim=1).tolist() == [tokenizer.latent_length(6000),
+                                                 tokenizer.latent_length(4000)]
