@@ -8,11 +8,11 @@ gradient_accumulation_steps`` clips), encodes the audio with the frozen tokenize
 cached latents) and the captions with the frozen text encoder, and accumulates the
 flow-matching loss of each micro-batch (logit-normal sigma, CFG dropout 0.2, + 0.1 x the
 duration loss); then gradient clipping, AdamW, the LR schedule and the EMA update. Every
-``sample.every`` steps the fixed prompts are generated from the EMA weights with the 25-step
-CFG sway sampler and logged as audio and log-mel images. Checkpoints resume exactly (weights,
-optimizer, schedule, EMA, data position; randomness is keyed by step and sample position);
-``<output_dir>/metrics.jsonl`` holds every logged number; the raw and EMA weights are exported
-as pipelines (``generate --checkpoint``) to ``<output_dir>/final/{raw,ema}``.
+``sample.every`` steps the fixed prompts are generated from the EMA (else the raw) weights with
+the 25-step CFG sway sampler and logged as audio and log-mel images. Checkpoints resume
+exactly (weights, optimizer, schedule, EMA, data position; randomness is keyed by step and
+sample position); ``<output_dir>/metrics.jsonl`` holds every logged number; the raw and EMA
+weights are exported as pipelines (``generate --checkpoint``) to ``<output_dir>/final/{raw,ema}``.
 """
 
 from __future__ import annotations

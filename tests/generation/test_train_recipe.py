@@ -22,6 +22,7 @@ import pytest
 import torch
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dashflow.audio import load_audio
 from dashflow.config import load_config
@@ -291,8 +292,9 @@ def reference_run(corpus, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_tiny_recipe_learns_two_prompt_classes(corpus, tmp_path):
-    """300 steps from cached latents and text: the loss drops below half its start, and samples
-    of each prompt from the exported EMA pipeline lie nearer their own class than the other.
+    """300 steps from cached latents and text: the loss drops below half its start, samples and
+    spectrograms reach TensorBoard, and samples of each prompt from the exported EMA pipeline
+    lie nearer their own class than the other.
 
     Embedding: the time-averaged tokenizer latent, i.e. (a random projection of) the clip's
     mean log-mel spectrum; class centroids come from the training clips' cached latents.
@@ -306,7 +308,13 @@ def test_tiny_recipe_learns_two_prompt_classes(corpus, tmp_path):
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.5 * first, (first, last)
     assert sorted(p.name for p in (out / "samples" / "step_0000300").iterdir()) == ["0.wav", "1.wav", "prompts.json"]
-    assert any((out / "logs").rglob("events.out.tfevents.*"))
+    tags = {}
+    for events in (out / "logs").rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"audio": 0, "images": 0})
+        tags.update({kind: names for kind, names in accumulator.Reload().Tags().items() if names})
+    assert {"loss", "flow", "lr", "grad_norm"} <= set(tags["scalars"])
+    assert set(tags["audio"]) == {"sample/0", "sample/1"}
+    assert set(tags["images"]) == {"sample/0_mel", "sample/1_mel"}
 
     pipe = load_pipeline(out / "final" / "ema")
     audio = pipe([LOW, HIGH], duration=1.0, seed=0, num_inference_steps=4, output_type="pt").audios
