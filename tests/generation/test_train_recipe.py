@@ -26,7 +26,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dashflow.audio import load_audio
 from dashflow.config import load_config
-from dashflow.data import read_manifest, write_manifest
+from dashflow.data import read_manifest, write_manifest, write_shards
 from dashflow.errors import DashflowError
 from dashflow.training import read_metrics
 from generation.flow import LatentNormalizer
@@ -94,6 +94,16 @@ def test_cached_and_on_the_fly_latents_agree(corpus):
     assert x_audio.shape == x_cached.shape == (4, corpus.tokenizer.latent_dim, 37)
     assert torch.equal(m_audio, m_cached) and bool(m_audio.all())
     torch.testing.assert_close(x_audio, x_cached, atol=1e-5, rtol=0)
+
+
+def test_shards_give_captioned_audio_batches(corpus, tmp_path):
+    write_shards(corpus.manifest, tmp_path / "shards", clips_per_shard=16)
+    batch = next(iter(build_train_loader(str(tmp_path / "shards"), corpus.tokenizer, 1.0, batch_size=4)))
+    assert set(batch["caption"]) <= {LOW, HIGH} and len(batch["caption"]) == 4
+    latents, mask = batch_latents(batch, corpus.tokenizer)
+    assert latents.shape == (4, corpus.tokenizer.latent_dim, 25) and bool(mask.all())
+    with pytest.raises(DashflowError, match="latent cache is read through a .jsonl manifest"):
+        build_train_loader(str(tmp_path / "shards"), corpus.tokenizer, 1.0, 4, latent_cache=str(corpus.latents))
 
 
 def test_latent_crops_are_resumable_and_padded(corpus):
@@ -193,7 +203,8 @@ TEXT_DIMS = {"flan-t5-large": 1024, "minilm": 384}
     ("tta", "paper", "paper", 748_488_194), ("ttm", "paper", "paper", 748_488_194),
     ("tta", "small", "small", None)])
 def test_full_size_configs_build_on_meta(task, size, preset, params):
-    cfg: Config = load_config(Config, CONFIGS / task / f"{size}.yaml", ["data.train=x.jsonl", "model.tokenizer=t"])
+    cfg: Config = load_config(Config, CONFIGS / task / f"{size}.yaml",
+                              ["data.train=x.jsonl", "model.tokenizer=t", "model.gradient_checkpointing=true"])
     assert cfg.model.preset == preset and cfg.model.instruction
     if size == "paper":  # reference/generation.md §7 and §9
         assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.grad_clip) == (5e-5, 0.01, 1.0)
@@ -210,6 +221,7 @@ def test_full_size_configs_build_on_meta(task, size, preset, params):
     assert model.content_encoder.text_encoder.proj.in_features == encoder.dim
     assert model.instruction_embedding.shape == (1, 9, encoder.dim)
     assert model.config.text_encoder_name == cfg.model.text_encoder
+    assert all(block.gradient_checkpointing for block in model.backbone.blocks())
 
 
 def test_build_model_rejects_mismatched_parts():
