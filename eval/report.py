@@ -116,7 +116,8 @@ def issue_lines(report: dict) -> list[str]:
                 lines.append(f"{name}: {len(issues[key])} {what}: {shown}")
         for metric, clips in issues["failed"].items():
             lines += [f"{name}: {metric} failed on {cid}: {why}" for cid, why in clips.items()]
-        lines += [f"{name}: {k} not computed: {m['error']}" for k, m in run["metrics"].items() if m.get("error")]
+        lines += [f"{name}: {METRIC_INFO[k][0]} not computed: {m['error']}"
+                  for k, m in run["metrics"].items() if m.get("error")]
     return lines
 
 
