@@ -14,6 +14,7 @@ tokenizer is exported with ``save_pretrained`` to ``<output_dir>/final``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,18 +179,18 @@ def split_data(cfg: DataConfig) -> tuple[str | list[dict], list[dict]]:
 
 
 def speech_scores(reference: torch.Tensor, estimate: torch.Tensor) -> dict[str, float]:
-    """Wide-band PESQ and STOI of one clip pair [S] at 16 kHz ({} if a package is missing)."""
-    try:
-        from pesq import pesq
-        from pystoi import stoi
-    except ImportError:
-        return {}
-    ref, est = reference.double().numpy(), estimate.double().numpy()
-    scores = {"stoi": float(stoi(ref, est, 16000, extended=False))}
-    try:
-        scores["pesq"] = float(pesq(16000, ref, est, "wb"))
-    except Exception:  # pesq raises on clips without detectable speech; leave it out
-        pass
+    """Wide-band PESQ and STOI of one clip pair [S] at 16 kHz (``eval.enhancement``); a metric
+    whose package is missing, or that rejects the clip (silence), is left out."""
+    from eval.enhancement import pesq_wb, stoi
+
+    scores = {}
+    for name, package, metric in (("pesq", "pesq", pesq_wb), ("stoi", "pystoi", stoi)):
+        if importlib.util.find_spec(package) is None:
+            continue
+        try:
+            scores[name] = metric(reference.double().numpy(), estimate.double().numpy())
+        except DashflowError:
+            continue
     return scores
 
 
@@ -296,7 +297,7 @@ def validate(accelerator, generator, val_set: AudioClipDataset, cfg: Config, ste
 def _global_mean(accelerator, values: list[float]) -> float:
     local = torch.tensor([sum(values), float(len(values))], device=accelerator.device)
     total = accelerator.reduce(local, reduction="sum")
-    return float(total[0] / total[1].clamp(min=1))
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 
 
 # ----------------------------------------------------------------------------- main

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 from accelerate.utils import set_seed
 from omegaconf import OmegaConf
@@ -58,12 +59,14 @@ def losses(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_tiny_config_learns_to_reconstruct(tmp_path, manifests):
-    launch(tmp_path, manifests)
+    launch(tmp_path, manifests, "train.speech_metrics=true")
     metrics = read_metrics(tmp_path / "metrics.jsonl")
     val = {r["step"]: r["val/mel_distance"] for r in metrics if "val/mel_distance" in r}
     assert set(val) == {0, 100, 200}
     print(f"validation mel distance: {val}")
     assert val[200] <= 0.7 * val[0], val  # at least a 30 % drop on held-out clips
+    last = next(r for r in metrics if r["step"] == 200 and "val/mel_distance" in r)
+    assert 0.0 <= last["val/stoi"] <= 1.0 and 1.0 <= last["val/pesq"] <= 4.6
     steps = losses(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in steps] == list(range(1, 201))
     assert "loss_d" not in steps[49] and "loss_d" in steps[50] and "adv_mfd" in steps[50]
@@ -113,6 +116,14 @@ def test_configs_load_with_the_paper_settings():
     assert paper.train.max_steps == 1_000_000 and paper.train.noise_tau == 0.0
     tiny = load_config(recipe.Config, CONFIGS / "tiny.yaml", ["data.train=x.jsonl"])
     assert tiny.model.preset == "tiny" and tiny.train.max_steps >= 200
+
+
+def test_speech_scores_use_the_eval_metrics(small_corpus):
+    recipe = load_recipe()
+    speech = torch.from_numpy(sf.read(small_corpus / "speech_0.wav", dtype="float32")[0])
+    perfect = recipe.speech_scores(speech, speech)
+    assert perfect["pesq"] > 4.0 and perfect["stoi"] > 0.99
+    assert set(recipe.speech_scores(speech, torch.zeros_like(speech))) == {"stoi"}  # PESQ refuses silence
 
 
 def test_generator_keeps_the_semantic_encoder_frozen_and_adds_latent_noise():
