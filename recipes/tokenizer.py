@@ -3,6 +3,10 @@
     accelerate launch recipes/tokenizer.py --config recipes/configs/tokenizer/paper.yaml \\
         data.train=corpus/train.jsonl [dotted.key=value ...]
 
+Hardware comes from the Accelerate config: ``--config_file recipes/accelerate/{single_gpu,
+multi_gpu,fsdp,cpu}.yaml`` (or ``torchrun`` with ``ACCELERATE_USE_CPU=true`` for several CPU
+processes, as the tests do).
+
 One step: the generator reconstructs a batch of random crops; the discriminator (MPD +
 multi-frequency) takes a hinge step on real vs detached fake; the generator takes a step on
 45 L_sem + 45 L_mel + L_adv + L_fm. The Dasheng semantic encoder is frozen and stays in eval
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,15 +276,19 @@ def validate(accelerator, generator, val_set: AudioClipDataset, cfg: Config, ste
     """Mean multi-scale mel distance (and PESQ/STOI) over the held-out clips, each process
     taking every num_processes-th clip; logs the first clips as audio and mel images."""
     generator.eval()
-    mine = list(range(accelerator.process_index, len(val_set), accelerator.num_processes))
+    size, world = cfg.data.batch_size, accelerator.num_processes
+    mine = list(range(accelerator.process_index, len(val_set), world))
     scores: dict[str, list[float]] = {"mel_distance": [], "pesq": [], "stoi": []}
-    for start in range(0, len(mine), cfg.data.batch_size):
-        batch = collate_clips([val_set[i] for i in mine[start:start + cfg.data.batch_size]])
+    # every process runs as many forwards as the busiest one (sharded models gather in each);
+    # a process out of clips re-runs clip 0 and scores nothing
+    for start in range(0, math.ceil(len(val_set) / world), size):
+        chunk = mine[start:start + size]
+        batch = collate_clips([val_set[i] for i in chunk or [0]])
         wav, lengths = batch["audio"].to(accelerator.device), batch["length"].tolist()
         with accelerator.autocast():
             recon, _ = generator(wav, batch["length"].to(wav.device).clamp(min=min_samples))
         recon = recon.float()
-        for i, n in enumerate(lengths):
+        for i, n in enumerate(lengths[:len(chunk)]):
             scores["mel_distance"].append(float(mel_distance(recon[i:i + 1, :n], wav[i:i + 1, :n])))
             if cfg.train.speech_metrics:
                 for name, value in speech_scores(wav[i, :n].cpu(), recon[i, :n].cpu()).items():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +106,37 @@ def test_resume_after_a_kill_repeats_the_same_losses(tmp_path, manifests):
     resumed = read_metrics(tmp_path / "killed" / "metrics.jsonl")
     assert resumed == read_metrics(tmp_path / "full" / "metrics.jsonl")  # every number, exactly
     assert [r["step"] for r in losses(tmp_path / "killed" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_and_resumes_exactly(tmp_path, manifests):
+    """Two CPU processes (gloo DDP, torchrun): sharded data and validation, one checkpoint
+    with both RNG states, and an exact resume."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", str(port), str(RECIPE), "--config", str(CONFIGS / "tiny.yaml"),
+               f"data.train={manifests[0]}", f"data.val_manifest={manifests[1]}",
+               "data.val_clips=3", f"train.output_dir={tmp_path}", "train.max_steps=4",
+               "train.checkpoint_every=2", "train.val_every=2", "loss.disc_start_step=1",
+               "data.batch_size=2", "data.crop_seconds=0.32"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+
+    def run() -> None:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env,
+                              timeout=1800)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run()
+    assert {p.name for p in (tmp_path / "step_0000004").glob("random_states_*")} == {
+        "random_states_0.pkl", "random_states_1.pkl"}
+    full = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in full if "val/mel_distance" in r] == [0, 2, 4]
+    shutil.rmtree(tmp_path / "step_0000004")
+    shutil.rmtree(tmp_path / "final")
+    run()
+    assert read_metrics(tmp_path / "metrics.jsonl") == full
 
 
 def test_configs_load_with_the_paper_settings():
