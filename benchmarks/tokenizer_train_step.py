@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             "trainable_params_m": round(count(tokenizer.trainable_parameters()) / 1e6, 2),
             "frozen_params_m": round(count(tokenizer.semantic_encoder.parameters()) / 1e6, 2),
             "discriminator_params_m": round(count(gan.discriminator.parameters()) / 1e6, 2),
-            "repeats": args.repeats, "torch": torch.__version__, "commit": git_commit(),
+            "warmup": args.warmup, "repeats": args.repeats, "torch": torch.__version__,
+            "commit": git_commit(),
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     line = json.dumps(record)
