@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from dashflow.config import load_config
 from dashflow.prepare import prepare_manifest, records_from_folder
-from dashflow.training import list_checkpoints, read_metrics
+from dashflow.training import build_accelerator, list_checkpoints, read_metrics
 from tokenizer.model import DashengTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,6 +158,23 @@ def test_speech_scores_use_the_eval_metrics(small_corpus):
     perfect = recipe.speech_scores(speech, speech)
     assert perfect["pesq"] > 4.0 and perfect["stoi"] > 0.99
     assert set(recipe.speech_scores(speech, torch.zeros_like(speech))) == {"stoi"}  # PESQ refuses silence
+
+
+def test_bf16_train_step_keeps_fp32_weights_and_finite_losses(tmp_path):
+    """The GPU default (bf16 autocast), exercised with CPU autocast on the tiny config."""
+    recipe = load_recipe()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    cfg = load_config(recipe.Config, CONFIGS / "tiny.yaml", ["data.train=x.jsonl"])
+    accelerator = build_accelerator(tmp_path, "bf16", log_with=None, cpu=True)
+    gan = recipe.build_gan(cfg, accelerator)
+    head = accelerator.unwrap_model(gan.generator).tokenizer.decoder.head.out.weight
+    before = head.detach().clone()
+    wav, lengths = 0.1 * torch.randn(2, 8000), torch.tensor([8000, 6000])
+    logs = recipe.train_step(accelerator, gan, wav, lengths, cfg, adversarial=True)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert all(torch.isfinite(v).all() for v in logs.values())
+    assert {"loss_d", "loss_g", "mel", "sem", "adv", "fm"} <= set(logs)
+    assert head.dtype == torch.float32 and not torch.equal(head.detach(), before)
 
 
 def test_generator_keeps_the_semantic_encoder_frozen_and_adds_latent_noise():
