@@ -68,7 +68,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train: str = MISSING             # .jsonl manifest, or WebDataset shards (folder/glob/braces)
-    val_manifest: str = ""           # "" holds out the first val_clips of the train manifest
+    val_manifest: str = ""           # "" holds out val_clips clips spread through data.train
     val_clips: int = 16
     val_seconds: float = 4.0         # each validation clip's first val_seconds (zero-padded)
     crop_seconds: float = 2.0
@@ -180,7 +180,9 @@ def split_data(cfg: DataConfig) -> tuple[str | list[dict], list[dict]]:
     if len(records) <= cfg.val_clips:
         raise DashflowError(f"{cfg.train}: {len(records)} clips leave none for training after "
                             f"holding out data.val_clips={cfg.val_clips}")
-    return records[cfg.val_clips:], records[:cfg.val_clips]
+    held = {len(records) * i // cfg.val_clips for i in range(cfg.val_clips)}  # spread out
+    return ([r for i, r in enumerate(records) if i not in held],
+            [r for i, r in enumerate(records) if i in held])
 
 
 def speech_scores(reference: torch.Tensor, estimate: torch.Tensor) -> dict[str, float]:

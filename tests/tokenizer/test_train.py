@@ -18,6 +18,7 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from dashflow.config import load_config
+from dashflow.errors import DashflowError
 from dashflow.prepare import prepare_manifest, records_from_folder
 from dashflow.training import build_accelerator, list_checkpoints, read_metrics
 from tokenizer.model import DashengTokenizer
@@ -158,6 +159,17 @@ def test_speech_scores_use_the_eval_metrics(small_corpus):
     perfect = recipe.speech_scores(speech, speech)
     assert perfect["pesq"] > 4.0 and perfect["stoi"] > 0.99
     assert set(recipe.speech_scores(speech, torch.zeros_like(speech))) == {"stoi"}  # PESQ refuses silence
+
+
+def test_held_out_clips_are_spread_through_the_manifest(tmp_path):
+    recipe = load_recipe()
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(f'{{"audio_id": "c{i}", "audio": "c{i}.wav"}}\n' for i in range(10)))
+    train, val = recipe.split_data(recipe.DataConfig(train=str(manifest), val_clips=3))
+    assert [r["audio_id"] for r in val] == ["c0", "c3", "c6"]
+    assert len(train) == 7 and not {r["audio_id"] for r in train} & {"c0", "c3", "c6"}
+    with pytest.raises(DashflowError, match="val_manifest is required"):
+        recipe.split_data(recipe.DataConfig(train=str(tmp_path / "shards"), val_clips=3))
 
 
 def test_bf16_train_step_keeps_fp32_weights_and_finite_losses(tmp_path):
