@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from dashflow.audio import load_audio
+from dashflow.device import resolve_device
 from dashflow.errors import DashflowError
 from eval import enhancement as speech
 from eval.classifier_metrics import inception_score, kl_per_clip
@@ -95,13 +96,6 @@ class EvalOptions:
     align: str = "reference"
     run_flags: dict[str, Any] = field(default_factory=dict)  # steps / cfg / seed / checkpoint
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DashflowError(f"--device {name}: no CUDA device is available")
-    return torch.device(name)
 
 
 class Evaluator:

@@ -150,7 +150,7 @@ def generate_command(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from dashflow.audio import save_audio
-    from generation.commands import resolve_device
+    from dashflow.device import resolve_device
     from generation.pipeline_components import state_dict_hash
 
     quiet_libraries()

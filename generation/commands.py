@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dashflow.device import resolve_device
 from dashflow.errors import DashflowError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -59,18 +60,3 @@ def cache_latents_command(args: argparse.Namespace) -> int:
                             f"{failures[0]}); the other {cached} are in {folder}")
     print(f"{cached} clips cached in {folder}")
     return 0
-
-
-def resolve_device(name: str | None):
-    """``name`` as a torch.device; None picks cuda when available, else cpu."""
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DashflowError(f"--device {name!r}: not a torch device (try cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DashflowError(f"--device {name}: CUDA is not available on this machine")
-    return device

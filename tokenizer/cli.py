@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dashflow.device import resolve_device
 from dashflow.errors import DashflowError
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from dashflow.audio import list_audio_files, load_audio, save_audio
     from tokenizer.model import DashengTokenizer
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model = DashengTokenizer.from_pretrained(checkpoint, device=device)
     output = Path(args.output)
 
@@ -140,18 +141,3 @@ def reconstruct(model: DashengTokenizer, wav: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         recon, _ = model(batch)
     return recon[0, :size].cpu()
-
-
-def _device(name: str | None) -> torch.device:
-    """``--device`` as a torch device (default: cuda when available, else cpu)."""
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DashflowError(f"--device {name!r}: not a torch device (try cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DashflowError(f"--device {name}: CUDA is not available on this machine")
-    return device

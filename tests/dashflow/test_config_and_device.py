@@ -42,3 +42,17 @@ def test_unknown_key_or_bad_type_is_one_line(overrides):
 def test_missing_file(tmp_path):
     with pytest.raises(DashflowError, match="not found"):
         load_config(Schema, tmp_path / "absent.yaml")
+
+
+def test_resolve_device_rejects_bad_names_in_one_line():
+    import torch
+
+    from dashflow.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None).type in ("cpu", "cuda")
+    with pytest.raises(DashflowError, match="not a torch device"):
+        resolve_device("potato")
+    if not torch.cuda.is_available():
+        with pytest.raises(DashflowError, match="CUDA is not available"):
+            resolve_device("cuda")

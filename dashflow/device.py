@@ -1,0 +1,25 @@
+"""``--device`` handling shared by every command."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dashflow.errors import DashflowError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``name`` as a torch.device; None or "auto" picks cuda when available, else cpu."""
+    import torch  # here, so that building the CLI parsers does not import torch
+
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DashflowError(f"--device {name!r}: not a torch device (try cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DashflowError(f"--device {name}: CUDA is not available on this machine")
+    return device
