@@ -43,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def default_checkpoint() -> Path | None:
-    """The tokenizer of the bundled demo pipeline (``generation/demo/pipeline/tokenizer``), if installed."""
+    """The demo tokenizer bundled at ``generation/demo/tokenizer``, if installed."""
     try:
-        folder = Path(str(resources.files("generation") / "demo" / "pipeline" / "tokenizer"))
+        folder = Path(str(resources.files("generation") / "demo" / "tokenizer"))
     except ModuleNotFoundError:
         return None
     return folder if (folder / "config.json").is_file() else None
