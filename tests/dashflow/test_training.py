@@ -89,6 +89,7 @@ def test_accelerator_defaults_on_cpu(tmp_path, fresh_state):
     accelerator = build_accelerator(tmp_path)
     assert accelerator.mixed_precision == "no" and accelerator.device.type == "cpu"
     assert accelerator.logging_dir == str(tmp_path / "logs")
+    assert (torch.tensor([1e-39]) * 1.0).item() == 0.0  # denormals flushed (slow on CPUs)
 
 
 def test_checkpoints_resume_weights_optimizer_schedule_and_rng(tmp_path, fresh_state):
