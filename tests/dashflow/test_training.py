@@ -86,6 +86,7 @@ def test_cosine_schedule_warms_up_then_decays_to_ten_percent():
 
 
 def test_accelerator_defaults_on_cpu(tmp_path, fresh_state):
+    torch.set_flush_denormal(False)
     accelerator = build_accelerator(tmp_path)
     assert accelerator.mixed_precision == "no" and accelerator.device.type == "cpu"
     assert accelerator.logging_dir == str(tmp_path / "logs")
