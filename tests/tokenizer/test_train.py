@@ -18,6 +18,7 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from dashflow.config import load_config
+from dashflow.data import write_shards
 from dashflow.errors import DashflowError
 from dashflow.prepare import prepare_manifest, records_from_folder
 from dashflow.training import build_accelerator, list_checkpoints, read_metrics
@@ -92,10 +93,14 @@ def test_tiny_config_learns_to_reconstruct(tmp_path, manifests):
 
 
 @pytest.mark.slow
-def test_resume_after_a_kill_repeats_the_same_losses(tmp_path, manifests):
-    settings = ("train.max_steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=0",
+@pytest.mark.parametrize("source", ["manifest", "shards"])
+def test_resume_after_a_kill_repeats_the_same_losses(tmp_path, manifests, source):
+    settings = ["train.max_steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=0",
                 "train.val_every=1000", "loss.disc_start_step=1", "train.noise_tau=0.5",
-                "data.batch_size=2", "data.crop_seconds=0.32")
+                "data.batch_size=2", "data.crop_seconds=0.32"]
+    if source == "shards":
+        write_shards(manifests[0], tmp_path / "shards", clips_per_shard=4)
+        settings += [f"data.train={tmp_path / 'shards'}", "data.num_workers=2"]
     launch(tmp_path / "full", manifests, *settings)
     full = losses(tmp_path / "full" / "metrics.jsonl")
     assert [r["step"] for r in full] == [1, 2, 3, 4, 5, 6] and "loss_d" in full[1]
