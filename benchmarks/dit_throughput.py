@@ -23,7 +23,6 @@ import contextlib
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -34,6 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # also runs from a plain checkout
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import git_commit  # noqa: E402
 
 from generation.flow import flow_matching_loss
 from generation.model import AudioGenModel
@@ -85,13 +86,6 @@ def peak_tflops(args: argparse.Namespace, device: torch.device) -> float | None:
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def make_batch(model: AudioGenModel, batch: int, args: argparse.Namespace, device: torch.device):

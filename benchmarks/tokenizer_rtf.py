@@ -16,7 +16,6 @@ import contextlib
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,6 +26,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # also runs from a plain checkout
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import git_commit  # noqa: E402
 
 from tokenizer.model import DashengTokenizer
 
@@ -69,13 +70,6 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> tuple[float, o
             times.append(time.perf_counter() - start)
     return statistics.median(times), result
 
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ def environment() -> dict[str, str]:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            pass
+            versions[name] = "not installed"
     return versions
 
 

@@ -1,7 +1,7 @@
 """Vocos decoder of the DashengTokenizer: ConvNeXt backbone + ISTFT Fourier head.
 
-Two small interfaces, as in vocos: a :class:`Backbone` turns features [B, C, T] into hidden
-states [B, T, H]; a :class:`FourierHead` turns hidden states into a waveform [B, T * hop].
+As in vocos: a backbone turns features [B, C, T] into hidden states [B, T, H]; a Fourier head
+turns hidden states into a waveform [B, T * hop].
 Module names (``backbone.convnext.{i}.pwconv1``, ``head.istft.window``, ...) match the
 official checkpoint.
 """
@@ -13,20 +13,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenizer.frontends import register_recomputable_buffer
-
-
-class Backbone(nn.Module):
-    """Interface: features [B, C, T] -> hidden states [B, T, H]."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-
-class FourierHead(nn.Module):
-    """Interface: hidden states [B, T, H] -> waveform [B, T * hop]."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
 
 
 class ConvNeXtBlock(nn.Module):
@@ -48,7 +34,7 @@ class ConvNeXtBlock(nn.Module):
         return x + y.transpose(1, 2)
 
 
-class VocosBackbone(Backbone):
+class VocosBackbone(nn.Module):
     """Conv1d embed (k7) -> LN -> ``num_layers`` ConvNeXt blocks -> final LN.
 
     Layer scale starts at 1/num_layers; Conv1d/Linear weights trunc-normal(0.02), zero bias.
@@ -114,7 +100,7 @@ class ISTFT(nn.Module):
                           center=False, return_complex=True)
 
 
-class ISTFTHead(FourierHead):
+class ISTFTHead(nn.Module):
     """Linear to (log-magnitude, phase) per bin -> complex STFT -> ISTFT; float32, autocast off.
 
     Magnitude is ``exp`` clipped at 100.
