@@ -1,4 +1,4 @@
-"""The ``generate`` and ``enhance`` console scripts.
+"""The ``generate`` console script (``enhance`` lives in :mod:`generation.enhance_cli`).
 
     generate "a dog barking" -o dog.wav [--duration 5] [--steps 25] [--cfg 5.0] [--seed 0]
     generate --batch prompts.txt -o outdir/ [--task ttm] [--checkpoint PIPELINE] [--device cuda]
@@ -66,12 +66,6 @@ def build_generate_parser() -> argparse.ArgumentParser:
 def generate_main(argv: Sequence[str] | None = None) -> int:
     args = build_generate_parser().parse_args(argv)
     return run_guarded(lambda: generate_command(args))
-
-
-def enhance_main(argv: Sequence[str] | None = None) -> int:
-    def not_implemented() -> int:
-        raise DashflowError("enhance is not implemented yet: see issue 5")
-    return run_guarded(not_implemented)
 
 
 # --- argument checks (before anything heavy is imported) -----------------------------------------

@@ -14,9 +14,10 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
@@ -60,6 +61,27 @@ def state_dict_hash(module: torch.nn.Module) -> str:
         digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)};".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+Loaded = TypeVar("Loaded")
+
+
+def load_guarded(load: Callable[[], Loaded], folder: Path) -> Loaded:
+    """Run diffusers' pipeline loader ``load``; its failures become one DashflowError line."""
+    try:
+        with warnings.catch_warnings():  # diffusers >= 0.36 prefers `dtype`; older ones only know this
+            warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated", category=FutureWarning)
+            return load()
+    except (ValueError, TypeError, AttributeError, OSError) as exc:
+        raise DashflowError(f"{folder}: cannot load the pipeline ({_first_line(exc)})") from exc
+
+
+def record_component_modules(pipeline, module: str, classes: tuple[type, ...]) -> None:
+    """Record the components of ``classes`` in ``model_index.json`` under ``module`` (which
+    must import them and ``ModelMixin``), so loading needs only ``import module``."""
+    for name, component in pipeline.components.items():
+        if type(component) in classes:
+            pipeline.register_to_config(**{name: (module, type(component).__name__)})
 
 
 def resolve_checkpoint(name: str | os.PathLike, what: str = "checkpoint") -> Path:

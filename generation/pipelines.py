@@ -24,7 +24,6 @@ instruction stored in the model (UniFlow's per-task instructions).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,9 @@ from generation.flow import LatentNormalizer
 from generation.model import AudioGenModel
 from generation.pipeline_components import (
     PipelineTextEncoder,
+    load_guarded,
     read_json,
+    record_component_modules,
     resolve_checkpoint,
 )
 from generation.sampler import sample
@@ -153,13 +154,8 @@ class AudioGenerationPipeline(DiffusionPipeline):
             if name not in kwargs and isinstance(entry, list) and entry and entry[0] is not None \
                     and not (folder / name).is_dir():
                 raise DashflowError(f"{folder}: component folder {name}/ is missing")
-        try:
-            with warnings.catch_warnings():  # diffusers >= 0.36 prefers `dtype`; older ones only know this
-                warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated", category=FutureWarning)
-                return super().from_pretrained(str(folder), torch_dtype=torch_dtype or torch.float32, **kwargs)
-        except (ValueError, TypeError, AttributeError, OSError) as exc:  # diffusers' loader: one line
-            lines = str(exc).strip().splitlines() or [type(exc).__name__]
-            raise DashflowError(f"{folder}: cannot load the pipeline ({lines[0]})") from exc
+        return load_guarded(lambda: super(AudioGenerationPipeline, cls).from_pretrained(
+            str(folder), torch_dtype=torch_dtype or torch.float32, **kwargs), folder)
 
     @classmethod
     def from_model_folder(cls, folder: str | Path, torch_dtype: torch.dtype | None = None,
@@ -181,9 +177,7 @@ class AudioGenerationPipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         """Component folders + ``model_index.json``. Classes re-exported by this module are
         recorded under it, so loading needs only ``import generation.pipelines``."""
-        for name, module in self.components.items():
-            if type(module) in OWN_COMPONENTS:
-                self.register_to_config(**{name: (__name__, type(module).__name__)})
+        record_component_modules(self, __name__, OWN_COMPONENTS)
         super().save_pretrained(save_directory, **kwargs)
 
     # --- generation --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from generation import cli
-from generation.cli import enhance_main, generate_main
+from generation.cli import generate_main
 from generation.model import AudioGenModel
 from generation.pipeline_components import state_dict_hash
 from tests.generation.test_pipelines import MINILM_DIM, build_tiny_pipeline
@@ -150,11 +150,6 @@ def test_argument_combinations(tmp_path, capfd):
     code, err = run(["--batch", tmp_path / "empty.txt"], capfd)
     assert code == 2 and len(err) == 1 and "no prompts" in err[0]
     assert cli.slug("<|caption|> A Dog,  barking!") == "a-dog-barking" and cli.slug("!!!") == "prompt"
-
-
-def test_enhance_is_a_one_line_placeholder(capfd):
-    assert enhance_main([]) == 2
-    assert capfd.readouterr().err.splitlines() == ["error: enhance is not implemented yet: see issue 5"]
 
 
 def test_console_script_reports_one_line(tmp_path):

@@ -1,0 +1,159 @@
+"""Speech enhancement in the tokenizer's latent space (``diffusers.DiffusionPipeline``).
+
+noisy 16 kHz speech -> ``tokenizer.encode`` -> enhancer -> ``tokenizer.decode`` -> enhanced speech.
+Two enhancers:
+
+- ``LatentDenoiser`` (the seed paper's protocol): one forward pass, noisy latents -> clean latents.
+- ``AudioGenModel`` built with ``audio_content_dim`` (UniFlow-Audio's SE task): the flow-matching
+  DiT, conditioned on the noisy latents through the time-aligned path (one content frame per
+  latent frame, output length = input length), sampled with the sway schedule, CFG 1.0 by default.
+
+Two outputs: ``resynthesis`` (the seed paper's protocol: the decoded enhanced latents) and
+``mask`` (our addition): the ratio of the decoded enhanced latents to the decoded noisy latents,
+``M = min(1, |STFT(decode(z_enh))| / |STFT(decode(z_noisy))|)``, is applied to the noisy STFT, which
+keeps the noisy phase (so SI-SDR can improve; resynthesised phase is not the original's) and
+cancels most of the decoder's own spectral error, which appears in both terms.
+
+``save_pretrained(dir)`` writes ``tokenizer/``, ``enhancer/`` and ``model_index.json``;
+``SpeechEnhancementPipeline.from_pretrained(dir_or_hub_id)`` reads it back. Files of any length go
+through :func:`generation.enhance_stream.enhance_file` in overlapping chunks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# ModelMixin must be a name in this module (see generation.pipelines)
+from diffusers import DiffusionPipeline, ModelMixin  # noqa: F401
+from torch import Tensor
+
+from dashflow.errors import DashflowError
+from generation.model import AudioGenModel
+from generation.pipeline_components import load_guarded, record_component_modules, resolve_checkpoint
+from generation.sampler import sample
+from generation.se_denoiser import LatentDenoiser
+from tokenizer.model import DashengTokenizer
+
+PIPELINE_INDEX = "model_index.json"
+OUTPUTS = ("resynthesis", "mask")
+MASK_FFT, MASK_HOP = 512, 128  # 32 ms / 8 ms at 16 kHz
+OWN_COMPONENTS = (DashengTokenizer, LatentDenoiser, AudioGenModel)
+
+
+class SpeechEnhancementPipeline(DiffusionPipeline):
+    """Components: ``tokenizer`` (DashengTokenizer) and ``enhancer`` (LatentDenoiser, or an
+    AudioGenModel with an audio content encoder)."""
+
+    def __init__(self, tokenizer: DashengTokenizer, enhancer: LatentDenoiser | AudioGenModel):
+        super().__init__()
+        if not isinstance(enhancer, (LatentDenoiser, AudioGenModel)):
+            raise DashflowError(f"the enhancer must be a LatentDenoiser or an AudioGenModel, not "
+                                f"{type(enhancer).__name__}")
+        cfg = enhancer.config
+        if cfg.latent_dim != tokenizer.latent_dim or cfg.downsampling_ratio != tokenizer.samples_per_latent:
+            raise DashflowError(f"mismatched pipeline components: the enhancer works on {cfg.latent_dim}-d "
+                                f"latents of {cfg.downsampling_ratio} samples, the tokenizer gives "
+                                f"{tokenizer.latent_dim}-d latents of {tokenizer.samples_per_latent}")
+        if isinstance(enhancer, AudioGenModel) and enhancer.content_encoder.audio_encoder is None:
+            raise DashflowError("the AudioGenModel enhancer needs audio_content_dim (an audio content encoder)")
+        tokenizer.eval()
+        enhancer.eval()
+        self.register_modules(tokenizer=tokenizer, enhancer=enhancer)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, torch_dtype: torch.dtype | None = None,
+                        **kwargs) -> SpeechEnhancementPipeline:
+        """Load a saved pipeline folder or hub id (``torch_dtype`` default float32)."""
+        folder = resolve_checkpoint(pretrained_model_name_or_path, "speech-enhancement pipeline")
+        if not (folder / PIPELINE_INDEX).is_file():
+            raise DashflowError(f"{pretrained_model_name_or_path}: not a pipeline folder (no {PIPELINE_INDEX})")
+        for name in ("tokenizer", "enhancer"):
+            if name not in kwargs and not (folder / name).is_dir():
+                raise DashflowError(f"{folder}: component folder {name}/ is missing")
+        pipeline = load_guarded(lambda: super(SpeechEnhancementPipeline, cls).from_pretrained(
+            str(folder), torch_dtype=torch_dtype or torch.float32, **kwargs), folder)
+        if not isinstance(pipeline, cls):
+            raise DashflowError(f"{folder}: holds a {type(pipeline).__name__}, not a speech-enhancement pipeline")
+        return pipeline
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        record_component_modules(self, __name__, OWN_COMPONENTS)
+        super().save_pretrained(save_directory, **kwargs)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.tokenizer.sample_rate)
+
+    @property
+    def samples_per_latent(self) -> int:
+        return int(self.tokenizer.samples_per_latent)
+
+    @property
+    def kind(self) -> str:
+        """``denoiser`` (one pass) or ``flow`` (sampled DiT)."""
+        return "denoiser" if isinstance(self.enhancer, LatentDenoiser) else "flow"
+
+    @torch.no_grad()
+    def enhance_latents(self, latents: Tensor, mask: Tensor, *, num_inference_steps: int = 25,
+                        guidance_scale: float = 1.0, sway_coef: float | None = -1.0,
+                        generator: torch.Generator | list[torch.Generator] | None = None) -> Tensor:
+        """Noisy latents [B, T, C] + mask [B, T] -> enhanced latents [B, T, C] (enhancer dtype)."""
+        model = self.enhancer
+        latents = latents.to(model.device, model.dtype)
+        mask = mask.to(model.device).bool()
+        if isinstance(model, LatentDenoiser):
+            return model(latents, mask)
+        durations = mask.float() / model.latent_rate  # one latent frame per content frame
+        cond = model.condition(latents, mask, content_kind="audio", durations=durations,
+                               latent_lengths=mask.sum(1).clamp(min=1))
+        clean = sample(model, cond, num_steps=num_inference_steps, guidance_scale=guidance_scale,
+                       sway_coef=sway_coef, generator=generator)
+        return clean.transpose(1, 2).to(model.dtype)
+
+    @torch.no_grad()
+    def __call__(self, noisy: Tensor, lengths: Tensor | None = None, *, output: str = "resynthesis",
+                 num_inference_steps: int = 25, guidance_scale: float = 1.0, sway_coef: float | None = -1.0,
+                 seed: int | None = None,
+                 generator: torch.Generator | list[torch.Generator] | None = None) -> Tensor:
+        """noisy [B, S] at ``sample_rate`` (item b valid for ``lengths[b]`` samples) -> enhanced
+        float32 CPU audio [B, S], zero past each item's length. ``output``: ``resynthesis`` or
+        ``mask`` (see the module doc). ``seed`` (flow only): item i draws its noise from
+        ``seed + i``; ``generator`` instead of a seed."""
+        if output not in OUTPUTS:
+            raise DashflowError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
+        if noisy.dim() != 2 or not noisy.is_floating_point() or not bool(torch.isfinite(noisy).all()):
+            raise DashflowError(f"noisy audio must be a finite float tensor [B, S], got {tuple(noisy.shape)} "
+                                f"{noisy.dtype}")
+        if seed is not None:
+            if generator is not None:
+                raise DashflowError("pass seed or generator, not both")
+            generator = [torch.Generator("cpu").manual_seed(seed + i) for i in range(noisy.shape[0])]
+        size = noisy.shape[1]
+        lengths = torch.full((noisy.shape[0],), size) if lengths is None else lengths.long().cpu()
+        encoding = self.tokenizer.encode(noisy.to(self.tokenizer.device, self.tokenizer.dtype),
+                                         lengths.to(self.tokenizer.device))
+        clean = self.enhance_latents(encoding.latents, encoding.mask, num_inference_steps=num_inference_steps,
+                                     guidance_scale=guidance_scale, sway_coef=sway_coef, generator=generator)
+        wav = self.decode(clean, size)
+        if output == "mask":
+            wav = ratio_mask(wav, self.decode(encoding.latents, size), noisy.float().cpu())
+        return wav * (torch.arange(size)[None] < lengths[:, None])
+
+    def decode(self, latents: Tensor, size: int) -> Tensor:
+        """latents [B, T, C] -> float32 CPU audio [B, size] (trimmed or zero-padded)."""
+        wav = self.tokenizer.decode(latents.to(self.tokenizer.dtype)).float().cpu()
+        return torch.nn.functional.pad(wav, (0, max(0, size - wav.shape[1])))[:, :size]
+
+
+def ratio_mask(enhanced: Tensor, reference: Tensor, noisy: Tensor, eps: float = 1e-8) -> Tensor:
+    """Apply ``min(1, |E| / |R|)`` (STFTs of ``enhanced`` and ``reference`` [B, S]) to the STFT of
+    ``noisy`` [B, S] and resynthesise [B, S] with the noisy phase."""
+    window = torch.hann_window(MASK_FFT)
+
+    def stft(x: Tensor) -> Tensor:
+        return torch.stft(x, MASK_FFT, MASK_HOP, window=window, return_complex=True)
+
+    mask = (stft(enhanced).abs() / (stft(reference).abs() + eps)).clamp(max=1.0)
+    return torch.istft(mask * stft(noisy), MASK_FFT, MASK_HOP, window=window, length=noisy.shape[1])
