@@ -43,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def default_checkpoint() -> Path | None:
-    """The demo tokenizer bundled at ``generation/demo/tokenizer``, if installed."""
+    """The tokenizer of the demo pipeline bundled at ``generation/demo/pipeline``, if installed."""
     try:
-        folder = Path(str(resources.files("generation") / "demo" / "tokenizer"))
+        folder = Path(str(resources.files("generation") / "demo" / "pipeline" / "tokenizer"))
     except ModuleNotFoundError:
         return None
     return folder if (folder / "config.json").is_file() else None

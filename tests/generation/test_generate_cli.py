@@ -135,6 +135,20 @@ def test_errors_are_one_line_exit_2_and_leave_no_file(args, message, checkpoint,
     assert not (tmp_path / "out").exists()
 
 
+def test_bundled_demo_pipeline_generates_a_dog_with_no_checkpoint(tmp_path, capfd):
+    """README command 1: the bundled demo (fp16 safetensors within the 25 MB budget) loads and generates."""
+    weights = sum(f.stat().st_size for f in cli.DEMO_PIPELINE.rglob("*.safetensors"))
+    assert 0 < weights <= 25 * 2 ** 20
+    assert (cli.DEMO_PIPELINE / "MODEL_CARD.md").is_file() and (cli.DEMO_PIPELINE / "ATTRIBUTION.csv").is_file()
+    out = tmp_path / "out.wav"
+    assert generate_main(["a dog barking", "-o", str(out), "--seed", "0", "--quiet"]) == 0
+    wav, sr = sf.read(out)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sr == 16000 and sidecar["checkpoint"] == str(cli.DEMO_PIPELINE) and sidecar["task"] == "tta"
+    assert 0.04 <= len(wav) / sr <= 60 and np.isfinite(wav).all() and np.abs(wav).max() > 1e-3
+    assert "wrote" in capfd.readouterr().out
+
+
 def test_missing_bundled_demo_asks_for_a_checkpoint(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(cli, "DEMO_PIPELINE", tmp_path / "demo" / "pipeline")
     code, err = run(["a dog", "-o", tmp_path / "a.wav"], capfd)

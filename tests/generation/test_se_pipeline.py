@@ -13,7 +13,7 @@ from generation.se_denoiser import LatentDenoiser
 from generation.se_pipeline import SpeechEnhancementPipeline, ratio_mask
 from tokenizer.model import DashengTokenizer
 
-DEMO_TOKENIZER = Path(__file__).resolve().parents[2] / "generation" / "demo" / "tokenizer"
+DEMO_TOKENIZER = Path(__file__).resolve().parents[2] / "generation" / "demo" / "pipeline" / "tokenizer"
 
 
 def test_paper_denoiser_matches_the_reference_layout():
