@@ -31,6 +31,7 @@ from dashflow.errors import DashflowError
 BLOCK_FRAMES = 1 << 16  # source frames read at a time (1.4 s at 48 kHz)
 RESAMPLE_QUALITY = "VHQ"  # as dashflow.audio.resample
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+DECODE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, ValueError)  # what soundfile raises on bad files
 WAV_LIMIT_BYTES = 2 ** 32 - 2 ** 16  # beyond this a RIFF size field overflows: write RF64
 
 Enhancer = Callable[[torch.Tensor], torch.Tensor]
@@ -230,7 +231,7 @@ def open_source(path: Path) -> sf.SoundFile:
         raise DashflowError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     try:
         return sf.SoundFile(str(path))
-    except Exception as exc:  # soundfile raises several types for corrupt files
+    except DECODE_ERRORS as exc:
         raise DashflowError(f"{path}: cannot read audio ({_first_line(exc)})") from None
 
 
@@ -238,7 +239,7 @@ def read_block(reader: sf.SoundFile, path: Path) -> np.ndarray:
     """Next block [n, channels] float32 (n = 0 at the end)."""
     try:
         return reader.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
         raise DashflowError(f"{path}: cannot decode audio ({_first_line(exc)})") from None
 
 
