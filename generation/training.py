@@ -14,6 +14,7 @@ resumed run the same numbers as an uninterrupted one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, ModelMixin
 from diffusers.training_utils import EMAModel
 from omegaconf import MISSING
 from safetensors import SafetensorError, safe_open
@@ -331,12 +332,26 @@ def gather_weights(accelerator: Accelerator, model: torch.nn.Module,
     return state
 
 
-def model_from_weights(config: dict, state: dict[str, torch.Tensor],
-                       device: torch.device | str = "cpu") -> AudioGenModel:
-    """A standalone eval-mode AudioGenModel of ``config`` holding ``state``."""
-    model = AudioGenModel.from_config(config)
+def model_from_weights(config: dict, state: dict[str, torch.Tensor], device: torch.device | str = "cpu",
+                       model_class: type[ModelMixin] = AudioGenModel) -> ModelMixin:
+    """A standalone eval-mode ``model_class`` of ``config`` holding ``state``."""
+    model = model_class.from_config(config)
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def optimizer_step(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scheduler: LambdaLR, ema: EMAModel | None, grad_clip: float) -> tuple[float, float]:
+    """Clip, step, schedule, zero the gradients and update the EMA after the micro-batches of
+    one step. Returns (gradient norm before clipping, the LR this update used)."""
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if ema is not None:
+        ema.step(accelerator.unwrap_model(model).parameters())
+    return float(grad_norm), lr
 
 
 # ----------------------------------------------------------------------------- samples, export
@@ -369,19 +384,20 @@ def log_samples(accelerator: Accelerator, pipeline: AudioGenerationPipeline, cfg
         tmp.write_text(json.dumps(list(cfg.prompts), indent=2) + "\n")
 
 
-def export_pipelines(accelerator: Accelerator, model: torch.nn.Module, ema: EMAModel | None, task: str,
-                     frozen: Frozen, folder: str | Path) -> list[Path]:
-    """Save the trained model as pipelines: raw weights to ``<folder>/raw``, EMA weights (when
-    kept) to ``<folder>/ema``. Call on every process. Returns the folders."""
-    config = dict(accelerator.unwrap_model(model).config)
+def export_pipelines(accelerator: Accelerator, model: torch.nn.Module, ema: EMAModel | None,
+                     build: Callable[[ModelMixin], DiffusionPipeline], folder: str | Path) -> list[Path]:
+    """Save the trained model as pipelines (``build`` wraps a standalone model in one): raw
+    weights to ``<folder>/raw``, EMA weights (when kept) to ``<folder>/ema``. Call on every
+    process. Returns the folders."""
+    core = accelerator.unwrap_model(model)
+    config = dict(core.config)
     written = []
     for kind, average in (("raw", None), ("ema", ema)):
         if kind == "ema" and ema is None:
             continue
         weights = gather_weights(accelerator, model, average)
         if accelerator.is_main_process:
-            pipeline = make_pipeline(task, model_from_weights(config, weights), frozen)
-            pipeline.save_pretrained(Path(folder) / kind)
+            build(model_from_weights(config, weights, model_class=type(core))).save_pretrained(Path(folder) / kind)
         written.append(Path(folder) / kind)
     accelerator.wait_for_everyone()
     return written

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 # recipes/tokenizer.py shares its name with the ``tokenizer`` package: keep this folder off the
@@ -55,6 +56,7 @@ from generation.training import (
     make_pipeline,
     micro_batch_loss,
     model_from_weights,
+    optimizer_step,
     prepare_normalizer,
 )
 
@@ -117,18 +119,12 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
                                           accelerator)
                 accelerator.backward(losses["loss"])
             totals += torch.stack([losses[key].detach() for key in LOGGED]) / accum
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        lr = scheduler.get_last_lr()[0]  # the LR of this step's update
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.step(accelerator.unwrap_model(model).parameters())
+        grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, ema, cfg.optim.grad_clip)
         progress.update(1)
 
         if step % cfg.train.log_every == 0:  # the only place losses leave the device
             means = accelerator.reduce(totals, reduction="mean").tolist()
-            values = dict(zip(LOGGED, means)) | {"grad_norm": float(grad_norm), "lr": lr}
+            values = dict(zip(LOGGED, means)) | {"grad_norm": grad_norm, "lr": lr}
             accelerator.log(values, step=step)
             metrics_log.write(step, values)
             progress.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
@@ -143,7 +139,8 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
             save_checkpoint(accelerator, cfg.train.output_dir, step, cfg, cfg.train.keep_checkpoints)
     progress.close()
 
-    for folder in export_pipelines(accelerator, model, ema, name, frozen, f"{cfg.train.output_dir}/final"):
+    build = partial(make_pipeline, name, frozen=frozen)
+    for folder in export_pipelines(accelerator, model, ema, build, f"{cfg.train.output_dir}/final"):
         accelerator.print(f"saved {folder}")
     accelerator.end_training()
     return 0
