@@ -10,7 +10,7 @@ from eval.weights import OFFICIAL, WEIGHTS_ENV
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "eval", help="score generated audio (FAD, FD, KL, IS, CLAP, Mel/STFT, PESQ, STOI, SI-SDR, DNSMOS)",
+        "eval", help="score generated audio (FAD, FD, KL, IS, CLAP, Mel/STFT, PESQ, STOI, SI-SDR, DNSMOS, SpkSim)",
         description="Score folders of generated audio against a reference folder (clips paired by "
                     "basename) and write report.json, report.md and report.html.")
     p.add_argument("--generated", action="append", nargs="+", required=True, metavar="DIR",
@@ -20,13 +20,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--captions", metavar="JSONL", help="captions for CLAPScore: {audio_id, caption} lines "
                    "(default: prompts from the generated clips' sidecar .json files)")
     p.add_argument("--metrics", default="generation",
-                   help="comma list of fad,fd,kl,is,clap,mel,stft,pesq,stoi,sisdr,dnsmos or the sets "
+                   help="comma list of fad,fd,kl,is,clap,mel,stft,pesq,stoi,sisdr,dnsmos,spksim or the sets "
                         "generation / reconstruction / enhancement (default: generation)")
     p.add_argument("--out", default="report", metavar="DIR", help="report folder (default: report)")
     p.add_argument("--weights-dir", metavar="DIR", help=f"official weight files (default: ${WEIGHTS_ENV} "
                    "or ~/.cache/dashflow/weights)")
     p.add_argument("--clap-model", metavar="PATH", help="LAION-CLAP .pt checkpoint or Hugging Face CLAP folder "
                    "(default: 630k-audioset-best.pt in the weights folder)")
+    p.add_argument("--speaker-weights", metavar="PATH", help="GE2E speaker encoder for SpkSim: resemblyzer's "
+                   "pretrained.pt (default: the one in an installed resemblyzer; pip install --no-deps resemblyzer)")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $DASHFLOW_EVAL_CACHE or "
                    "~/.cache/dashflow/eval-features)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
@@ -66,6 +68,7 @@ def run_eval(args: argparse.Namespace) -> int:
     check_reference(metrics, args.reference)
     flags = {"steps": args.steps, "cfg": args.cfg, "seed": args.seed, "checkpoint": args.checkpoint}
     options = EvalOptions(metrics=metrics, weights_dir=args.weights_dir, clap_model=args.clap_model,
+                          speaker_weights=args.speaker_weights,
                           cache_dir=None if args.no_cache else default_cache_dir(args.cache_dir),
                           device=args.device, clap_crop=args.clap_crop, clap_seed=args.clap_seed,
                           is_splits=args.is_splits, is_seed=args.is_seed, mel_preset=args.mel_preset,

@@ -17,7 +17,7 @@ from eval import plots
 from eval.suite import METRIC_INFO
 
 PACKAGES = ("dashflow", "torch", "numpy", "scipy", "soxr", "soundfile", "transformers", "diffusers",
-            "pesq", "pystoi", "speechmos", "onnxruntime", "laion-clap")
+            "pesq", "pystoi", "speechmos", "onnxruntime", "laion-clap", "resemblyzer")
 # per-clip keys that rank clips for the spectrogram grid, in order of preference
 RANKING = ("clap", "kl_softmax", "mel", "pesq", "sisdr", "dnsmos_ovrl")
 RUN_COLUMNS = ("steps", "cfg", "seed", "checkpoint", "train_step")
@@ -229,7 +229,7 @@ def render_html(report: dict) -> str:
              + "</p>"]
     parts.append(_figure(plots.curves(runs, {k: METRIC_INFO[k] for k in keys}), "metrics across runs"))
     hists = [_figure(plots.histogram(runs, key, METRIC_INFO[key][0]), f"per-clip {METRIC_INFO[key][0]}")
-             for key in ("clap", "kl_softmax", "pesq", "dnsmos_ovrl")]
+             for key in ("clap", "kl_softmax", "pesq", "dnsmos_ovrl", "spksim")]
     if any(hists):
         parts += ["<h2>Per-clip distributions</h2><div class='figs'>", *hists, "</div>"]
     for run in runs:

@@ -1,7 +1,8 @@
 """`dashflow eval` without the command line: load the networks once, score runs against a reference.
 
 Metric sets: ``generation`` (fad, fd, kl, is, clap), ``reconstruction`` (mel, stft, pesq, stoi,
-sisdr) and ``enhancement`` (pesq, stoi, sisdr, dnsmos); names and sets can be mixed.
+sisdr) and ``enhancement`` (pesq, stoi, sisdr, dnsmos, spksim); names and sets can be mixed. SpkSim is
+reported as not computed, with the reason, when no speaker-encoder weights are found.
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ from eval.frechet import frechet_distance_of
 from eval.inputs import (ClipFolder, audio_summary, pair, read_sidecars, run_settings, scan_folder,
                          sidecar_captions)
 from eval.reconstruction import MEL_PRESETS, STFT_DISTANCE, mel_distance, stft_distance
+from eval.speaker import MISSING_WEIGHTS, SpeakerEncoder, find_weights
 from eval.weights import locate, sha256_file, weights_dir
 
 METRIC_SETS = {
     "generation": ("fad", "fd", "kl", "is", "clap"),
     "reconstruction": ("mel", "stft", "pesq", "stoi", "sisdr"),
-    "enhancement": ("pesq", "stoi", "sisdr", "dnsmos"),
+    "enhancement": ("pesq", "stoi", "sisdr", "dnsmos", "spksim"),
 }
-ALL_METRICS = ("fad", "fd", "kl", "is", "clap", "mel", "stft", "pesq", "stoi", "sisdr", "dnsmos")
-NEEDS_REFERENCE = {"fad", "fd", "kl", "mel", "stft", "pesq", "stoi", "sisdr"}
-PAIRED = ("mel", "stft", "pesq", "stoi", "sisdr")
+ALL_METRICS = ("fad", "fd", "kl", "is", "clap", "mel", "stft", "pesq", "stoi", "sisdr", "dnsmos", "spksim")
+NEEDS_REFERENCE = {"fad", "fd", "kl", "mel", "stft", "pesq", "stoi", "sisdr", "spksim"}
+PAIRED = ("mel", "stft", "pesq", "stoi", "sisdr", "spksim")
 
 # report key -> (label, better, what it is)
 METRIC_INFO = {
@@ -55,6 +57,7 @@ METRIC_INFO = {
     "dnsmos_sig": ("DNSMOS SIG", "higher", "DNSMOS P.835 signal"),
     "dnsmos_bak": ("DNSMOS BAK", "higher", "DNSMOS P.835 background"),
     "dnsmos_p808": ("DNSMOS P.808", "higher", "DNSMOS P.808 MOS"),
+    "spksim": ("SpkSim", "higher", "cosine of GE2E (resemblyzer) speaker embeddings of output and reference"),
 }
 
 
@@ -86,6 +89,7 @@ class EvalOptions:
     metrics: list[str]
     weights_dir: str | Path | None = None
     clap_model: str | Path | None = None   # .pt file (laion-clap) or HF folder; default in weights dir
+    speaker_weights: str | Path | None = None  # GE2E pretrained.pt; default: an installed resemblyzer's
     cache_dir: str | Path | None = None    # None: no feature cache
     device: str = "auto"
     clap_crop: str = "random"
@@ -118,11 +122,14 @@ class Evaluator:
         self.cnn14 = Cnn14Embedder(cnn14, self.device) if cnn14 else None
         self.clap = (ClapEmbedder(load_clap(clap, self.device), options.clap_crop, options.clap_seed)
                      if clap else None)
+        # optional: without weights SpkSim is reported as not computed, the other metrics still run
+        speaker = find_weights(options.speaker_weights) if "spksim" in wanted else None
+        self.speaker = SpeakerEncoder(speaker, self.device) if speaker else None
         self._reference: dict[str, Any] | None = None
 
     @property
     def models(self) -> dict[str, dict[str, Any]]:
-        return {e.name: e.settings for e in (self.vggish, self.cnn14, self.clap) if e is not None}
+        return {e.name: e.settings for e in (self.vggish, self.cnn14, self.clap, self.speaker) if e is not None}
 
     def settings(self) -> dict[str, Any]:
         """Every option that changes a number, for the report."""
@@ -230,7 +237,9 @@ class Evaluator:
             "mel": lambda r, e: mel_distance(e, r, speech.SAMPLE_RATE, self.options.mel_preset),
             "stft": lambda r, e: stft_distance(e, r, speech.SAMPLE_RATE),
             "pesq": speech.pesq_wb, "stoi": speech.stoi, "sisdr": speech.si_sdr,
+            "spksim": self.speaker.similarity if self.speaker else None,
         }
+        paired = [m for m in wanted if m in PAIRED and scorers[m] is not None]
         for cid, path in tqdm(gen.clips.items(), desc=f"{gen.root.name} (speech)", unit="clip"):
             if cid in issues["unreadable"]:
                 continue
@@ -242,7 +251,7 @@ class Evaluator:
             if "dnsmos" in wanted:
                 for name, value in speech.dnsmos(est).items():
                     per_clip[cid][f"dnsmos_{name}"] = value
-            if ref is None or cid not in ref.clips or not set(wanted) & set(PAIRED):
+            if ref is None or cid not in ref.clips or not paired:
                 continue
             try:
                 clean = load_audio(ref.clips[cid], speech.SAMPLE_RATE).numpy()
@@ -250,18 +259,20 @@ class Evaluator:
                 self._reference["unreadable"][cid] = str(exc)
                 continue
             clean, est_aligned = speech.align(clean, est, self.options.align)
-            for name in (m for m in wanted if m in PAIRED):
+            for name in paired:
                 try:
                     per_clip[cid][name] = scorers[name](clean, est_aligned)
                 except DashflowError as exc:
                     failed.setdefault(name, {})[cid] = str(exc)
-        keys = [m for m in wanted if m in PAIRED] + (
+        keys = paired + (
             [f"dnsmos_{n}" for n in ("ovrl", "sig", "bak", "p808")] if "dnsmos" in wanted else [])
         for key in keys:
             values = [c[key] for c in per_clip.values() if key in c]
             result["metrics"][key] = ({"value": float(np.mean(values)), "n_clips": len(values),
                                        "n_failed": len(failed.get(key, {}))} if values else
                                       {"value": None, "error": "no clip could be scored"})
+        if "spksim" in wanted and self.speaker is None:
+            result["metrics"]["spksim"] = {"value": None, "error": MISSING_WEIGHTS}
 
 
 def _new_run(gen: ClipFolder, settings: dict[str, Any]) -> dict[str, Any]:
