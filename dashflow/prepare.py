@@ -5,9 +5,13 @@
     dashflow prepare wavcaps JSON --audio-dir DIR -o manifest.jsonl
     dashflow prepare musiccaps CSV --audio-dir DIR [--caption-column caption] -o manifest.jsonl
     dashflow prepare voicebank ROOT -o manifest.jsonl
+    dashflow prepare dns ROOT -o OUT_DIR          # clean.jsonl + noise.jsonl and/or paired.jsonl
+    dashflow prepare split --clean C --noise N [--test-fraction 0.2] [--seed 0] -o OUT_DIR
+    dashflow prepare mix --clean C --noise N [--snr -5 20] [--reverb-prob 0] [--seed 0] -o OUT_DIR
 
 Durations come from ``soundfile.info``; unreadable or missing files are reported one line each
-and left out; the manifest is written atomically.
+and left out; manifests are written atomically. ``split`` puts whole speakers and whole noise
+files on one side; ``mix`` writes a fixed noisy/clean test set (dashflow.mixing.NoiseMixer).
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from dashflow.audio import list_audio_files
-from dashflow.data import write_manifest
+from dashflow.data import read_manifest, write_manifest
 from dashflow.errors import DashflowError
 
 logger = logging.getLogger(__name__)
@@ -190,7 +196,7 @@ def records_from_musiccaps(csv_path: str | Path, audio_dir: str | Path,
 def records_from_voicebank(root: str | Path) -> Iterator[dict]:
     """VoiceBank-DEMAND: each ``clean_<set>`` folder under ``root`` paired file-by-file with
     ``noisy_<set>``; records ``audio_id`` = ``<set>/<name>``, ``audio`` = clean, ``noisy`` =
-    noisy, task speech_enhancement."""
+    noisy, ``speaker`` (``p226_001.wav`` -> ``p226``), task speech_enhancement."""
     root = Path(root)
     clean_dirs = sorted(p for p in root.glob("clean_*") if p.is_dir()) if root.is_dir() else []
     if not clean_dirs:
@@ -208,8 +214,138 @@ def records_from_voicebank(root: str | Path) -> Iterator[dict]:
                 _missing(f"noisy file in {noisy_dir.name}", clip_id)
                 continue
             yield {"audio_id": clip_id, "audio": clean, "noisy": noisy,
-                   "task": "speech_enhancement"}
+                   "speaker": clean.stem.split("_")[0], "task": "speech_enhancement"}
 
+
+FILEID = re.compile(r"fileid_(\d+)$")
+DNS_LAYOUT = ("clean/ (or clean_fullband/) with noise/ (or noise_fullband/), or noisy/ with clean/ "
+              "files named *fileid_<N> (DNS-Challenge layouts)")
+
+
+def dns_speaker(path: Path) -> str:
+    """``book_00000_chp_0009_reader_06709_0.wav`` -> ``reader_06709``; else the folder's name."""
+    match = re.search(r"reader_(\d+)", path.stem)
+    return f"reader_{match.group(1)}" if match else path.parent.name
+
+
+def records_from_dns(root: str | Path) -> dict[str, list[dict]]:
+    """Manifests a DNS-Challenge-style ``root`` holds, by name.
+
+    ``clean`` (with ``speaker``, see :func:`dns_speaker`) and ``noise`` when it has ``clean/``
+    (or ``clean_fullband/``) and ``noise/`` (or ``noise_fullband/``), for on-the-fly mixing;
+    ``paired`` when it has ``noisy/`` and ``clean/`` files named ``*fileid_<N>``: the noisy file
+    ``..._fileid_<N>`` with its clean twin, ``audio_id`` ``fileid_<N>``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DashflowError(f"{root}: not a folder (expected {DNS_LAYOUT})")
+    clean, noise, noisy = (next((root / n for n in names if (root / n).is_dir()), None)
+                           for names in (("clean", "clean_fullband"), ("noise", "noise_fullband"),
+                                         ("noisy",)))
+    found: dict[str, list[dict]] = {}
+    if clean and noise:
+        found["clean"] = [{"audio_id": path.relative_to(clean).with_suffix("").as_posix(),
+                           "audio": path, "speaker": dns_speaker(path)}
+                          for path in _audio_in(clean)]
+        found["noise"] = [{"audio_id": path.relative_to(noise).with_suffix("").as_posix(),
+                           "audio": path} for path in _audio_in(noise)]
+    clean_by_id = _by_fileid(clean) if clean and noisy else {}
+    if clean_by_id:
+        found["paired"] = list(_dns_pairs(clean_by_id, noisy))
+    if not found:
+        raise DashflowError(f"{root}: expected {DNS_LAYOUT}")
+    return found
+
+
+def _audio_in(folder: Path) -> list[Path]:
+    files = list_audio_files(folder)
+    if not files:
+        raise DashflowError(f"{folder}: no audio files")
+    return files
+
+
+def _by_fileid(folder: Path) -> dict[str, Path]:
+    """``{N: path}`` for the files of ``folder`` named ``*fileid_<N>``; a repeated N is an error."""
+    found: dict[str, Path] = {}
+    for path in list_audio_files(folder):
+        match = FILEID.search(path.stem)
+        if match and match.group(1) in found:
+            raise DashflowError(f"{path}: fileid {match.group(1)} repeats {found[match.group(1)]}")
+        if match:
+            found[match.group(1)] = path
+    return found
+
+
+def _dns_pairs(clean_by_id: dict[str, Path], noisy: Path) -> Iterator[dict]:
+    for path in _audio_in(noisy):
+        match = FILEID.search(path.stem)
+        if match is None or match.group(1) not in clean_by_id:
+            _missing("clean file with its fileid", path.relative_to(noisy).as_posix())
+            continue
+        yield {"audio_id": f"fileid_{match.group(1)}", "audio": clean_by_id[match.group(1)],
+               "noisy": path, "task": "speech_enhancement"}
+
+
+# ----------------------------------------------------------------------------- SE splits
+
+SPLIT_NAMES = ("train_clean", "test_clean", "train_noise", "test_noise")
+
+
+def split_disjoint(clean: Sequence[dict], noise: Sequence[dict], test_fraction: float = 0.2,
+                   seed: int = 0, test_speakers: Sequence[str] | None = None
+                   ) -> dict[str, list[dict]]:
+    """Split clean speech by speaker and noise by file into train and test sides.
+
+    Whole speakers go to one side: ``test_speakers``, or else speakers taken in a seeded order
+    whenever one brings the test share of clips closer to ``test_fraction`` (at least one on
+    each side). ``round(test_fraction * N)`` noise files (1 to N - 1) go to test. Returns the
+    record lists named by ``SPLIT_NAMES``, each in its input order.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise DashflowError(f"test fraction must lie strictly between 0 and 1, got {test_fraction}")
+    lacking = next((r for r in clean if not r.get("speaker")), None)
+    if lacking is not None:
+        raise DashflowError(f"clean clip {lacking['audio_id']!r} has no 'speaker'; a "
+                            f"speaker-disjoint split needs one on every clip")
+    counts = Counter(str(r["speaker"]) for r in clean)
+    if len(counts) < 2:
+        raise DashflowError(f"a speaker-disjoint split needs at least 2 speakers, found "
+                            f"{len(counts)} ({', '.join(counts) or 'no clips'})")
+    if len(noise) < 2:
+        raise DashflowError(f"a noise-disjoint split needs at least 2 noise files, found {len(noise)}")
+    if test_speakers:
+        chosen = {str(s) for s in test_speakers}
+        if chosen - counts.keys():
+            raise DashflowError(f"test speaker(s) {', '.join(sorted(chosen - counts.keys()))} "
+                                f"have no clean clips")
+        if chosen >= counts.keys():
+            raise DashflowError("every speaker is a test speaker; leave one for training")
+    else:
+        chosen, have, goal = set(), 0, test_fraction * len(clean)
+        for speaker in np.random.default_rng([seed, 0]).permutation(sorted(counts)).tolist():
+            if len(chosen) == len(counts) - 1:
+                break
+            if not chosen or abs(have + counts[speaker] - goal) < abs(have - goal):
+                chosen.add(speaker)
+                have += counts[speaker]
+    tests = min(len(noise) - 1, max(1, round(test_fraction * len(noise))))
+    test_noise = set(np.random.default_rng([seed, 1]).permutation(len(noise))[:tests].tolist())
+    return {"train_clean": [r for r in clean if str(r["speaker"]) not in chosen],
+            "test_clean": [r for r in clean if str(r["speaker"]) in chosen],
+            "train_noise": [r for i, r in enumerate(noise) if i not in test_noise],
+            "test_noise": [r for i, r in enumerate(noise) if i in test_noise]}
+
+
+def split_summary(parts: dict[str, list[dict]], shown: int = 12) -> list[str]:
+    """One line per side: clips, speakers (the first ``shown`` named) and noise files."""
+    lines = []
+    for side in ("train", "test"):
+        clips, noise = parts[f"{side}_clean"], parts[f"{side}_noise"]
+        speakers = sorted({str(r["speaker"]) for r in clips})
+        named = ", ".join(speakers[:shown]) + (", ..." if len(speakers) > shown else "")
+        lines.append(f"{side}: {len(clips)} clips of {len(speakers)} speaker(s) ({named}); "
+                     f"{len(noise)} noise file(s)")
+    return lines
 
 # ----------------------------------------------------------------------------- command
 
@@ -229,6 +365,9 @@ def prepare_manifest(records: Iterable[dict], output: str | Path) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    commands = {"dns": _run_dns, "split": _run_split, "mix": _run_mix}
+    if args.format in commands:
+        return commands[args.format](args)
     sources = {
         "folder": lambda: records_from_folder(args.folder, args.captions),
         "audiocaps": lambda: records_from_audiocaps(args.csv, args.audio_dir),
@@ -241,16 +380,47 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dns(args: argparse.Namespace) -> int:
+    for name, records in records_from_dns(args.root).items():
+        path = Path(args.output) / f"{name}.jsonl"
+        print(f"wrote {prepare_manifest(records, path)} clips to {path}", file=sys.stderr)
+    return 0
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    speakers = [s for s in args.test_speakers.split(",") if s] if args.test_speakers else None
+    parts = split_disjoint(read_manifest(args.clean), read_manifest(args.noise),
+                           args.test_fraction, args.seed, speakers)
+    for line in split_summary(parts):
+        print(line, file=sys.stderr)
+    for name in SPLIT_NAMES:
+        write_manifest(parts[name], Path(args.output) / f"{name}.jsonl")
+    print(f"wrote {', '.join(f'{n}.jsonl' for n in SPLIT_NAMES)} to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _run_mix(args: argparse.Namespace) -> int:
+    from dashflow.mixing import MixingConfig, write_mixed_set
+
+    mixing = MixingConfig(snr_db=list(args.snr), reverb_prob=args.reverb_prob, rt60=list(args.rt60))
+    path = write_mixed_set(read_manifest(args.clean), read_manifest(args.noise), args.output,
+                           mixing, args.seed)
+    print(f"wrote {len(read_manifest(path))} noisy/clean pairs to {path}", file=sys.stderr)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``prepare {folder,audiocaps,wavcaps,musiccaps,voicebank}``."""
-    parser = subparsers.add_parser("prepare", help="build a JSON-lines manifest from a corpus",
-                                   description="Build a JSON-lines manifest from a folder, AudioCaps, WavCaps, "
-                                   "MusicCaps or VoiceBank-DEMAND.")
+    """Add ``prepare {folder,audiocaps,wavcaps,musiccaps,voicebank,dns,split,mix}``."""
+    parser = subparsers.add_parser("prepare", help="build JSON-lines manifests from a corpus",
+                                   description="Build JSON-lines manifests from a folder, AudioCaps, "
+                                   "WavCaps, MusicCaps, VoiceBank-DEMAND or DNS-Challenge; split and "
+                                   "mix speech-enhancement sets.")
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, output: str = "manifest to write (.jsonl)"
+            ) -> argparse.ArgumentParser:
         sub = formats.add_parser(name, help=help_text)
-        sub.add_argument("-o", "--output", required=True, help="manifest to write (.jsonl)")
+        sub.add_argument("-o", "--output", required=True, help=output)
         sub.set_defaults(handler=_run)
         return sub
 
@@ -270,3 +440,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="caption column (LP-MusicCaps: caption_writing, caption_summary, ...)")
     sub = add("voicebank", "VoiceBank-DEMAND clean_*/noisy_* folder pairs")
     sub.add_argument("root")
+    sub = add("dns", "DNS-Challenge folders -> clean.jsonl + noise.jsonl and/or paired.jsonl",
+              "folder for the manifests")
+    sub.add_argument("root")
+    sub = add("split", "speaker- and noise-disjoint train/test split of SE manifests",
+              "folder for train_clean/test_clean/train_noise/test_noise.jsonl")
+    sub.add_argument("--clean", required=True, help="clean-speech manifest with 'speaker'")
+    sub.add_argument("--noise", required=True, help="noise manifest")
+    sub.add_argument("--test-fraction", type=float, default=0.2)
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--test-speakers", help="comma-separated speakers for test (default: drawn)")
+    sub = add("mix", "a fixed noisy/clean test set mixed from clean and noise manifests",
+              "folder for noisy/, clean/ and manifest.jsonl")
+    sub.add_argument("--clean", required=True, help="clean-speech manifest")
+    sub.add_argument("--noise", required=True, help="noise manifest")
+    sub.add_argument("--snr", type=float, nargs=2, default=[-5.0, 20.0], metavar=("LOW", "HIGH"),
+                     help="uniform SNR range in dB (default: -5 20)")
+    sub.add_argument("--reverb-prob", type=float, default=0.0,
+                     help="probability of simulated reverberation (the target stays dry)")
+    sub.add_argument("--rt60", type=float, nargs=2, default=[0.2, 0.8], metavar=("LOW", "HIGH"),
+                     help="uniform RT60 range in seconds (default: 0.2 0.8)")
+    sub.add_argument("--seed", type=int, default=0)

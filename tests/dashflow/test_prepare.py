@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from dashflow.cli import main as cli
 from dashflow.data import read_manifest
@@ -17,11 +20,13 @@ from dashflow.prepare import (
     caption_from_name,
     prepare_manifest,
     records_from_audiocaps,
+    records_from_dns,
     records_from_folder,
     records_from_musiccaps,
     records_from_voicebank,
+    split_disjoint,
 )
-from tests.conftest import noise, tone, write_wav
+from tests.conftest import SENTENCES, noise, tone, tts, write_wav
 
 
 def wav(path: Path, seconds: float = 0.5) -> Path:
@@ -176,7 +181,7 @@ def test_voicebank_pairs_clean_and_noisy(tmp_path, caplog):
     first = records[0]
     assert "clean_testset_wav" in first["audio"] and "noisy_testset_wav" in first["noisy"]
     assert Path(first["audio"]).name == Path(first["noisy"]).name
-    assert first["audio_id"] == "testset_wav/p226_001"
+    assert first["audio_id"] == "testset_wav/p226_001" and first["speaker"] == "p226"
     assert any("skipping testset_wav/p232_009" in r.getMessage() for r in caplog.records)
 
 
@@ -195,3 +200,146 @@ def test_duplicate_ids_and_empty_results_are_errors(tmp_path):
     with pytest.raises(DashflowError, match="no readable audio"):
         prepare_manifest([], tmp_path / "m.jsonl")
     assert not (tmp_path / "m.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- SE corpora
+
+def test_dns_clean_and_noise_folders(tmp_path):
+    wav(tmp_path / "clean_fullband" / "read_speech" / "book_00000_chp_0009_reader_06709_0.wav")
+    wav(tmp_path / "clean_fullband" / "read_speech" / "book_00012_chp_0001_reader_01326_3.wav")
+    wav(tmp_path / "clean_fullband" / "emotional_speech" / "angry_01.wav")
+    write_wav(tmp_path / "noise_fullband" / "Door_Freesound_1.wav", noise(1.0))
+    out = tmp_path / "manifests"
+    assert cli(["prepare", "dns", str(tmp_path), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clean.jsonl", "noise.jsonl"]
+    clean = by_id(out / "clean.jsonl")
+    assert clean["read_speech/book_00000_chp_0009_reader_06709_0"]["speaker"] == "reader_06709"
+    assert clean["read_speech/book_00012_chp_0001_reader_01326_3"]["speaker"] == "reader_01326"
+    assert clean["emotional_speech/angry_01"]["speaker"] == "emotional_speech"
+    assert by_id(out / "noise.jsonl")["Door_Freesound_1"]["duration"] == 1.0
+
+
+def test_dns_test_set_pairs_by_fileid(tmp_path, caplog):
+    for n in (0, 1, 12):
+        wav(tmp_path / "clean" / f"clean_fileid_{n}.wav")
+        write_wav(tmp_path / "noisy" / f"book_0{n}_snr{n}_tl-26_fileid_{n}.wav", noise(0.5))
+    write_wav(tmp_path / "noisy" / "orphan_fileid_99.wav", noise(0.5))
+    found = records_from_dns(tmp_path)
+    assert list(found) == ["paired"] and len(found["paired"]) == 3
+    pairs = {r["audio_id"]: r for r in found["paired"]}
+    assert pairs["fileid_12"]["audio"].name == "clean_fileid_12.wav"
+    assert pairs["fileid_12"]["noisy"].name == "book_012_snr12_tl-26_fileid_12.wav"
+    assert any("skipping orphan_fileid_99" in r.getMessage() for r in caplog.records)
+
+
+def test_dns_layout_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "noisy").mkdir()
+    wav(tmp_path / "clean" / "no_id_here.wav")
+    for root in (tmp_path, tmp_path / "nothing"):
+        assert cli(["prepare", "dns", str(root), "-o", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {root}: ") and "fileid_<N>" in err and err.count("\n") == 1
+    (tmp_path / "noise").mkdir()
+    with pytest.raises(DashflowError, match="noise: no audio files"):
+        records_from_dns(tmp_path)
+
+
+def se_records(speakers: dict[str, int]) -> list[dict]:
+    return [{"audio_id": f"{s}_{i}", "audio": f"/x/{s}_{i}.wav", "speaker": s}
+            for s, n in speakers.items() for i in range(n)]
+
+
+def test_split_is_speaker_and_noise_disjoint():
+    clean = se_records({"a": 10, "b": 10, "c": 30, "d": 10, "e": 10, "f": 10})
+    noises = [{"audio_id": f"n{i}", "audio": f"/x/n{i}.wav"} for i in range(10)]
+    for seed in range(5):
+        parts = split_disjoint(clean, noises, test_fraction=0.25, seed=seed)
+        train = {r["speaker"] for r in parts["train_clean"]}
+        test = {r["speaker"] for r in parts["test_clean"]}
+        assert train and test and not train & test and train | test == set("abcdef")
+        assert len(parts["train_clean"]) + len(parts["test_clean"]) == len(clean)
+        assert abs(len(parts["test_clean"]) - 20) <= 10  # whole speakers near a quarter
+        assert len(parts["test_noise"]) == 2 and len(parts["train_noise"]) == 8
+        ids = [{r["audio_id"] for r in parts[f"{side}_noise"]} for side in ("train", "test")]
+        assert not ids[0] & ids[1]
+    assert split_disjoint(clean, noises, 0.25, seed=1) == split_disjoint(clean, noises, 0.25, seed=1)
+    chosen = split_disjoint(clean, noises, 0.25, test_speakers=["c", "f"])
+    assert {r["speaker"] for r in chosen["test_clean"]} == {"c", "f"}
+
+
+@pytest.mark.parametrize("clean, noises, kwargs, message", [
+    (se_records({"a": 3}), 3, {}, "at least 2 speakers, found 1"),
+    (se_records({"a": 3, "b": 2}) + [{"audio_id": "x", "audio": "/x.wav"}], 3, {}, "'x' has no 'speaker'"),
+    (se_records({"a": 3, "b": 2}), 1, {}, "at least 2 noise files"),
+    (se_records({"a": 3, "b": 2}), 3, {"test_fraction": 1.0}, "strictly between 0 and 1"),
+    (se_records({"a": 3, "b": 2}), 3, {"test_speakers": ["z"]}, "test speaker\\(s\\) z"),
+    (se_records({"a": 3, "b": 2}), 3, {"test_speakers": ["a", "b"]}, "every speaker"),
+])
+def test_split_errors(clean, noises, kwargs, message):
+    noise_records = [{"audio_id": f"n{i}", "audio": f"/x/n{i}.wav"} for i in range(noises)]
+    with pytest.raises(DashflowError, match=message):
+        split_disjoint(clean, noise_records, **kwargs)
+
+
+@pytest.fixture()
+def se_manifests(tmp_path) -> Path:
+    """clean.jsonl: 2 flite speakers x 2 sentences; noise.jsonl: 3 noise files."""
+    lines = []
+    for i, (voice, text) in enumerate(zip(("slt", "slt", "rms", "rms"), SENTENCES)):
+        path = tts(text, tmp_path / "speech" / f"{voice}_{i}.wav", voice=voice)
+        assert path is not None, "flite or espeak-ng is needed"
+        lines.append({"audio_id": f"{voice}/{i}", "audio": f"speech/{voice}_{i}.wav", "speaker": voice})
+    (tmp_path / "clean.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for i in range(3):
+        write_wav(tmp_path / "noise" / f"n{i}.wav", noise(1.0 + i, seed=i, amp=0.05 * (i + 1)))
+    (tmp_path / "noise.jsonl").write_text("".join(
+        json.dumps({"audio_id": f"n{i}", "audio": f"noise/n{i}.wav"}) + "\n" for i in range(3)))
+    return tmp_path
+
+
+def test_split_command_writes_four_manifests(se_manifests, capsys):
+    out = se_manifests / "split"
+    assert cli(["prepare", "split", "--clean", str(se_manifests / "clean.jsonl"), "--noise",
+                str(se_manifests / "noise.jsonl"), "--test-fraction", "0.5", "--seed", "3",
+                "-o", str(out)]) == 0
+    parts = {name: read_manifest(out / f"{name}.jsonl")
+             for name in ("train_clean", "test_clean", "train_noise", "test_noise")}
+    assert {len(parts["train_clean"]), len(parts["test_clean"])} == {2}
+    assert len(parts["train_noise"]) + len(parts["test_noise"]) == 3
+    assert Path(parts["test_clean"][0]["audio"]).parent == se_manifests / "speech"
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("train: 2 clips of 1 speaker(s)") and err[1].startswith("test: 2 clips")
+
+
+def test_mix_command_writes_a_fixed_paired_test_set(se_manifests, capsys):
+    args = ["prepare", "mix", "--clean", str(se_manifests / "clean.jsonl"), "--noise",
+            str(se_manifests / "noise.jsonl"), "--snr", "0", "10", "--seed", "2"]
+    out = se_manifests / "test"
+    assert cli([*args, "-o", str(out)]) == 0
+    assert capsys.readouterr().err.strip().endswith(f"wrote 4 noisy/clean pairs to {out / 'manifest.jsonl'}")
+    records = read_manifest(out / "manifest.jsonl")
+    assert [r["audio_id"] for r in records] == ["slt/0", "slt/1", "rms/2", "rms/3"]
+    first = records[0]
+    assert first["audio"] == str(out / "clean" / "slt_0.wav")
+    assert first["noisy"] == str(out / "noisy" / "slt_0.wav")
+    assert first["speaker"] == "slt" and first["noise"] in {"n0", "n1", "n2"} and "rt60" not in first
+    for record in records:
+        clean, sr = sf.read(record["audio"])
+        noisy, _ = sf.read(record["noisy"])
+        original, _ = sf.read(se_manifests / "speech" / Path(record["audio"]).name)
+        assert sr == 16000 and clean.shape == noisy.shape == original.shape
+        assert abs(clean.size / sr - record["duration"]) < 1e-3 and 0 <= record["snr_db"] <= 10
+        measured = 10 * math.log10(np.square(clean).mean() / np.square(noisy - clean).mean())
+        assert abs(measured - record["snr_db"]) < 0.05  # 16-bit files
+    again = se_manifests / "again"
+    assert cli([*args, "-o", str(again)]) == 0
+    assert (again / "noisy" / "rms_3.wav").read_bytes() == (out / "noisy" / "rms_3.wav").read_bytes()
+
+
+def test_mix_command_rejects_bad_settings_in_one_line(se_manifests, capsys):
+    assert cli(["prepare", "mix", "--clean", str(se_manifests / "clean.jsonl"), "--noise",
+                str(se_manifests / "noise.jsonl"), "--snr", "10", "0", "-o",
+                str(se_manifests / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: mixing.snr_db must be [low, high]") and err.count("\n") == 1
