@@ -1,0 +1,142 @@
+"""Train a latent speech enhancer on DashengTokenizer latents.
+
+    accelerate launch recipes/se.py --config recipes/configs/se/denoiser.yaml \\
+        data.train=train_clean.jsonl data.noise=train_noise.jsonl model.tokenizer=TOKENIZER_DIR
+    accelerate launch recipes/se.py --config recipes/configs/se/flow.yaml ...   # the DiT (Model B)
+    ... data.train=voicebank_train.jsonl data.noise=""                          # paired noisy/clean
+
+One optimizer step: every process takes its share of the global batch of (noisy, clean) crops
+(clean speech mixed on the fly with noise at a random SNR and optional reverberation, or a
+paired manifest), encodes both with the frozen tokenizer and accumulates the loss of each
+micro-batch: MSE between enhanced and clean latents (``model.kind=denoiser``) or the
+flow-matching objective of the DiT conditioned on the noisy latents (``model.kind=flow``); then
+gradient clipping, AdamW, the LR schedule and the EMA update. Checkpoints resume exactly;
+``<output_dir>/metrics.jsonl`` holds every logged number; the raw and EMA weights are exported
+as speech-enhancement pipelines (``enhance --checkpoint``) to ``<output_dir>/final/{raw,ema}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+from pathlib import Path
+
+# recipes/tokenizer.py shares its name with the ``tokenizer`` package: keep this folder off the
+# import path so ``import tokenizer`` finds the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch
+from accelerate.utils import set_seed
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from dashflow.config import load_config
+from dashflow.errors import DashflowError
+from dashflow.mixing import build_se_loader, check_mixing
+from dashflow.training import (
+    METRICS_NAME,
+    MetricsLog,
+    build_accelerator,
+    find_checkpoint,
+    init_trackers,
+    load_checkpoint,
+    save_checkpoint,
+)
+from generation.se_pipeline import SpeechEnhancementPipeline
+from generation.se_training import SEConfig, build_enhancer, check_se_settings, se_micro_batch_loss
+from generation.train_data import split_batch
+from generation.training import attach_ema, export_pipelines, lr_schedule, optimizer_step
+from tokenizer.model import DashengTokenizer
+
+LOGGED = {"denoiser": ("loss", "mse"), "flow": ("loss", "flow", "local_duration", "global_duration")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train a latent speech enhancer with Accelerate.")
+    parser.add_argument("--config", required=True, help="YAML config (recipes/configs/se)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=10")
+    args = parser.parse_args(argv)
+    cfg: SEConfig = load_config(SEConfig, args.config, args.overrides)
+    unset = sorted(OmegaConf.missing_keys(cfg))
+    if unset:
+        raise DashflowError(f"{args.config} leaves {', '.join(unset)} unset; pass them as "
+                            f"{unset[0]}=... after the config")
+    check_se_settings(cfg)
+    check_mixing(cfg.data.mixing)
+    accum = cfg.optim.gradient_accumulation_steps
+    flow = OmegaConf.to_object(cfg.flow)
+    logged = LOGGED[cfg.model.kind]
+
+    accelerator = build_accelerator(cfg.train.output_dir, cfg.train.mixed_precision,
+                                    gradient_accumulation_steps=accum)
+    set_seed(cfg.train.seed)  # same initial weights on every process
+
+    # frozen tokenizer; trainable enhancer, optimiser, schedule, EMA
+    tokenizer = DashengTokenizer.from_pretrained(cfg.model.tokenizer, device=accelerator.device)
+    tokenizer = tokenizer.requires_grad_(False).eval()
+    model = build_enhancer(cfg.model, tokenizer)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.optim.lr,
+                                  betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+    scheduler = lr_schedule(optimizer, cfg.optim, cfg.train.max_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    ema = attach_ema(accelerator, model, cfg.ema)
+
+    # resume: weights, optimiser, schedule, EMA, RNG; the data position is the step
+    start_step = 0
+    checkpoint = find_checkpoint(cfg.train.output_dir, cfg.train.resume)
+    if checkpoint is not None:
+        start_step = load_checkpoint(accelerator, checkpoint)
+        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+
+    loader = build_se_loader(cfg.data.train, cfg.data.noise or None, cfg.data.batch_size * accum,
+                             cfg.data.max_seconds, cfg.train.seed, start_step, accelerator.process_index,
+                             accelerator.num_processes, cfg.data.num_workers, tokenizer.sample_rate,
+                             cfg.data.mixing)
+    metrics_log = MetricsLog(f"{cfg.train.output_dir}/{METRICS_NAME}", start_step,
+                             accelerator.is_main_process)
+    init_trackers(accelerator, f"se_{cfg.model.kind}", cfg)
+
+    progress = tqdm(total=cfg.train.max_steps, initial=start_step, desc=f"se {cfg.model.kind}",
+                    disable=not accelerator.is_local_main_process)
+    batches = iter(loader)
+    for step in range(start_step + 1, cfg.train.max_steps + 1):
+        totals = torch.zeros(len(logged), device=accelerator.device)
+        for index, micro in enumerate(split_batch(next(batches), accum)):
+            position = accelerator.process_index * accum + index  # in the global batch
+            with accelerator.accumulate(model):
+                losses = se_micro_batch_loss(model, micro, tokenizer, cfg.model.kind, flow, cfg.train.seed,
+                                             step, position, accelerator)
+                accelerator.backward(losses["loss"])
+            totals += torch.stack([losses[key].detach() for key in logged]) / accum
+        grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, ema, cfg.optim.grad_clip)
+        progress.update(1)
+
+        if step % cfg.train.log_every == 0:  # the only place losses leave the device
+            means = accelerator.reduce(totals, reduction="mean").tolist()
+            values = dict(zip(logged, means)) | {"grad_norm": grad_norm, "lr": lr}
+            accelerator.log(values, step=step)
+            metrics_log.write(step, values)
+            progress.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps:
+            save_checkpoint(accelerator, cfg.train.output_dir, step, cfg, cfg.train.keep_checkpoints)
+    progress.close()
+
+    build = partial(SpeechEnhancementPipeline, tokenizer.to("cpu"))
+    for folder in export_pipelines(accelerator, model, ema, build, f"{cfg.train.output_dir}/final"):
+        accelerator.print(f"saved {folder}")
+    accelerator.end_training()
+    return 0
+
+
+def cli() -> int:
+    """Run :func:`main` on ``sys.argv``; a DashflowError becomes one line and exit status 2."""
+    try:
+        return main()
+    except DashflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
