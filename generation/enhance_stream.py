@@ -211,7 +211,7 @@ def enhance_file(enhance: Enhancer, source: str | os.PathLike, target: str | os.
                 read += len(block)
                 mono = block[:, 0] if channels == 1 else block.mean(axis=1)
                 enhanced = chunker.push(to_model(np.ascontiguousarray(mono, np.float32)))
-                writer.write(to_source(enhanced), read)  # output lags input: never past what was read
+                writer.write(to_source(enhanced), read)  # output lags input; only the final flush can reach `read`
                 bar.update(chunker.chunks - bar.n)
             if read == 0:
                 raise DashflowError(f"{source}: audio file is empty")

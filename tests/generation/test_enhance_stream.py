@@ -220,6 +220,23 @@ def test_nan_in_the_middle_is_found_while_streaming_and_nothing_is_written(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
 
 
+def test_a_decoding_error_mid_file_leaves_nothing(tmp_path, monkeypatch):
+    source = write(tmp_path / "in.wav", noise(12.0))
+    original_read, calls = sf.SoundFile.read, []
+
+    def failing_read(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise sf.LibsndfileError(0, "Internal psf_fseek() failed.\nmore detail")
+        return original_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", failing_read)
+    with pytest.raises(DashflowError) as exc:
+        enhance_file(Recorder(), source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.5)
+    assert_one_line(exc, str(source), "cannot decode audio (Internal psf_fseek() failed.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
 def test_empty_corrupt_missing_and_too_short_files_give_one_line(tmp_path):
     write(tmp_path / "empty.wav", np.zeros(0, np.float32))
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + bytes(range(256)) * 4)
