@@ -1,0 +1,268 @@
+"""Build a small speech-enhancement corpus offline: TTS speakers, real noise recordings, a split.
+
+    python recipes/demo/build_se_corpus.py --out data/se_corpus [--install] [--sentences-per-speaker 40]
+
+Clean speech: four flite voices and six espeak-ng variants (16 kHz), each speaker reading its own
+phrases of the licence texts in /usr/share/common-licenses (on every Debian machine). Noise: real
+recordings from Debian packages (offline_data.md §5), mono 16 kHz, silent or short ones dropped.
+Writes ``speech/<speaker>/*.wav``, ``noise/*.wav``, ``clean.jsonl`` (with ``speaker`` and
+``text``), ``noise.jsonl`` (with ``type`` and ``source``), the speaker- and noise-disjoint split
+``{train,test}_{clean,noise}.jsonl``, a fixed test set ``test/{noisy,clean}/*.wav`` +
+``test/manifest.jsonl`` (SNR -5..20 dB, seed 0) and ``ATTRIBUTION.csv``. The corpus stays out of
+git; this script rebuilds it (it replaces its own speech/, noise/ and test/ folders under --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from dashflow.audio import SAMPLE_RATE, load_audio, save_audio
+from dashflow.data import read_manifest, write_manifest
+from dashflow.errors import DashflowError
+from dashflow.mixing import MixingConfig, write_mixed_set
+from dashflow.prepare import SPLIT_NAMES, split_disjoint, split_summary
+
+# speaker -> (engine, voice); flite's wideband voices and espeak-ng variants (22.05 kHz, resampled)
+SPEAKERS = {
+    "slt": ("flite", "slt"), "rms": ("flite", "rms"), "awb": ("flite", "awb"),
+    "kal16": ("flite", "kal16"), "espeak_m1": ("espeak-ng", "en+m1"),
+    "espeak_f2": ("espeak-ng", "en+f2"), "espeak_us_m3": ("espeak-ng", "en-us+m3"),
+    "espeak_f4": ("espeak-ng", "en+f4"), "espeak_us_f3": ("espeak-ng", "en-us+f3"),
+    "espeak_rp_m4": ("espeak-ng", "en-gb-x-rp+m4"),
+}
+TEST_SPEAKERS = ("awb", "espeak_f4")  # one flite and one espeak voice never seen in training
+# engine -> (Debian package holding the voices, licence of the voices)
+ENGINES = {"flite": ("libflite1", "BSD-style (CMU / Edinburgh)"),
+           "espeak-ng": ("espeak-ng-data", "GPL-3+")}
+TEXT_DIR = Path("/usr/share/common-licenses")  # base-files: verbatim copying permitted
+
+# (Debian package, file under /usr/share, noise type, licence from /usr/share/doc/<pkg>/copyright)
+SONIC, ETW, S3D = "sonic-pi/samples", "games/etw/crowd", "games/scorched3d/data/globalmods"
+LINCITY, FLARE = "games/lincity-ng/sounds", "games/flare/mods/fantasycore/soundfx/environment"
+MINETEST, SCRATCH = "games/minetest/games/minetest_game/mods", "scratch/Media/Sounds"
+NOISES = (
+    ("sonic-pi-samples", f"{SONIC}/vinyl_hiss.flac", "hiss", "CC0"),
+    ("sonic-pi-samples", f"{SONIC}/ambi_glass_hum.flac", "hum", "CC0"),
+    ("sonic-pi-samples", f"{SONIC}/ambi_haunted_hum.flac", "hum", "CC0"),
+    ("sonic-pi-samples", f"{SONIC}/ambi_drone.flac", "hum", "CC0"),
+    ("alsa-utils", "sounds/alsa/Noise.wav", "white noise", "GPL-2"),
+    *(("etw-data", f"{ETW}/crowd{n}.wav", "crowd", "GPL-2+") for n in ("01", "04", "05", "09", "14")),
+    ("lmms-common", "lmms/samples/misc/raving_crowd01.ogg", "crowd", "GPL-2+"),
+    ("lmms-common", "lmms/samples/misc/applause01.ogg", "applause", "GPL-2+"),
+    ("tuxfootball", "games/tuxfootball/sound/crowdboo.wav", "crowd", "GPL-2+"),
+    ("tuxfootball", "games/tuxfootball/sound/crowdcheer.wav", "crowd", "GPL-2+"),
+    ("scorched3d-data", f"{S3D}/apoc/data/wav/misc/cheeringloop.wav", "crowd", "CC-BY-SA-3"),
+    ("scratch", f"{SCRATCH}/Human/PartyNoise.wav", "babble", "CC-BY-SA-3.0"),
+    ("lincity-ng-data", f"{LINCITY}/MarketFull1.wav", "babble", "GPL-2+"),
+    ("lincity-ng-data", f"{LINCITY}/SportsCroud1.wav", "crowd", "GPL-2+"),
+    ("scorched3d-data", f"{S3D}/apoc/data/wav/misc/citysounds.wav", "city", "CC-BY-SA-3"),
+    ("scorched3d-data", f"{S3D}/apoc/data/wav/misc/policecar.wav", "siren", "CC-BY-SA-3"),
+    ("micropolis-data", "games/micropolis/res/sounds/heavytraffic.wav", "traffic", "GPL-3+"),
+    ("lincity-ng-data", f"{LINCITY}/TraficHigh1.wav", "traffic", "GPL-2+"),
+    ("lincity-ng-data", f"{LINCITY}/RailTrain1.wav", "train", "GPL-2+"),
+    ("scratch", f"{SCRATCH}/Effects/CarPassing.wav", "traffic", "CC-BY-SA-3.0"),
+    ("scratch", f"{SCRATCH}/Effects/MotorcyclePassing.wav", "traffic", "CC-BY-SA-3.0"),
+    ("scorched3d-data", f"{S3D}/apoc/data/wav/misc/factoryloop1.wav", "machine", "CC-BY-SA-3"),
+    ("scorched3d-data", f"{S3D}/none/data/wav/movement/tankmove.wav", "engine", "GPL-2+"),
+    ("lincity-ng-data", f"{LINCITY}/IndustryHigh1.wav", "machine", "GPL-2+"),
+    ("lincity-ng-data", f"{LINCITY}/CoalMine1.wav", "machine", "GPL-2+"),
+    ("lincity-ng-data", f"{LINCITY}/Mill1.wav", "machine", "GPL-2+"),
+    ("trophy-data", "games/trophy/sounds/engine.wav", "engine", "GPL-2"),
+    ("minetest-data", f"{MINETEST}/default/sounds/default_furnace_active.ogg", "fire", "CC-BY-SA-3.0"),
+    ("flare-game", f"{FLARE}/anvil_loop.ogg", "impacts", "CC-BY-SA-3.0+"),
+    ("scratch", f"{SCRATCH}/Effects/SewingMachine.mp3", "machine", "CC-BY-SA-3.0"),
+    ("scorched3d-data", f"{S3D}/apoc/data/wav/misc/helicopter.wav", "aircraft", "CC-BY-SA-3"),
+    ("scorched3d-data", f"{S3D}/apoc/data/wav/misc/cessna.wav", "aircraft", "CC-BY-SA-3"),
+    ("scorched3d-data", f"{S3D}/none/data/wav/misc/jet.wav", "aircraft", "GPL-2+"),
+    ("flare-game", "games/flare/mods/empyrean_campaign/soundfx/environment/rain.ogg", "rain",
+     "CC-BY-SA-3.0+"),
+    ("scorched3d-data", f"{S3D}/none/data/wav/misc/rain.wav", "rain", "GPL-2+"),
+    ("flare-game", f"{FLARE}/wind_loop.ogg", "wind", "CC-BY-SA-3.0+"),
+    ("flare-game", f"{FLARE}/cave_wind_loop.ogg", "wind", "CC-BY-SA-3.0+"),
+    ("lugaru-data", "games/lugaru/Sounds/Wind.ogg", "wind", "CC-BY-SA-3.0"),
+    ("lugaru-data", "games/lugaru/Sounds/DesertAmbient.ogg", "wind", "CC-BY-SA-3.0"),
+    ("flare-game", f"{FLARE}/river_loop.ogg", "water", "CC-BY-SA-3.0+"),
+    ("flare-game", f"{FLARE}/cave_droplets_loop.ogg", "water", "CC-BY-SA-3.0+"),
+    ("minetest-data", f"{MINETEST}/env_sounds/sounds/env_sounds_water.1.ogg", "water",
+     "CC-BY-SA-3.0"),
+    ("scorched3d-data", f"{S3D}/none/data/wav/misc/oceanwaves.wav", "water", "GPL-2+"),
+    ("lincity-ng-data", f"{LINCITY}/Water1.wav", "water", "GPL-2+"),
+    ("lugaru-data", "games/lugaru/Sounds/Fire.ogg", "fire", "CC-BY-SA-3.0"),
+    ("minetest-data", f"{MINETEST}/fire/sounds/fire_large.ogg", "fire", "CC-BY-SA-3.0"),
+    ("flare-game", f"{FLARE}/bird_twitter_loop.ogg", "birds", "CC-BY-SA-3.0+"),
+    ("scorched3d-data", f"{S3D}/none/data/wav/misc/birds1.wav", "birds", "GPL-2+"),
+    ("scorched3d-data", f"{S3D}/none/data/wav/misc/frogs.wav", "animals", "GPL-2+"),
+    ("scratch", f"{SCRATCH}/Animal/Crickets.wav", "insects", "CC-BY-SA-3.0"),
+    ("scorched3d-data", f"{S3D}/none/data/music/mix3_loop1.ogg", "music", "GPL-2+"),
+    ("lugaru-data", "games/lugaru/Sounds/Music1Grass.ogg", "music", "CC-BY-SA-3.0"),
+    ("tuxfootball", "games/tuxfootball/sound/ingame.ogg", "music", "GPL-2+"),
+)
+MAX_NOISE_SECONDS = 60.0   # longer recordings keep their first minute
+MIN_NOISE_SECONDS = 1.0
+MIN_NOISE_DBFS = -65.0     # quieter (RMS) recordings are dropped as (near) silent
+EDGE_SILENCE = 1e-4        # leading/trailing samples below this (-80 dBFS) are trimmed
+TRANSFORMS = "decoded, mixed to mono, resampled to 16 kHz with soxr VHQ, 16-bit PCM"
+
+
+def package_version(package: str) -> str:
+    result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
+                            text=True)
+    return result.stdout.strip() or "not installed"
+
+
+def phrases(text: str) -> list[str]:
+    """Sentences (or comma-split halves of long ones) of 6-20 plain words, ending in a period."""
+    text = re.sub(r"\s+", " ", re.sub(r"\([^)]*\)|\[[^\]]*\]|<[^>]*>|\"", " ", text))
+    found = []
+    for sentence in re.split(r"(?<=[.!?;:])\s+", text):
+        words = sentence.split()
+        while len(words) > 20:
+            cuts = [i + 1 for i, w in enumerate(words[:-6]) if w.endswith(",") and i >= 5]
+            if not cuts:
+                break
+            cut = min(cuts, key=lambda i: abs(i - len(words) / 2))
+            found.append(words[:cut])
+            words = words[cut:]
+        found.append(words)
+    kept = []
+    for words in found:
+        phrase = re.sub(r"\s+([,.;:!?])", r"\1", " ".join(words))
+        acronyms = [w for w in words if w.isupper() and len(w) > 1]
+        if (6 <= len(words) <= 20 and re.fullmatch(r"[A-Z][A-Za-z ,;:'\-]+[.!?;:,]", phrase)
+                and (not acronyms or (len(acronyms) == 1 and len(acronyms[0]) <= 4))):
+            kept.append(phrase[:-1] + ".")
+    return kept
+
+
+def licence_sentences() -> list[tuple[str, str]]:
+    """Distinct (source file, phrase) pairs of TEXT_DIR in a fixed shuffled order."""
+    seen, pairs = set(), []
+    for path in sorted({p.resolve() for p in TEXT_DIR.iterdir() if p.is_file()}):
+        for phrase in phrases(path.read_text(encoding="utf-8", errors="ignore")):
+            if phrase.lower() not in seen:
+                seen.add(phrase.lower())
+                pairs.append((str(path), phrase))
+    return [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))]
+
+
+def synthesize(engine: str, voice: str, text: str, path: Path) -> float:
+    """Speak ``text`` into ``path`` (16 kHz mono); returns its duration in seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.wav"
+        command = (["flite", "-voice", voice, "-t", text, "-o", str(raw)] if engine == "flite"
+                   else ["espeak-ng", "-v", voice, "-w", str(raw), text])
+        subprocess.run(command, check=True, capture_output=True)
+        wav = load_audio(raw, SAMPLE_RATE)
+    save_audio(path, wav)
+    return round(wav.numel() / SAMPLE_RATE, 3)
+
+
+def build_speech(out: Path, per_speaker: int) -> tuple[list[dict], list[list[str]]]:
+    """Every speaker reads its own ``per_speaker`` phrases; returns records and attribution rows."""
+    sentences = licence_sentences()
+    if len(sentences) < per_speaker * len(SPEAKERS):
+        raise DashflowError(f"{TEXT_DIR} gives {len(sentences)} phrases, fewer than "
+                            f"{per_speaker} x {len(SPEAKERS)} speakers")
+    jobs = []
+    for number, (speaker, (engine, voice)) in enumerate(SPEAKERS.items()):
+        for index in range(per_speaker):
+            source, text = sentences[number * per_speaker + index]
+            jobs.append((speaker, engine, voice, f"{index:03d}", source, text))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        durations = list(pool.map(lambda job: synthesize(
+            job[1], job[2], job[5], out / "speech" / job[0] / f"{job[3]}.wav"), jobs))
+    versions = {engine: package_version(package) for engine, (package, _) in ENGINES.items()}
+    records, rows = [], []
+    for (speaker, engine, voice, name, source, text), duration in zip(jobs, durations):
+        audio_id = f"{speaker}/{name}"
+        records.append({"audio_id": audio_id, "audio": str(out / "speech" / speaker / f"{name}.wav"),
+                        "speaker": speaker, "text": text, "duration": duration})
+        package, licence = ENGINES[engine]
+        rows.append([audio_id, "speech", package, versions[engine],
+                     f"{engine} voice {voice} reading {source}",
+                     f"voice: {licence}; text: verbatim copying permitted",
+                     "synthesised; " + TRANSFORMS])
+    return records, rows
+
+
+def build_noise(out: Path) -> tuple[list[dict], list[list[str]]]:
+    """Convert NOISES into ``out/noise``; missing, short or silent recordings are reported."""
+    records, rows = [], []
+    for package, relative, kind, licence in NOISES:
+        path = Path("/usr/share") / relative
+        audio_id = f"{package.split('-')[0]}_{re.sub(r'[^a-z0-9]+', '_', path.stem.lower())}"
+        try:
+            wav = load_audio(path, SAMPLE_RATE, max_seconds=600.0)
+        except DashflowError as exc:
+            print(f"skipped {audio_id}: {exc} (install {package})")
+            continue
+        loud = np.flatnonzero(wav.abs().numpy() > EDGE_SILENCE)
+        wav = wav[loud[0]:loud[-1] + 1] if loud.size else wav[:0]
+        wav = wav[:round(MAX_NOISE_SECONDS * SAMPLE_RATE)]
+        seconds = wav.numel() / SAMPLE_RATE
+        level = 10 * np.log10(float(wav.square().mean()) + 1e-20) if wav.numel() else -200.0
+        if seconds < MIN_NOISE_SECONDS or level < MIN_NOISE_DBFS:
+            print(f"skipped {audio_id}: {seconds:.2f} s at {level:.0f} dBFS is too short or silent")
+            continue
+        save_audio(out / "noise" / f"{audio_id}.wav", wav)
+        records.append({"audio_id": audio_id, "audio": str(out / "noise" / f"{audio_id}.wav"),
+                        "type": kind, "source": package, "duration": round(seconds, 3)})
+        transforms = TRANSFORMS + ", edge silence trimmed" + (
+            f", first {MAX_NOISE_SECONDS:.0f} s" if seconds >= MAX_NOISE_SECONDS else "")
+        rows.append([audio_id, "noise", package, package_version(package), str(path), licence,
+                     transforms])
+    return records, rows
+
+
+def build(out: Path, per_speaker: int) -> dict[str, int | float]:
+    """Build the whole corpus under ``out``; returns its sizes."""
+    for folder in ("speech", "noise", "test"):
+        shutil.rmtree(out / folder, ignore_errors=True)
+    speech, speech_rows = build_speech(out, per_speaker)
+    noise, noise_rows = build_noise(out)
+    write_manifest(speech, out / "clean.jsonl")
+    write_manifest(noise, out / "noise.jsonl")
+    parts = split_disjoint(read_manifest(out / "clean.jsonl"), read_manifest(out / "noise.jsonl"),
+                           test_fraction=0.25, seed=0, test_speakers=TEST_SPEAKERS)
+    for name in SPLIT_NAMES:
+        write_manifest(parts[name], out / f"{name}.jsonl")
+    print("\n".join(split_summary(parts)))
+    write_mixed_set(parts["test_clean"], parts["test_noise"], out / "test",
+                    MixingConfig(snr_db=[-5.0, 20.0]), seed=0)
+    with open(out / "ATTRIBUTION.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["audio_id", "kind", "package", "version", "original", "licence",
+                         "transforms"])
+        writer.writerows(speech_rows + noise_rows)
+    return {"speakers": len(SPEAKERS), "utterances": len(speech),
+            "speech_minutes": round(sum(r["duration"] for r in speech) / 60, 1),
+            "noise_files": len(noise), "noise_minutes": round(sum(r["duration"] for r in noise) / 60, 1),
+            "train_utterances": len(parts["train_clean"]), "test_utterances": len(parts["test_clean"]),
+            "train_noise": len(parts["train_noise"]), "test_noise": len(parts["test_noise"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("data/se_corpus"))
+    parser.add_argument("--sentences-per-speaker", type=int, default=40)
+    parser.add_argument("--install", action="store_true", help="apt-get install the packages (root)")
+    args = parser.parse_args()
+    if args.install:
+        packages = sorted({"flite", "espeak-ng", *(p for p, _, _, _ in NOISES)})
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+                       check=True)
+    sizes = build(args.out.resolve(), args.sentences_per_speaker)
+    print(" ".join(f"{key}={value}" for key, value in sizes.items()))
+
+
+if __name__ == "__main__":
+    main()
