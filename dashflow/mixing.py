@@ -6,6 +6,8 @@ scaled to a random SNR over the valid samples, optionally after the speech is co
 synthetic room response. Every draw comes from ``np.random.default_rng([seed, epoch,
 crc32(key), MIX_STREAM])``, so a mix is a pure function of ``(seed, epoch, key)``: loaders resume
 exactly at any step and give the same batches with any number of workers.
+:func:`build_se_loader` batches mixed (or paired) crops; :func:`write_mixed_set` freezes one mix
+per clip into a fixed test set.
 """
 
 from __future__ import annotations
