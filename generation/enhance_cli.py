@@ -1,6 +1,7 @@
 """The ``enhance`` console script: noisy speech file or folder -> enhanced speech.
 
-    enhance noisy.wav -o clean.wav [--checkpoint SE_PIPELINE] [--steps 25] [--cfg 1.0] [--seed 0]
+    enhance noisy.wav -o clean.wav [--checkpoint SE_PIPELINE] [--mode resynthesis|mask]
+        [--steps 25] [--cfg 1.0] [--seed 0]   (the last three: flow enhancers)
     enhance noisy_dir/ -o clean_dir/ [--chunk-seconds 10] [--overlap-seconds 1] [--device cuda]
 
 Any length: files stream through the model in overlapping chunks (bounded memory), and the
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "folder (folder input; default <folder>_enhanced)")
     parser.add_argument("--checkpoint", default=None,
                         help="speech-enhancement pipeline folder or Hugging Face id (default: the bundled demo)")
+    parser.add_argument("--mode", choices=("resynthesis", "mask"), default="resynthesis",
+                        help="resynthesis: decode the enhanced latents (the paper's protocol); mask: apply "
+                             "their magnitude ratio to the noisy STFT, keeping its phase (default resynthesis)")
     parser.add_argument("--steps", type=int, default=25, help="sampling steps of a flow enhancer (default 25)")
     parser.add_argument("--cfg", type=float, default=1.0, help="guidance scale of a flow enhancer (default 1.0 = off)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed of a flow enhancer (default 0)")
@@ -83,6 +87,9 @@ def check_settings(args: argparse.Namespace) -> None:
         raise DashflowError(f"--cfg must be at least 1 (1 = no guidance), got {args.cfg}")
     if not 0 <= args.seed < 2 ** 63:
         raise DashflowError(f"--seed must be in [0, 2^63), got {args.seed}")
+    from generation.enhance_stream import chunk_plan
+
+    chunk_plan(chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds)  # fail before loading
 
 
 def enhance_command(args: argparse.Namespace) -> int:
@@ -113,8 +120,8 @@ def enhance_command(args: argparse.Namespace) -> int:
         counter = iter(range(seed, 2 ** 63))
 
         def enhance_chunk(chunk: torch.Tensor) -> torch.Tensor:
-            return pipe(chunk[None], num_inference_steps=args.steps, guidance_scale=args.cfg,
-                        seed=next(counter))[0]
+            return pipe(chunk[None], output=args.mode, num_inference_steps=args.steps,
+                        guidance_scale=args.cfg, seed=next(counter))[0]
         return enhance_chunk
 
     failures = 0

@@ -1,0 +1,92 @@
+"""The ``enhance`` console script on a tiny saved SE pipeline: files, folders, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from generation import enhance_cli
+from generation.enhance_cli import enhance_main
+from generation.se_denoiser import LatentDenoiser
+from generation.se_pipeline import SpeechEnhancementPipeline
+from tests.conftest import noise, tone, write_wav
+from tokenizer.model import DashengTokenizer
+
+FAST = ["--quiet", "--device", "cpu", "--chunk-seconds", "2", "--overlap-seconds", "0.4"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    tokenizer = DashengTokenizer.from_preset("tiny")
+    enhancer = LatentDenoiser.from_preset("tiny", latent_dim=tokenizer.latent_dim)
+    folder = tmp_path_factory.mktemp("se") / "pipeline"
+    SpeechEnhancementPipeline(tokenizer, enhancer).save_pretrained(folder)
+    return folder
+
+
+def run(argv, capfd, checkpoint: Path) -> tuple[int, list[str], str]:
+    code = enhance_main([*FAST, "--checkpoint", str(checkpoint), *map(str, argv)])
+    captured = capfd.readouterr()
+    return code, captured.err.splitlines(), captured.out
+
+
+@pytest.mark.parametrize("mode", ["resynthesis", "mask"])
+def test_file_keeps_rate_and_length(tmp_path, capfd, checkpoint, mode):
+    stereo = np.stack([tone(300, 5.3, sr=22050), noise(5.3, sr=22050)], axis=1)
+    source = tmp_path / "noisy.wav"
+    sf.write(str(source), stereo, 22050)
+    code, err, out = run([source, "-o", tmp_path / "clean.wav", "--mode", mode], capfd, checkpoint)
+    assert code == 0 and err == []
+    info = sf.info(str(tmp_path / "clean.wav"))
+    assert (info.samplerate, info.frames, info.channels) == (22050, stereo.shape[0], 1)
+    assert out.strip() == f"wrote {tmp_path / 'clean.wav'} (5.30 s at 22050 Hz)"
+
+
+def test_default_output_name(tmp_path, capfd, checkpoint):
+    source = write_wav(tmp_path / "talk.wav", tone(200, 1.0))
+    assert run([source], capfd, checkpoint)[0] == 0
+    assert (tmp_path / "talk_enhanced.wav").is_file()
+
+
+def test_folder_skips_bad_files_and_writes_the_rest(tmp_path, capfd, checkpoint):
+    write_wav(tmp_path / "in" / "a.wav", tone(200, 1.5))
+    write_wav(tmp_path / "in" / "sub" / "b.flac", noise(1.2))
+    (tmp_path / "in" / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    code, err, out = run([tmp_path / "in", "-o", tmp_path / "out"], capfd, checkpoint)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and "broken.wav" in err[0]
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.wav")) == \
+        ["a.wav", "sub/b.wav"]
+    assert "wrote 2 of 3 files" in out and "1 failed" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["missing.wav"], "no such file or folder"),
+    (["in.wav", "-o", "out.mp3"], "must be a .wav file"),
+    (["in.wav", "-o", "in.wav"], "is the input file"),
+    (["in.wav", "--chunk-seconds", "1", "--overlap-seconds", "0.5"], "more than twice"),
+    (["in.wav", "--steps", "0"], "--steps must be at least 1"),
+    (["in.wav", "--cfg", "0.5"], "--cfg must be at least 1"),
+    (["empty.wav"], "empty"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capfd, checkpoint, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    write_wav(tmp_path / "in.wav", tone(200, 1.0))
+    sf.write(str(tmp_path / "empty.wav"), np.zeros(0, dtype=np.float32), 16000)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, err, _ = run(argv, capfd, checkpoint)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_missing_bundled_enhancer_asks_for_a_checkpoint(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(enhance_cli, "DEMO_ENHANCER", tmp_path / "demo" / "enhancer")
+    write_wav(tmp_path / "in.wav", tone(200, 1.0))
+    assert enhance_main([str(tmp_path / "in.wav"), "--quiet"]) == 2
+    err = capfd.readouterr().err.splitlines()
+    assert len(err) == 1 and "demo enhancer is missing" in err[0] and "--checkpoint" in err[0]
