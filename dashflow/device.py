@@ -1,4 +1,4 @@
-"""``--device`` handling shared by every command."""
+"""``--device`` and ``--dtype`` handling shared by every command."""
 
 from __future__ import annotations
 
@@ -23,3 +23,17 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DashflowError(f"--device {name}: CUDA is not available on this machine")
     return device
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``--dtype`` (one of DTYPES) as a torch dtype; "auto" is bfloat16 on cuda, float32 elsewhere."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise DashflowError(f"--dtype {name!r}: choose from {', '.join(DTYPES)}")
+    return getattr(torch, name)

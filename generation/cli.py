@@ -26,10 +26,10 @@ from pathlib import Path
 
 from dashflow.audio import atomic_path
 from dashflow.cli import run_guarded
+from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
 
 DEMO_PIPELINE = Path(__file__).resolve().parent / "demo" / "pipeline"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 TAG = re.compile(r"<\|\w+\|>")
 
 
@@ -140,17 +140,15 @@ def generate_command(args: argparse.Namespace) -> int:
         raise DashflowError(f"the bundled demo pipeline is missing ({DEMO_PIPELINE}); pass --checkpoint "
                             "PIPELINE_FOLDER (a saved pipeline, a Dasheng-AudioGen folder or a Hugging Face id)")
 
-    import torch
     from tqdm.auto import tqdm
 
     from dashflow.audio import save_audio
-    from dashflow.device import resolve_device
+    from dashflow.device import resolve_device, resolve_dtype
     from generation.pipeline_components import state_dict_hash
 
     quiet_libraries()
     device = resolve_device(args.device)
-    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
-             "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    dtype = resolve_dtype(args.dtype, device)
     seed = secrets.randbelow(2 ** 31) if args.seed is None else args.seed
 
     start = time.perf_counter()

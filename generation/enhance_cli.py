@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dashflow.cli import run_guarded
+from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
 
 DEMO_ENHANCER = Path(__file__).resolve().parent / "demo" / "enhancer"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,15 +103,14 @@ def enhance_command(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from dashflow.device import resolve_device
+    from dashflow.device import resolve_device, resolve_dtype
     from generation.cli import quiet_libraries
     from generation.enhance_stream import enhance_file
     from generation.se_pipeline import SpeechEnhancementPipeline
 
     quiet_libraries()
     device = resolve_device(args.device)
-    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32, "float32": torch.float32,
-             "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    dtype = resolve_dtype(args.dtype, device)
     pipe = SpeechEnhancementPipeline.from_pretrained(checkpoint, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
 

@@ -20,8 +20,9 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import torch
@@ -60,7 +61,7 @@ class LatentCache:
         self.folder = self.cache_dir / weights_hash
 
     @classmethod
-    def for_tokenizer(cls, cache_dir: str | os.PathLike, tokenizer) -> "LatentCache":
+    def for_tokenizer(cls, cache_dir: str | os.PathLike, tokenizer) -> LatentCache:
         """The cache of ``tokenizer`` (a DashengTokenizer) under ``cache_dir``."""
         return cls(cache_dir, tokenizer.weights_hash())
 
@@ -115,7 +116,7 @@ class LatentCache:
         return "it has " + ", ".join(described)
 
 
-def cache_latents(records: Sequence[dict], tokenizer: "DashengTokenizer", cache_dir: str | os.PathLike,
+def cache_latents(records: Sequence[dict], tokenizer: DashengTokenizer, cache_dir: str | os.PathLike,
                   batch_size: int = 8, num_workers: int = 0, dtype: torch.dtype = torch.float32,
                   source: str = "") -> list[str]:
     """Encode every manifest record not yet in ``cache_dir/<weights_hash>/`` and store its latents.
@@ -172,7 +173,7 @@ class _ClipReader(Dataset):
 
 
 @torch.inference_mode()
-def _encode_and_write(tokenizer: "DashengTokenizer", cache: LatentCache,
+def _encode_and_write(tokenizer: DashengTokenizer, cache: LatentCache,
                       clips: list[tuple[dict, torch.Tensor]], dtype: torch.dtype) -> None:
     """Encode ``clips`` (record, wav [S]) as one zero-padded batch and write each clip's [T_i, D]."""
     lengths = torch.tensor([wav.numel() for _, wav in clips])

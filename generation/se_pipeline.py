@@ -31,7 +31,11 @@ from torch import Tensor
 
 from dashflow.errors import DashflowError
 from generation.model import AudioGenModel
-from generation.pipeline_components import load_guarded, record_component_modules, resolve_checkpoint
+from generation.pipeline_components import (
+    load_guarded,
+    record_component_modules,
+    resolve_checkpoint,
+)
 from generation.sampler import sample
 from generation.se_denoiser import LatentDenoiser
 from tokenizer.model import DashengTokenizer

@@ -21,11 +21,23 @@ from omegaconf import MISSING
 
 from dashflow.errors import DashflowError
 from dashflow.mixing import MixingConfig
-from generation.flow import FlowMatchingConfig, check_config, flow_matching_loss, masked_mse
+from generation.flow import (
+    FlowMatchingConfig,
+    check_config,
+    flow_matching_loss,
+    masked_mse,
+)
 from generation.model import AudioGenModel
 from generation.se_denoiser import LatentDenoiser
 from generation.train_data import batch_latents
-from generation.training import EMAConfig, ModelConfig, OptimConfig, TrainConfig, build_model, micro_batch_seeds
+from generation.training import (
+    EMAConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    build_model,
+    micro_batch_seeds,
+)
 from text_encoders import load_text_encoder
 from tokenizer.model import DashengTokenizer
 

@@ -44,9 +44,19 @@ from dashflow.training import (
     save_checkpoint,
 )
 from generation.se_pipeline import SpeechEnhancementPipeline
-from generation.se_training import SEConfig, build_enhancer, check_se_settings, se_micro_batch_loss
+from generation.se_training import (
+    SEConfig,
+    build_enhancer,
+    check_se_settings,
+    se_micro_batch_loss,
+)
 from generation.train_data import split_batch
-from generation.training import attach_ema, export_pipelines, lr_schedule, optimizer_step
+from generation.training import (
+    attach_ema,
+    export_pipelines,
+    lr_schedule,
+    optimizer_step,
+)
 from tokenizer.model import DashengTokenizer
 
 LOGGED = {"denoiser": ("loss", "mse"), "flow": ("loss", "flow", "local_duration", "global_duration")}

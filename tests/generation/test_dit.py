@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from generation.dit import GEGLU, Attention, LayerFusionAudioDiT, RotaryEmbedding, rotate_half, timestep_embedding
+from generation.dit import (
+    GEGLU,
+    Attention,
+    LayerFusionAudioDiT,
+    RotaryEmbedding,
+    rotate_half,
+    timestep_embedding,
+)
 
 C, DTA, D, H = 8, 12, 32, 4
 

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-import generation.latent_cache as latent_cache
 from dashflow.audio import load_audio
 from dashflow.cli import build_parser, run_guarded
 from dashflow.data import write_manifest
 from dashflow.errors import DashflowError
+from generation import latent_cache
 from generation.commands import cache_latents_command, register
 from generation.latent_cache import INFO_NAME, LatentCache, latent_filename
 from tests.conftest import chirp, noise, tone, write_wav

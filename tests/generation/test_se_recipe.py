@@ -130,7 +130,7 @@ def test_flow_run_exports_a_pipeline_that_enhance_uses(se_corpus, tmp_path, capf
     metrics = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert {"flow", "local_duration", "global_duration"} <= set(metrics[-1])
     noisy = Path(se_corpus.test).parent / "noisy"
-    source = sorted(noisy.iterdir())[0]
+    source = min(noisy.iterdir())
     out = tmp_path / "clean.wav"
     code = enhance_main([str(source), "-o", str(out), "--checkpoint", str(tmp_path / "run" / "final" / "ema"),
                          "--steps", "2", "--quiet", "--device", "cpu"])
