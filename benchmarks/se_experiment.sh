@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The offline speech-enhancement experiment on 2 CPU cores (about 40 minutes):
+# The offline speech-enhancement experiment on 2 CPU cores (about 30 minutes):
 #   1. a real-speech SE set from Debian packages (flite / espeak-ng voices + real noise
 #      recordings; speaker- and noise-disjoint test split mixed at -5..20 dB);
 #   2. the demo tokenizer fine-tuned on its training speech and noise;
@@ -19,12 +19,12 @@ cat "$corpus/train_clean.jsonl" "$corpus/train_noise.jsonl" > "$corpus/tokenizer
 
 "${launch[@]}" recipes/tokenizer.py --config recipes/configs/tokenizer/demo.yaml \
     data.train="$corpus/tokenizer_train.jsonl" model.init_from=generation/demo/pipeline/tokenizer \
-    train.output_dir="$work/tokenizer" train.max_steps=4000 train.val_every=4000 \
-    train.checkpoint_every=4000 optim.warmup_steps=0 optim.lr=1e-3 data.crop_seconds=1.28
+    train.output_dir="$work/tokenizer" train.max_steps=800 train.val_every=800 \
+    train.checkpoint_every=800 optim.warmup_steps=0 optim.lr=1e-3
 for kind in denoiser flow; do
     "${launch[@]}" recipes/se.py --config "recipes/configs/se/demo_$kind.yaml" \
         model.tokenizer="$work/tokenizer/final" data.train="$corpus/train_clean.jsonl" \
-        data.noise="$corpus/train_noise.jsonl" train.output_dir="$work/$kind"
+        data.noise="$corpus/train_noise.jsonl" train.output_dir="$work/$kind" train.max_steps=1000
 done
 
 out="$work/enhanced"
