@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -38,3 +40,19 @@ def save_config(config, path: str | os.PathLike) -> None:
     """Write the resolved ``config`` as YAML, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(OmegaConf.to_yaml(config, resolve=True))
+
+
+def recipe_config(schema: type[T], description: str, config_folder: str,
+                  argv: Sequence[str] | None = None) -> T:
+    """A recipe's command line ``--config YAML [dotted.key=value ...]`` -> the loaded config
+    (every ``???`` value filled, else one DashflowError line)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help=f"YAML config ({config_folder})")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=10")
+    args = parser.parse_args(argv)
+    cfg = load_config(schema, args.config, args.overrides)
+    unset = sorted(OmegaConf.missing_keys(cfg))
+    if unset:
+        raise DashflowError(f"{args.config} leaves {', '.join(unset)} unset; pass them as "
+                            f"{unset[0]}=... after the config")
+    return cfg

@@ -17,7 +17,6 @@ as speech-enhancement pipelines (``enhance --checkpoint``) to ``<output_dir>/fin
 
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
 from pathlib import Path
@@ -31,7 +30,7 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from dashflow.config import load_config
+from dashflow.config import recipe_config
 from dashflow.errors import DashflowError
 from dashflow.mixing import build_se_loader, check_mixing
 from dashflow.training import (
@@ -63,15 +62,8 @@ LOGGED = {"denoiser": ("loss", "mse"), "flow": ("loss", "flow", "local_duration"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train a latent speech enhancer with Accelerate.")
-    parser.add_argument("--config", required=True, help="YAML config (recipes/configs/se)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=10")
-    args = parser.parse_args(argv)
-    cfg: SEConfig = load_config(SEConfig, args.config, args.overrides)
-    unset = sorted(OmegaConf.missing_keys(cfg))
-    if unset:
-        raise DashflowError(f"{args.config} leaves {', '.join(unset)} unset; pass them as "
-                            f"{unset[0]}=... after the config")
+    cfg: SEConfig = recipe_config(SEConfig, "Train a latent speech enhancer with Accelerate.",
+                                  "recipes/configs/se", argv)
     check_se_settings(cfg)
     check_mixing(cfg.data.mixing)
     accum = cfg.optim.gradient_accumulation_steps

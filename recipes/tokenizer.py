@@ -17,7 +17,6 @@ tokenizer is exported with ``save_pretrained`` to ``<output_dir>/final``.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import math
 import sys
@@ -35,8 +34,13 @@ from omegaconf import MISSING
 from torch import nn
 from tqdm.auto import tqdm
 
-from dashflow.config import load_config
-from dashflow.data import AudioClipDataset, build_clip_loader, collate_clips, read_manifest
+from dashflow.config import recipe_config
+from dashflow.data import (
+    AudioClipDataset,
+    build_clip_loader,
+    collate_clips,
+    read_manifest,
+)
 from dashflow.errors import DashflowError
 from dashflow.training import (
     METRICS_NAME,
@@ -51,7 +55,12 @@ from dashflow.training import (
     save_checkpoint,
 )
 from tokenizer.discriminators import TokenizerDiscriminator
-from tokenizer.losses import GeneratorLoss, MelMagnitude, MultiScaleMelLoss, discriminator_hinge_loss
+from tokenizer.losses import (
+    GeneratorLoss,
+    MelMagnitude,
+    MultiScaleMelLoss,
+    discriminator_hinge_loss,
+)
 from tokenizer.model import DashengTokenizer
 
 # ----------------------------------------------------------------------------- config
@@ -314,11 +323,8 @@ def _global_mean(accelerator, values: list[float]) -> float:
 # ----------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train the DashengTokenizer (GAN).")
-    parser.add_argument("--config", required=True, help="YAML config (recipes/configs/tokenizer)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=10")
-    args = parser.parse_args(argv)
-    cfg: Config = load_config(Config, args.config, args.overrides)
+    cfg: Config = recipe_config(Config, "Train the DashengTokenizer (GAN).", "recipes/configs/tokenizer",
+                                argv)
 
     accelerator = build_accelerator(cfg.train.output_dir, cfg.train.mixed_precision)
     set_seed(cfg.train.seed)  # same initial weights on every process

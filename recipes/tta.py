@@ -17,7 +17,6 @@ weights are exported as pipelines (``generate --checkpoint``) to ``<output_dir>/
 
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import partial
 from pathlib import Path
@@ -31,7 +30,7 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from dashflow.config import load_config
+from dashflow.config import recipe_config
 from dashflow.errors import DashflowError
 from dashflow.training import (
     METRICS_NAME,
@@ -64,15 +63,8 @@ LOGGED = ("loss", "flow", "global_duration")
 
 
 def main(argv: list[str] | None = None, name: str = "tta") -> int:
-    parser = argparse.ArgumentParser(description=f"Train the {name} DiT with Accelerate.")
-    parser.add_argument("--config", required=True, help=f"YAML config (recipes/configs/{name})")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=10")
-    args = parser.parse_args(argv)
-    cfg: Config = load_config(Config, args.config, args.overrides)
-    unset = sorted(OmegaConf.missing_keys(cfg))
-    if unset:
-        raise DashflowError(f"{args.config} leaves {', '.join(unset)} unset; pass them as "
-                            f"{unset[0]}=... after the config")
+    cfg: Config = recipe_config(Config, f"Train the {name} DiT with Accelerate.", f"recipes/configs/{name}",
+                                argv)
     check_settings(cfg)
     accum = cfg.optim.gradient_accumulation_steps
     flow = OmegaConf.to_object(cfg.flow)  # a FlowMatchingConfig instance

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import pytest
 from omegaconf import OmegaConf
 
-from dashflow.config import load_config, save_config
+from dashflow.config import load_config, recipe_config, save_config
 from dashflow.errors import DashflowError
 
 
@@ -42,6 +42,15 @@ def test_unknown_key_or_bad_type_is_one_line(overrides):
 def test_missing_file(tmp_path):
     with pytest.raises(DashflowError, match="not found"):
         load_config(Schema, tmp_path / "absent.yaml")
+
+
+def test_recipe_command_line_needs_every_required_value(tmp_path):
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("name: ???\noptim:\n  lr: 0.001\n")
+    with pytest.raises(DashflowError, match=r"leaves name unset; pass them as name=\.\.\. after the config"):
+        recipe_config(Schema, "train", "configs", ["--config", str(yaml)])
+    cfg = recipe_config(Schema, "train", "configs", ["--config", str(yaml), "name=x", "steps=3"])
+    assert (cfg.name, cfg.steps, cfg.optim.lr) == ("x", 3, 0.001)
 
 
 def test_resolve_device_rejects_bad_names_in_one_line():
