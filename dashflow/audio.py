@@ -15,7 +15,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from dashflow.errors import DashflowError
+from dashflow.errors import DashflowError, first_line
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
@@ -41,7 +41,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises several types for missing/corrupt files
-        raise DashflowError(f"{path}: cannot read audio ({_first_line(exc)})") from None
+        raise DashflowError(f"{path}: cannot read audio ({first_line(exc)})") from None
     if info.frames == 0 or info.samplerate <= 0:
         raise DashflowError(f"{path}: audio file is empty")
     if info.frames / info.samplerate > max_seconds:
@@ -50,7 +50,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
     try:
         wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:
-        raise DashflowError(f"{path}: cannot decode audio ({_first_line(exc)})") from None
+        raise DashflowError(f"{path}: cannot decode audio ({first_line(exc)})") from None
     if wav.shape[0] == 0:
         raise DashflowError(f"{path}: audio file is empty")
     if not np.isfinite(wav).all():
@@ -101,6 +101,3 @@ def list_audio_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

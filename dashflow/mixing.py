@@ -39,7 +39,7 @@ from dashflow.data import (
     read_manifest,
     write_manifest,
 )
-from dashflow.errors import DashflowError
+from dashflow.errors import DashflowError, first_line
 
 MIX_STREAM = 1              # separates mixing draws from the crop draws of dashflow.data
 MAX_RT60 = 3.0              # seconds; longer responses are almost certainly a typo
@@ -132,15 +132,12 @@ def _open_noise(record: dict) -> _NoiseFile:
     try:
         info = sf.info(path)
     except Exception as exc:  # soundfile raises several types for missing or corrupt files
-        raise DashflowError(f"{path}: cannot read noise ({_reason(exc)})") from None
+        raise DashflowError(f"{path}: cannot read noise ({first_line(exc)})") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise DashflowError(f"{path}: noise file is empty")
     return _NoiseFile(str(record.get("audio_id", path)), path, info.frames, info.samplerate)
 
 
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 class NoiseMixer:
@@ -215,7 +212,7 @@ class NoiseMixer:
             wav, _ = sf.read(noise.path, start=start, frames=frames, dtype="float32",
                              always_2d=True)
         except Exception as exc:  # soundfile raises several types for corrupt files
-            raise DashflowError(f"{noise.path}: cannot read noise ({_reason(exc)})") from None
+            raise DashflowError(f"{noise.path}: cannot read noise ({first_line(exc)})") from None
         if wav.shape[0] == 0 or not np.isfinite(wav).all():
             raise DashflowError(f"{noise.path}: noise segment at sample {start} is empty or "
                                 f"not finite")

@@ -25,8 +25,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from dashflow.audio import _first_line, atomic_path
-from dashflow.errors import DashflowError
+from dashflow.audio import atomic_path
+from dashflow.errors import DashflowError, first_line
 
 BLOCK_FRAMES = 1 << 16  # source frames read at a time (1.4 s at 48 kHz)
 RESAMPLE_QUALITY = "VHQ"  # as dashflow.audio.resample
@@ -158,7 +158,7 @@ class ExactLengthWriter:
         try:
             self.out.write(samples)
         except (OSError, sf.LibsndfileError) as exc:
-            raise DashflowError(f"{self.name}: cannot write the output ({_first_line(exc)})") from None
+            raise DashflowError(f"{self.name}: cannot write the output ({first_line(exc)})") from None
         self.written += len(samples)
 
     def pad_to(self, frames: int) -> None:
@@ -198,7 +198,7 @@ def enhance_file(enhance: Enhancer, source: str | os.PathLike, target: str | os.
                 out = stack.enter_context(sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1,
                                                        subtype=subtype, format=output_format(frames, subtype)))
             except (OSError, sf.LibsndfileError) as exc:
-                raise DashflowError(f"{target}: cannot write the output ({_first_line(exc)})") from None
+                raise DashflowError(f"{target}: cannot write the output ({first_line(exc)})") from None
             writer = ExactLengthWriter(out, str(target))
             while True:
                 block = read_block(reader, source)
@@ -232,7 +232,7 @@ def open_source(path: Path) -> sf.SoundFile:
     try:
         return sf.SoundFile(str(path))
     except DECODE_ERRORS as exc:
-        raise DashflowError(f"{path}: cannot read audio ({_first_line(exc)})") from None
+        raise DashflowError(f"{path}: cannot read audio ({first_line(exc)})") from None
 
 
 def read_block(reader: sf.SoundFile, path: Path) -> np.ndarray:
@@ -240,7 +240,7 @@ def read_block(reader: sf.SoundFile, path: Path) -> np.ndarray:
     try:
         return reader.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
     except DECODE_ERRORS as exc:
-        raise DashflowError(f"{path}: cannot decode audio ({_first_line(exc)})") from None
+        raise DashflowError(f"{path}: cannot decode audio ({first_line(exc)})") from None
 
 
 def check_length(path: Path, frames: int, rate: int, model_rate: int, hop_multiple: int) -> None:

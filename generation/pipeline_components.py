@@ -25,7 +25,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
 from dashflow.audio import atomic_path
-from dashflow.errors import DashflowError
+from dashflow.errors import DashflowError, first_line
 from text_encoders import DEFAULT_TEXT_ENCODER, TextEncoder, load_text_encoder
 
 CONFIG_NAME = "config.json"
@@ -34,9 +34,6 @@ COPY_FOLDER = "encoder"  # where a local-folder encoder is copied inside the com
 COPY_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def read_json(path: Path) -> dict:
@@ -46,7 +43,7 @@ def read_json(path: Path) -> dict:
     except FileNotFoundError:
         raise DashflowError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DashflowError(f"{path}: not valid JSON ({_first_line(exc)})") from None
+        raise DashflowError(f"{path}: not valid JSON ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise DashflowError(f"{path}: expected a JSON object")
     return data
@@ -73,7 +70,7 @@ def load_guarded(load: Callable[[], Loaded], folder: Path) -> Loaded:
             warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated", category=FutureWarning)
             return load()
     except (ValueError, TypeError, AttributeError, OSError) as exc:
-        raise DashflowError(f"{folder}: cannot load the pipeline ({_first_line(exc)})") from exc
+        raise DashflowError(f"{folder}: cannot load the pipeline ({first_line(exc)})") from exc
 
 
 def record_component_modules(pipeline, module: str, classes: tuple[type, ...]) -> None:
@@ -99,7 +96,7 @@ def resolve_checkpoint(name: str | os.PathLike, what: str = "checkpoint") -> Pat
         return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
     except Exception as exc:  # noqa: BLE001  (offline, unknown repo, auth: one line for the user)
         raise DashflowError(f"{name}: not a local folder, and fetching it from the Hugging Face Hub "
-                            f"failed ({_first_line(exc)})") from None
+                            f"failed ({first_line(exc)})") from None
 
 
 class PipelineTextEncoder(ModelMixin, ConfigMixin):

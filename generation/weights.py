@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dashflow.audio import atomic_path
-from dashflow.errors import DashflowError
+from dashflow.errors import DashflowError, first_line
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -33,9 +33,6 @@ _PIPELINE_DEFAULTS = {"device_map": None, "max_memory": None, "offload_folder": 
                       "quantization_config": None}
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _resolve_folder(name: str | os.PathLike, subfolder: str | None, **hub_kwargs) -> Path:
@@ -53,7 +50,7 @@ def _resolve_folder(name: str | os.PathLike, subfolder: str | None, **hub_kwargs
                 f"{subfolder + '/' if subfolder else ''}*.safetensors"], **hub_kwargs))
         except Exception as exc:  # noqa: BLE001 - offline, unknown repo, auth: one line for the user
             raise DashflowError(f"{name}: not a local folder, and fetching it from the Hugging Face "
-                                f"Hub failed ({_first_line(exc)})") from None
+                                f"Hub failed ({first_line(exc)})") from None
     return path / subfolder if subfolder else path
 
 
@@ -69,7 +66,7 @@ def _read_state_dict(folder: Path, device: str | torch.device) -> dict[str, torc
                 state.update(load_file(folder / shard, device=str(device)))
             return state
     except (SafetensorError, OSError, KeyError, ValueError) as exc:
-        raise DashflowError(f"{folder}: unreadable weights ({_first_line(exc)})") from None
+        raise DashflowError(f"{folder}: unreadable weights ({first_line(exc)})") from None
     raise DashflowError(f"{folder}: no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME})")
 
 
@@ -126,14 +123,14 @@ class SafetensorsModelMixin(ModelMixin):
         try:
             config = json.loads(config_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DashflowError(f"{config_file}: not valid JSON ({_first_line(exc)})") from None
+            raise DashflowError(f"{config_file}: not valid JSON ({first_line(exc)})") from None
         for key in _TRANSFORMERS_KEYS:
             config.pop(key, None)
         try:
             with torch.device("meta"):
                 model = cls.from_config(config)
         except (TypeError, ValueError) as exc:
-            raise DashflowError(f"{config_file}: {_first_line(exc)}") from None
+            raise DashflowError(f"{config_file}: {first_line(exc)}") from None
         state = _read_state_dict(folder, device)
         _check_keys(model, state, folder)
         dtype = torch_dtype or torch.float32

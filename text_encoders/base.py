@@ -28,7 +28,7 @@ import huggingface_hub
 import torch
 from torch import nn
 
-from dashflow.errors import DashflowError
+from dashflow.errors import DashflowError, first_line
 
 T = TypeVar("T")
 
@@ -156,7 +156,7 @@ def hf_load(source: str | Path, loader: Callable[[], T]) -> T:
     try:
         return loader()
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        first = first_line(exc).rstrip(".")
         if Path(source).is_dir():
             raise DashflowError(f"cannot load text encoder {source}: {first}; {USAGE}") from None
         offline = " (offline mode: HF_HUB_OFFLINE is set)" if huggingface_hub.is_offline_mode() else ""
