@@ -44,7 +44,9 @@ def build_accelerator(output_dir: str | os.PathLike, mixed_precision: str = "aut
 
     ``mixed_precision`` "auto" means bf16 on CUDA and none elsewhere; "no", "bf16", "fp16"
     are passed through (an ``accelerate launch --mixed_precision`` flag is overridden).
-    ``cpu`` forces the CPU. Schedulers step once per call (not once per process).
+    ``cpu`` forces the CPU. Schedulers step once per call (not once per process). Processes
+    launched (``WORLD_SIZE``) that did not join one process group (``accelerate launch
+    --multi_gpu`` on a CPU-only machine without ``ACCELERATE_USE_CPU=1``) raise DashflowError.
     Denormal floats are flushed to zero on the CPU: optimiser states and small weights decay
     into that range, where CPU arithmetic is tens of times slower (measured: 40x per GAN step).
     """
@@ -56,9 +58,15 @@ def build_accelerator(output_dir: str | os.PathLike, mixed_precision: str = "aut
         mixed_precision = "bf16" if torch.cuda.is_available() and not cpu else "no"
     project = ProjectConfiguration(project_dir=str(output_dir),
                                    logging_dir=str(Path(output_dir) / "logs"))
-    return Accelerator(mixed_precision=mixed_precision, log_with=log_with,
-                       project_config=project, step_scheduler_with_optimizer=False,
-                       gradient_accumulation_steps=gradient_accumulation_steps, cpu=cpu)
+    accelerator = Accelerator(mixed_precision=mixed_precision, log_with=log_with,
+                              project_config=project, step_scheduler_with_optimizer=False,
+                              gradient_accumulation_steps=gradient_accumulation_steps, cpu=cpu)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > accelerator.num_processes:
+        raise DashflowError(f"{launched} processes were launched but they did not form a process group, so "
+                            "each would train alone; on a machine without GPUs set ACCELERATE_USE_CPU=1 "
+                            "(or launch with --cpu --num_processes 1)")
+    return accelerator
 
 
 def init_trackers(accelerator: Accelerator, name: str, config: Any) -> None:

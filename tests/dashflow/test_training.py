@@ -158,3 +158,11 @@ def test_tensorboard_scalars_audio_and_images(tmp_path, fresh_state):
     assert "loss" in tags["scalars"] and "val/audio" in tags["audio"] and "val/mel" in tags["images"]
     image = events.Images("val/mel")[0]
     assert (image.height, image.width) == (20, 30)
+
+
+def test_processes_that_did_not_form_a_group_are_refused(tmp_path, monkeypatch):
+    """accelerate launch --multi_gpu on a CPU-only machine without ACCELERATE_USE_CPU: each rank
+    would silently train alone."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DashflowError, match="2 processes were launched but they did not form a process group"):
+        build_accelerator(tmp_path)
