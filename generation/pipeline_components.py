@@ -26,6 +26,7 @@ from torch import Tensor
 
 from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError, first_line
+from dashflow.hub import resolve_folder
 from text_encoders import DEFAULT_TEXT_ENCODER, TextEncoder, load_text_encoder
 
 CONFIG_NAME = "config.json"
@@ -83,20 +84,7 @@ def record_component_modules(pipeline, module: str, classes: tuple[type, ...]) -
 
 def resolve_checkpoint(name: str | os.PathLike, what: str = "checkpoint") -> Path:
     """A local folder, or a Hugging Face repo id (``owner/name``) downloaded into the hub cache."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise DashflowError(f"{name}: is a file; a {what} is a folder")
-    text = str(name)
-    if text.count("/") != 1 or text.startswith((".", "/", "~")):
-        raise DashflowError(f"{name}: {what} folder not found")
-    try:
-        from huggingface_hub import snapshot_download
-        return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
-    except Exception as exc:  # noqa: BLE001  (offline, unknown repo, auth: one line for the user)
-        raise DashflowError(f"{name}: not a local folder, and fetching it from the Hugging Face Hub "
-                            f"failed ({first_line(exc)})") from None
+    return resolve_folder(name, what, ("*.json", "*.safetensors", "*.txt", "*.model"))
 
 
 class PipelineTextEncoder(ModelMixin, ConfigMixin):

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError, first_line
+from dashflow.hub import resolve_folder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -35,23 +36,6 @@ _PIPELINE_DEFAULTS = {"device_map": None, "max_memory": None, "offload_folder": 
 
 
 
-def _resolve_folder(name: str | os.PathLike, subfolder: str | None, **hub_kwargs) -> Path:
-    """A local folder, or a Hugging Face repo id (``owner/name``) fetched into the cache."""
-    path = Path(name)
-    if not path.is_dir():
-        text = str(name)
-        looks_like_repo = text.count("/") == 1 and not text.startswith((".", "/", "~"))
-        if not looks_like_repo:
-            raise DashflowError(f"{name}: model folder not found")
-        try:
-            from huggingface_hub import snapshot_download
-            path = Path(snapshot_download(text, allow_patterns=[
-                f"{subfolder + '/' if subfolder else ''}*.json",
-                f"{subfolder + '/' if subfolder else ''}*.safetensors"], **hub_kwargs))
-        except Exception as exc:  # noqa: BLE001 - offline, unknown repo, auth: one line for the user
-            raise DashflowError(f"{name}: not a local folder, and fetching it from the Hugging Face "
-                                f"Hub failed ({first_line(exc)})") from None
-    return path / subfolder if subfolder else path
 
 
 def _read_state_dict(folder: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
@@ -116,7 +100,7 @@ class SafetensorsModelMixin(ModelMixin):
         for key, value in kwargs.items():
             if key not in _PIPELINE_DEFAULTS or value != _PIPELINE_DEFAULTS[key]:
                 raise DashflowError(f"{cls.__name__}.from_pretrained: unsupported argument {key}={value!r}")
-        folder = _resolve_folder(pretrained_model_name_or_path, subfolder, **hub_kwargs)
+        folder = resolve_folder(pretrained_model_name_or_path, "model", subfolder=subfolder, **hub_kwargs)
         config_file = folder / CONFIG_NAME
         if not config_file.is_file():
             raise DashflowError(f"{folder}: no {CONFIG_NAME}")

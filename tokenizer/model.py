@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 
 from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError
+from dashflow.hub import resolve_folder
 from tokenizer.config import (
     FRAMES_PER_LATENT,
     SAMPLE_RATE,
@@ -217,7 +217,7 @@ class DashengTokenizer(ModelMixin, ConfigMixin):
         Parameters load in float32 unless ``torch_dtype`` is given; buffers stay float32.
         Other diffusers loading kwargs are accepted and ignored. Returns the model in eval mode.
         """
-        folder = _resolve_checkpoint(str(pretrained_model_name_or_path), subfolder)
+        folder = resolve_folder(pretrained_model_name_or_path, "tokenizer", (CONFIG_NAME, WEIGHTS_NAME), subfolder)
         config = read_config_json(folder / CONFIG_NAME)
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
@@ -298,25 +298,5 @@ def load_state_dict_strict(module: nn.Module, state: dict[str, Tensor], source: 
     module.load_state_dict(state, strict=True, assign=assign)
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def _resolve_checkpoint(name: str, subfolder: str | None) -> Path:
-    """Local folder, or a hub id fetched with ``huggingface_hub.snapshot_download``."""
-    path = Path(name)
-    if path.exists():
-        if not path.is_dir():
-            raise DashflowError(f"{path}: expected a tokenizer folder (config.json + {WEIGHTS_NAME})")
-        return path / subfolder if subfolder else path
-    if not _HUB_ID.match(name):
-        raise DashflowError(f"{name}: tokenizer folder not found")
-    from huggingface_hub import snapshot_download
-
-    prefix = f"{subfolder}/" if subfolder else ""
-    try:
-        local = snapshot_download(repo_id=name, allow_patterns=[prefix + CONFIG_NAME, prefix + WEIGHTS_NAME])
-    except Exception as exc:  # noqa: BLE001  (offline, unknown repo, auth: one line for all)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DashflowError(f"{name}: not a local folder and not downloadable from the Hugging Face "
-                            f"hub ({reason})") from None
-    return Path(local) / subfolder if subfolder else Path(local)
