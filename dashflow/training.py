@@ -170,20 +170,8 @@ def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> int:
         step = int(json.loads((path / STATE_NAME).read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DashflowError(f"{path / STATE_NAME}: unreadable trainer state ({exc})") from None
-    for model in accelerator._models:  # every model accelerator.prepare registered
-        _give_buffers_own_storage(model)
     accelerator.load_state(str(path))
     return step
-
-
-def _give_buffers_own_storage(model: torch.nn.Module) -> None:
-    """Copy buffers that view part of a larger storage (``torch.hann_window(n)`` is a slice of
-    n + 1 values): safetensors' ``load_model``, which ``load_state`` uses, refuses them."""
-    for module in model.modules():
-        for name, buffer in module._buffers.items():
-            if buffer is not None and buffer.device.type != "meta" and \
-                    buffer.untyped_storage().nbytes() != buffer.numel() * buffer.element_size():
-                module._buffers[name] = buffer.clone()
 
 
 # ----------------------------------------------------------------------------- logging

@@ -25,13 +25,15 @@ def register_recomputable_buffer(module: nn.Module, name: str, factory: Callable
     """Register persistent buffer ``name`` = ``factory()`` that a checkpoint may omit.
 
     A load pre-hook inserts ``factory()`` for a missing key, so ``load_state_dict(strict=True)``
-    (also with ``assign=True`` on a meta-device model) accepts files without the buffer.
+    (also with ``assign=True`` on a meta-device model) accepts files without the buffer. The
+    value is copied into its own storage (``torch.hann_window(n)`` is a view of n + 1 values,
+    which safetensors refuses to save or load into).
     """
-    module.register_buffer(name, factory())
+    module.register_buffer(name, factory().clone())
 
     def fill_missing(_module, state_dict, prefix, *_args) -> None:
         if prefix + name not in state_dict:
-            state_dict[prefix + name] = factory()
+            state_dict[prefix + name] = factory().clone()
 
     module.register_load_state_dict_pre_hook(fill_missing)
 
