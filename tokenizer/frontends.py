@@ -38,23 +38,44 @@ def register_recomputable_buffer(module: nn.Module, name: str, factory: Callable
     module.register_load_state_dict_pre_hook(fill_missing)
 
 
-def hz_to_mel(hz: float) -> float:
-    """HTK mel scale: 2595 log10(1 + f/700)."""
-    return 2595.0 * math.log10(1.0 + hz / 700.0)
+def _hz_to_mel(hz: torch.Tensor, scale: str) -> torch.Tensor:
+    if scale == "htk":
+        return 2595.0 * torch.log10(1.0 + hz / 700.0)
+    linear = hz / (200.0 / 3)  # Slaney: linear below 1 kHz, logarithmic above
+    log_part = 15.0 + torch.log(hz.clamp(min=1e-10) / 1000.0) / (math.log(6.4) / 27.0)
+    return torch.where(hz >= 1000.0, log_part, linear)
 
 
-def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> Tensor:
-    """Triangular HTK mel filters without area normalisation: fb [n_freqs, n_mels] (float32).
+def _mel_to_hz(mel: torch.Tensor, scale: str) -> torch.Tensor:
+    if scale == "htk":
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    log_part = 1000.0 * torch.exp((math.log(6.4) / 27.0) * (mel - 15.0))
+    return torch.where(mel >= 15.0, log_part, mel * (200.0 / 3))
 
-    Computed in float64 over the linear-frequency bins 0..sample_rate/2.
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
+                   f_max: float | None = None, scale: str = "slaney",
+                   norm: str | None = "slaney") -> torch.Tensor:
+    """Triangular mel filters [n_fft/2+1, n_mels] (float64 maths, float32 out).
+
+    ``scale`` "slaney" or "htk"; ``norm`` "slaney" (unit area, librosa's default) or None.
     """
-    bins = torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=torch.float64)[:, None]
-    mels = torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2, dtype=torch.float64)
-    edges = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
-    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
-    rising = (bins - lower) / (centre - lower)
-    falling = (upper - bins) / (upper - centre)
-    return torch.minimum(rising, falling).clamp(min=0.0).float()
+    f_max = sample_rate / 2 if f_max is None else f_max
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    edges_mel = torch.linspace(_hz_to_mel(torch.tensor(f_min, dtype=torch.float64), scale),
+                               _hz_to_mel(torch.tensor(f_max, dtype=torch.float64), scale),
+                               n_mels + 2, dtype=torch.float64)
+    edges = _mel_to_hz(edges_mel, scale)
+    widths = edges.diff()                                   # [n_mels + 1]
+    slopes = edges[None, :] - freqs[:, None]                # [F, n_mels + 2]
+    rising = -slopes[:, :-2] / widths[:-1]
+    falling = slopes[:, 2:] / widths[1:]
+    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    if norm == "slaney":
+        filters = filters * (2.0 / (edges[2:] - edges[:-2]))[None, :]
+    elif norm is not None:
+        raise ValueError(f"unknown mel norm {norm!r} (use 'slaney' or None)")
+    return filters.float()
 
 
 def centre_pad(wav: Tensor, pad: int, lengths: Tensor | None = None) -> Tensor:
@@ -100,7 +121,8 @@ class MelScale(nn.Module):
     def __init__(self, n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_max: float):
         super().__init__()
         register_recomputable_buffer(
-            self, "fb", lambda: mel_filterbank(n_freqs, n_mels, sample_rate, f_min, f_max))
+            self, "fb", lambda: mel_filterbank(sample_rate, 2 * (n_freqs - 1), n_mels, f_min, f_max,
+                                               scale="htk", norm=None))
 
     def forward(self, spec: Tensor) -> Tensor:
         """spec [B, n_freqs, T] -> mel [B, n_mels, T]."""

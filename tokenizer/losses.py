@@ -15,7 +15,6 @@ its sub-discriminators and families are summed with per-family weights (Vocos: M
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -23,53 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.discriminators import FamilyOutput
-from tokenizer.frontends import Spectrogram
+from tokenizer.frontends import Spectrogram, mel_filterbank
 
 XCODEC2_WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
 XCODEC2_MELS = (5, 10, 20, 40, 80, 160, 320)
 
 
 # ----------------------------------------------------------------------------- mel
-
-def _hz_to_mel(hz: torch.Tensor, scale: str) -> torch.Tensor:
-    if scale == "htk":
-        return 2595.0 * torch.log10(1.0 + hz / 700.0)
-    linear = hz / (200.0 / 3)  # Slaney: linear below 1 kHz, logarithmic above
-    log_part = 15.0 + torch.log(hz.clamp(min=1e-10) / 1000.0) / (math.log(6.4) / 27.0)
-    return torch.where(hz >= 1000.0, log_part, linear)
-
-
-def _mel_to_hz(mel: torch.Tensor, scale: str) -> torch.Tensor:
-    if scale == "htk":
-        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-    log_part = 1000.0 * torch.exp((math.log(6.4) / 27.0) * (mel - 15.0))
-    return torch.where(mel >= 15.0, log_part, mel * (200.0 / 3))
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
-                   f_max: float | None = None, scale: str = "slaney",
-                   norm: str | None = "slaney") -> torch.Tensor:
-    """Triangular mel filters [n_fft/2+1, n_mels] (float64 maths, float32 out).
-
-    ``scale`` "slaney" or "htk"; ``norm`` "slaney" (unit area, librosa's default) or None.
-    """
-    f_max = sample_rate / 2 if f_max is None else f_max
-    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    edges_mel = torch.linspace(_hz_to_mel(torch.tensor(f_min, dtype=torch.float64), scale),
-                               _hz_to_mel(torch.tensor(f_max, dtype=torch.float64), scale),
-                               n_mels + 2, dtype=torch.float64)
-    edges = _mel_to_hz(edges_mel, scale)
-    widths = edges.diff()                                   # [n_mels + 1]
-    slopes = edges[None, :] - freqs[:, None]                # [F, n_mels + 2]
-    rising = -slopes[:, :-2] / widths[:-1]
-    falling = slopes[:, 2:] / widths[1:]
-    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
-    if norm == "slaney":
-        filters = filters * (2.0 / (edges[2:] - edges[:-2]))[None, :]
-    elif norm is not None:
-        raise ValueError(f"unknown mel norm {norm!r} (use 'slaney' or None)")
-    return filters.float()
-
 
 class MelMagnitude(nn.Module):
     """Magnitude (power 1) mel spectrogram: wav [B, S] -> mel [B, n_mels, S // hop + 1].

@@ -35,7 +35,7 @@ def _librosa_mel(wav: np.ndarray, n_fft: int, n_mels: int, power: float) -> np.n
 
 @pytest.mark.parametrize("n_fft,n_mels", [(512, 64), (1024, 128)])
 def test_mel_filterbank_matches_librosa_htk(n_fft, n_mels):
-    ours = mel_filterbank(n_fft // 2 + 1, n_mels, SR, 0.0, SR / 2).numpy()
+    ours = mel_filterbank(SR, n_fft, n_mels, 0.0, SR / 2, scale="htk", norm=None).numpy()
     ref = librosa.filters.mel(sr=SR, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=SR / 2, htk=True,
                               norm=None, dtype=np.float64).T
     np.testing.assert_allclose(ours, ref, atol=1e-6)

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
+from tokenizer.frontends import mel_filterbank
 from tokenizer.losses import (
     GeneratorLoss,
     MultiScaleMelLoss,
     discriminator_hinge_loss,
     feature_matching_loss,
     generator_hinge_loss,
-    mel_filterbank,
     semantic_loss,
 )
 
