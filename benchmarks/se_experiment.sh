@@ -19,12 +19,12 @@ cat "$corpus/train_clean.jsonl" "$corpus/train_noise.jsonl" > "$corpus/tokenizer
 
 "${launch[@]}" recipes/tokenizer.py --config recipes/configs/tokenizer/demo.yaml \
     data.train="$corpus/tokenizer_train.jsonl" model.init_from=generation/demo/pipeline/tokenizer \
-    train.output_dir="$work/tokenizer" train.max_steps=800 train.val_every=800 \
-    train.checkpoint_every=800 optim.warmup_steps=0 optim.lr=1e-3
-for kind in denoiser flow; do
+    train.output_dir="$work/tokenizer" train.max_steps=3000 train.val_every=3000 \
+    train.checkpoint_every=3000 optim.warmup_steps=0 optim.lr=1e-3
+for kind in denoiser flow; do   # demo_denoiser: 2000 steps, demo_flow: 1500 (their configs)
     "${launch[@]}" recipes/se.py --config "recipes/configs/se/demo_$kind.yaml" \
         model.tokenizer="$work/tokenizer/final" data.train="$corpus/train_clean.jsonl" \
-        data.noise="$corpus/train_noise.jsonl" train.output_dir="$work/$kind" train.max_steps=1000
+        data.noise="$corpus/train_noise.jsonl" train.output_dir="$work/$kind"
 done
 
 out="$work/enhanced"

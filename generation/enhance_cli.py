@@ -1,6 +1,6 @@
 """The ``enhance`` console script: noisy speech file or folder -> enhanced speech.
 
-    enhance noisy.wav -o clean.wav [--checkpoint SE_PIPELINE] [--mode resynthesis|mask]
+    enhance noisy.wav -o clean.wav [--checkpoint SE_PIPELINE] [--mode mask|resynthesis]
         [--steps 25] [--cfg 1.0] [--seed 0]   (the last three: flow enhancers)
     enhance noisy_dir/ -o clean_dir/ [--chunk-seconds 10] [--overlap-seconds 1] [--device cuda]
 
@@ -33,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                "folder (folder input; default <folder>_enhanced)")
     parser.add_argument("--checkpoint", default=None,
                         help="speech-enhancement pipeline folder or Hugging Face id (default: the bundled demo)")
-    parser.add_argument("--mode", choices=("resynthesis", "mask"), default="resynthesis",
-                        help="resynthesis: decode the enhanced latents (the paper's protocol); mask: apply "
-                             "their magnitude ratio to the noisy STFT, keeping its phase (default resynthesis)")
+    parser.add_argument("--mode", choices=("resynthesis", "mask"), default="mask",
+                        help="mask: apply the enhanced latents' magnitude ratio to the noisy STFT, keeping its "
+                             "phase (default; measured better here, see benchmarks/results/se_experiment.md); "
+                             "resynthesis: decode the enhanced latents (the seed paper's protocol)")
     parser.add_argument("--steps", type=int, default=25, help="sampling steps of a flow enhancer (default 25)")
     parser.add_argument("--cfg", type=float, default=1.0, help="guidance scale of a flow enhancer (default 1.0 = off)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed of a flow enhancer (default 0)")

@@ -27,13 +27,18 @@ def register_recomputable_buffer(module: nn.Module, name: str, factory: Callable
     A load pre-hook inserts ``factory()`` for a missing key, so ``load_state_dict(strict=True)``
     (also with ``assign=True`` on a meta-device model) accepts files without the buffer. The
     value is copied into its own storage (``torch.hann_window(n)`` is a view of n + 1 values,
-    which safetensors refuses to save or load into).
+    which safetensors refuses to save or load into). The value is always computed on the CPU,
+    also inside a ``torch.device("meta")`` context such as a low-memory checkpoint load.
     """
-    module.register_buffer(name, factory().clone())
+    def compute() -> Tensor:
+        with torch.device("cpu"):
+            return factory().clone()
+
+    module.register_buffer(name, compute())
 
     def fill_missing(_module, state_dict, prefix, *_args) -> None:
         if prefix + name not in state_dict:
-            state_dict[prefix + name] = factory().clone()
+            state_dict[prefix + name] = compute()
 
     module.register_load_state_dict_pre_hook(fill_missing)
 

@@ -72,7 +72,7 @@ def model_card(pipeline, attribution: Path, size_mb: float) -> str:
 def enhancer_card(pipeline: SpeechEnhancementPipeline, attribution: Path, size_mb: float) -> str:
     with open(attribution) as handle:
         rows = list(csv.DictReader(handle))
-    packages = sorted({(r.get("package") or r.get("source") or "?") for r in rows})
+    packages = sorted({r["package"] for r in rows if r.get("kind") == "noise"})
     tok = sum(p.numel() for p in pipeline.tokenizer.parameters())
     enh = sum(p.numel() for p in pipeline.enhancer.parameters())
     lines = [
@@ -86,7 +86,7 @@ def enhancer_card(pipeline: SpeechEnhancementPipeline, attribution: Path, size_m
         "on 2 CPU cores by `benchmarks/se_experiment.sh`; the measured table is in",
         "`benchmarks/results/se_experiment.md`. The tokenizer's resynthesis is poor (muffled, phase",
         "not preserved), so `enhance --mode mask` (the enhanced/noisy magnitude ratio on the noisy",
-        "STFT) is the better output of this demo. For real use pass `--checkpoint` with a pipeline",
+        "STFT, the default of `enhance`) is the better output of this demo. For real use pass `--checkpoint` with a pipeline",
         "trained by `recipes/se.py` on the official tokenizer.",
         "",
         f"Weights stored as float16 safetensors: {size_mb:.1f} MB.",
