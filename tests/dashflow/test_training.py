@@ -29,6 +29,7 @@ from dashflow.training import (
     read_metrics,
     save_checkpoint,
 )
+from tokenizer.frontends import register_recomputable_buffer
 
 
 @dataclass
@@ -49,8 +50,8 @@ def make(tmp_path, **kwargs):
     accelerator = build_accelerator(tmp_path, **kwargs)
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
-    # a periodic Hann window is a view of n + 1 values: loading must cope (as in the tokenizer)
-    model.register_buffer("window", torch.hann_window(8))
+    # a recomputable buffer, as the tokenizer's STFT window (a view of n + 1 values when made)
+    register_recomputable_buffer(model, "window", lambda: torch.hann_window(8))
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     scheduler = cosine_schedule(optimizer, total_steps=10, warmup_steps=2)
     return (accelerator, *accelerator.prepare(model, optimizer, scheduler))
