@@ -103,30 +103,39 @@ class SpeechEnhancementPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def enhance_latents(self, latents: Tensor, mask: Tensor, *, num_inference_steps: int = 25,
-                        guidance_scale: float = 1.0, sway_coef: float | None = -1.0,
+                        guidance_scale: float = 1.0, sway_coef: float | None = -1.0, num_samples: int = 1,
                         generator: torch.Generator | list[torch.Generator] | None = None) -> Tensor:
-        """Noisy latents [B, T, C] + mask [B, T] -> enhanced latents [B, T, C] (enhancer dtype)."""
+        """Noisy latents [B, T, C] + mask [B, T] -> enhanced latents [B, T, C] (enhancer dtype).
+
+        A flow enhancer draws ``num_samples`` latents per item (batched; a generator list holds
+        ``num_samples * B``, sample j of item i at j * B + i) and returns their mean, an estimate of
+        the posterior mean; the deterministic denoiser ignores it."""
         model = self.enhancer
         latents = latents.to(model.device, model.dtype)
         mask = mask.to(model.device).bool()
         if isinstance(model, LatentDenoiser):
             return model(latents, mask)
+        if num_samples < 1:
+            raise DashflowError(f"num_samples must be at least 1, got {num_samples}")
+        latents, mask = latents.repeat(num_samples, 1, 1), mask.repeat(num_samples, 1)
         durations = mask.float() / model.latent_rate  # one latent frame per content frame
         cond = model.condition(latents, mask, content_kind="audio", durations=durations,
                                latent_lengths=mask.sum(1).clamp(min=1))
         clean = sample(model, cond, num_steps=num_inference_steps, guidance_scale=guidance_scale,
-                       sway_coef=sway_coef, generator=generator)
+                       sway_coef=sway_coef, generator=generator)       # [N * B, C, T]
+        clean = clean.unflatten(0, (num_samples, -1)).float().mean(0)
         return clean.transpose(1, 2).to(model.dtype)
 
     @torch.no_grad()
     def __call__(self, noisy: Tensor, lengths: Tensor | None = None, *, output: str = "resynthesis",
                  num_inference_steps: int = 25, guidance_scale: float = 1.0, sway_coef: float | None = -1.0,
-                 seed: int | None = None,
+                 num_samples: int = 1, seed: int | None = None,
                  generator: torch.Generator | list[torch.Generator] | None = None) -> Tensor:
         """noisy [B, S] at ``sample_rate`` (item b valid for ``lengths[b]`` samples) -> enhanced
         float32 CPU audio [B, S], zero past each item's length. ``output``: ``resynthesis`` or
-        ``mask`` (see the module doc). ``seed`` (flow only): item i draws its noise from
-        ``seed + i``; ``generator`` instead of a seed."""
+        ``mask`` (see the module doc). Flow only: ``num_samples`` latents averaged per item (see
+        :meth:`enhance_latents`); ``seed``: sample j of item i draws its noise from ``seed + i + j * B``;
+        ``generator`` instead of a seed."""
         if output not in OUTPUTS:
             raise DashflowError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
         if noisy.dim() != 2 or not noisy.is_floating_point() or not bool(torch.isfinite(noisy).all()):
@@ -135,13 +144,14 @@ class SpeechEnhancementPipeline(DiffusionPipeline):
         if seed is not None:
             if generator is not None:
                 raise DashflowError("pass seed or generator, not both")
-            generator = [torch.Generator("cpu").manual_seed(seed + i) for i in range(noisy.shape[0])]
+            generator = [torch.Generator("cpu").manual_seed(seed + k) for k in range(num_samples * noisy.shape[0])]
         size = noisy.shape[1]
         lengths = torch.full((noisy.shape[0],), size) if lengths is None else lengths.long().cpu()
         encoding = self.tokenizer.encode(noisy.to(self.tokenizer.device, self.tokenizer.dtype),
                                          lengths.to(self.tokenizer.device))
         clean = self.enhance_latents(encoding.latents, encoding.mask, num_inference_steps=num_inference_steps,
-                                     guidance_scale=guidance_scale, sway_coef=sway_coef, generator=generator)
+                                     guidance_scale=guidance_scale, sway_coef=sway_coef, num_samples=num_samples,
+                                     generator=generator)
         wav = self.decode(clean, size)
         if output == "mask":
             wav = ratio_mask(wav, self.decode(encoding.latents, size), noisy.float().cpu())

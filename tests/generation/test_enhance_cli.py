@@ -75,6 +75,7 @@ def test_folder_skips_bad_files_and_writes_the_rest(tmp_path, capfd, checkpoint)
     (["in.wav", "-o", "in.wav"], "is the input file"),
     (["in.wav", "--chunk-seconds", "1", "--overlap-seconds", "0.5"], "more than twice"),
     (["in.wav", "--steps", "0"], "--steps must be at least 1"),
+    (["in.wav", "--samples", "0"], "--samples must be at least 1"),
     (["in.wav", "--cfg", "0.5"], "--cfg must be at least 1"),
     (["empty.wav"], "empty"),
 ])

@@ -93,6 +93,22 @@ def test_flow_enhancer_is_seeded_per_item(tokenizer):
     torch.testing.assert_close(pipe(noisy[1:], num_inference_steps=2, seed=6)[0], a[1])  # item 1 uses seed + 1
 
 
+def test_flow_enhancer_averages_its_samples_in_latent_space(tokenizer):
+    pipe = make("flow", tokenizer)
+    encoding = tokenizer.encode(0.1 * torch.randn(2, 8_000), torch.tensor([8_000, 5_000]))
+
+    def enhance(num_samples: int, *seeds: int) -> torch.Tensor:
+        return pipe.enhance_latents(encoding.latents, encoding.mask, num_inference_steps=2, num_samples=num_samples,
+                                    generator=[torch.Generator().manual_seed(s) for s in seeds])
+
+    mean = enhance(3, 0, 1, 2, 3, 4, 5)  # sample j of item i: generator j * B + i
+    singles = torch.stack([enhance(1, 2 * j, 2 * j + 1) for j in range(3)])
+    torch.testing.assert_close(mean, singles.mean(0))
+    assert (mean - singles[0]).abs().max() > 1e-3
+    with pytest.raises(DashflowError, match="num_samples must be at least 1"):
+        enhance(0)
+
+
 def test_ratio_mask_keeps_the_noisy_phase_and_passes_clean_bins():
     torch.manual_seed(0)
     noisy = torch.randn(1, 8_000)
