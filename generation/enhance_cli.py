@@ -1,7 +1,7 @@
 """The ``enhance`` console script: noisy speech file or folder -> enhanced speech.
 
     enhance noisy.wav -o clean.wav [--checkpoint SE_PIPELINE] [--mode mask|resynthesis]
-        [--steps 25] [--cfg 1.0] [--seed 0]   (the last three: flow enhancers)
+        [--steps 25] [--cfg 1.0] [--samples 4] [--seed 0]   (the last four: flow enhancers)
     enhance noisy_dir/ -o clean_dir/ [--chunk-seconds 10] [--overlap-seconds 1] [--device cuda]
 
 Any length: files stream through the model in overlapping chunks (bounded memory), and the
