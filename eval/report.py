@@ -139,18 +139,23 @@ def _grid_entries(run: dict, key: str, picks: list[tuple[float, str]], kind: str
 
 # -- Markdown ------------------------------------------------------------------------------------
 
+def run_columns(report: dict) -> list[str]:
+    """The RUN_COLUMNS some run has a value for (enhanced folders carry no generation settings)."""
+    return [c for c in RUN_COLUMNS if any(run["settings"].get(c) is not None for run in report["runs"])]
+
+
 def render_markdown(report: dict) -> str:
-    keys = metric_keys(report)
+    keys, columns = metric_keys(report), run_columns(report)
     ref = report["reference"]
     lines = ["# dashflow evaluation report", "",
              f"Created {report['created']}. Reference: **{ref.get('name')}** ({_reference_size(ref)}"
              + (f", set sha256 `{ref['set_sha256'][:16]}`" if ref.get("set_sha256") else "") + ").", "",
              "## Metrics", ""]
-    header = ["run", "length (s)", *RUN_COLUMNS, *(column_title(k) for k in keys)]
+    header = ["run", "length (s)", *columns, *(column_title(k) for k in keys)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in report["runs"]:
         cells = [run["name"], format_length(run.get("audio", {})),
-                 *(format_setting(run["settings"].get(c)) for c in RUN_COLUMNS),
+                 *(format_setting(run["settings"].get(c)) for c in columns),
                  *(format_metric(run["metrics"].get(k)) for k in keys)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Models", "", "| embedder | model | weights | sha256 | official file |", "|---|---|---|---|---|"]
@@ -196,11 +201,12 @@ def _metric_table(report: dict, keys: list[str]) -> str:
         values = [r["metrics"][k]["value"] for r in report["runs"] if r["metrics"].get(k, {}).get("value") is not None]
         if len(values) > 1:
             best[k] = (min if METRIC_INFO[k][1] == "lower" else max)(values)
-    header = ["run", "length (s)", *RUN_COLUMNS, *(column_title(k) for k in keys)]
+    columns = run_columns(report)
+    header = ["run", "length (s)", *columns, *(column_title(k) for k in keys)]
     rows = []
     for run in report["runs"]:
         texts = [run["name"], format_length(run.get("audio", {})),
-                 *(format_setting(run["settings"].get(c)) for c in RUN_COLUMNS)]
+                 *(format_setting(run["settings"].get(c)) for c in columns)]
         cells = [f"<td>{_e(t)}</td>" for t in texts]
         for k in keys:
             entry = run["metrics"].get(k) or {}
