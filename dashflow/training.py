@@ -10,6 +10,7 @@ position is the step itself: loaders from :mod:`dashflow.data` restart exactly a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -28,6 +29,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from dashflow.audio import atomic_path
 from dashflow.config import save_config
 from dashflow.errors import DashflowError
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "step_"
 STATE_NAME = "trainer_state.json"
@@ -102,10 +105,33 @@ class CosineWithWarmup:
         return self.final_ratio + (1 - self.final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class ConfiguredLambdaLR(LambdaLR):
+    """A LambdaLR whose checkpoint restores only its position (the step).
+
+    The peak LRs and the :class:`CosineWithWarmup` settings stay those of the config it was built
+    from: an unchanged config resumes exactly, and a run resumed with a new ``max_steps`` or
+    learning rate follows the new schedule from the step it reached (said in one warning line)
+    instead of silently keeping the checkpoint's.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        configured = self.state_dict()
+        changed = [f"{key} {state_dict.get(key)} -> {configured[key]}" for key in ("base_lrs", "lr_lambdas")
+                   if state_dict.get(key) != configured[key]]
+        super().load_state_dict({**state_dict, "base_lrs": configured["base_lrs"],
+                                 "lr_lambdas": configured["lr_lambdas"]})
+        lrs = [base * schedule(self.last_epoch) for base, schedule in zip(self.base_lrs, self.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self._last_lr = lrs
+        if changed:
+            logger.warning("resuming with the configured LR schedule, not the checkpoint's: %s", "; ".join(changed))
+
+
 def cosine_schedule(optimizer: Optimizer, total_steps: int, warmup_steps: int = 0,
-                    final_ratio: float = 0.1) -> LambdaLR:
+                    final_ratio: float = 0.1) -> ConfiguredLambdaLR:
     """Cosine decay to ``final_ratio`` of the peak LR over ``total_steps``, after warm-up."""
-    return LambdaLR(optimizer, CosineWithWarmup(total_steps, warmup_steps, final_ratio))
+    return ConfiguredLambdaLR(optimizer, CosineWithWarmup(total_steps, warmup_steps, final_ratio))
 
 
 # ----------------------------------------------------------------------------- checkpoints

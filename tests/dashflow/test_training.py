@@ -46,14 +46,14 @@ def fresh_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def make(tmp_path, **kwargs):
+def make(tmp_path, total_steps: int = 10, lr: float = 0.1, **kwargs):
     accelerator = build_accelerator(tmp_path, **kwargs)
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
     # a recomputable buffer, as the tokenizer's STFT window (a view of n + 1 values when made)
     register_recomputable_buffer(model, "window", lambda: torch.hann_window(8))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
-    scheduler = cosine_schedule(optimizer, total_steps=10, warmup_steps=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    scheduler = cosine_schedule(optimizer, total_steps=total_steps, warmup_steps=2)
     return (accelerator, *accelerator.prepare(model, optimizer, scheduler))
 
 
@@ -114,6 +114,22 @@ def test_checkpoints_resume_weights_optimizer_schedule_and_rng(tmp_path, fresh_s
     assert load_checkpoint(accelerator, find_checkpoint(tmp_path, "latest")) == 3
     assert train_steps(model, optimizer, scheduler, 4) == expected
     assert torch.equal(model.weight.detach(), final_weight)
+
+
+def test_resuming_with_a_new_max_steps_or_lr_follows_the_new_schedule(tmp_path, fresh_state, caplog):
+    accelerator, model, optimizer, scheduler = make(tmp_path)
+    train_steps(model, optimizer, scheduler, 4)
+    save_checkpoint(accelerator, tmp_path, 4)
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator, model, optimizer, scheduler = make(tmp_path, total_steps=40, lr=0.2)
+    load_checkpoint(accelerator, checkpoint_path(tmp_path, 4))
+    expected = 0.2 * CosineWithWarmup(40, 2)(4)
+    assert scheduler.get_last_lr() == [expected] and optimizer.param_groups[0]["lr"] == expected
+    assert "not the checkpoint's: base_lrs [0.1] -> [0.2]; lr_lambdas" in caplog.text
+    assert "[{'total_steps': 10, 'warmup_steps': 2, 'final_ratio': 0.1}] -> [{'total_steps': 40," in caplog.text
+    scheduler.step()
+    assert scheduler.get_last_lr() == [0.2 * CosineWithWarmup(40, 2)(5)]
 
 
 def test_keep_last_and_incomplete_folders(tmp_path, fresh_state):
