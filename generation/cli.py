@@ -181,8 +181,7 @@ def generate_command(args: argparse.Namespace) -> int:
                 "num_samples": result.lengths[j], "sample_rate": result.sample_rate, "steps": args.steps,
                 "cfg": args.cfg, "sway": args.sway, "seed": seed + i, "batch_index": i,
                 **provenance, "elapsed_seconds": round(elapsed, 3)}
-            with atomic_path(outputs[i].with_suffix(".json")) as tmp:
-                tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+            write_sidecar(outputs[i], sidecar)
             if len(prompts) == 1:
                 print(f"wrote {outputs[i]} ({sidecar['duration']:.2f} s) and its settings {outputs[i].with_suffix('.json').name}")
         bar.update(len(chunk))
@@ -215,6 +214,12 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def write_sidecar(wav_path: Path, record: dict) -> None:
+    """Write ``record`` atomically as the settings sidecar ``<name>.json`` beside ``wav_path``."""
+    with atomic_path(wav_path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def dashflow_version() -> str:

@@ -5,7 +5,8 @@
     enhance noisy_dir/ -o clean_dir/ [--chunk-seconds 10] [--overlap-seconds 1] [--device cuda]
 
 Any length: files stream through the model in overlapping chunks (bounded memory), and the
-output has the input's sample rate and number of frames (mono). A folder is processed file by
+output has the input's sample rate and number of frames (mono), with a ``<name>.json`` sidecar of
+the settings that made it (read by ``dashflow eval``). A folder is processed file by
 file; a bad file is reported on one line and skipped, the others are still written, and the
 exit status is 2. ``--checkpoint`` defaults to the demo enhancer bundled in the package.
 """
@@ -111,7 +112,7 @@ def enhance_command(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from dashflow.device import resolve_device, resolve_dtype
-    from generation.cli import quiet_libraries
+    from generation.cli import dashflow_version, quiet_libraries, write_sidecar
     from generation.enhance_stream import enhance_file
     from generation.se_pipeline import SpeechEnhancementPipeline
 
@@ -120,6 +121,11 @@ def enhance_command(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     pipe = SpeechEnhancementPipeline.from_pretrained(checkpoint, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
+    flow = {"steps": args.steps, "cfg": args.cfg, "samples": args.samples, "seed": args.seed}
+    settings = {"checkpoint": str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint),
+                "enhancer": pipe.kind, "mode": args.mode, **(flow if pipe.kind == "flow" else {}),
+                "chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap_seconds, "device": str(device),
+                "dtype": str(dtype).removeprefix("torch."), "dashflow_version": dashflow_version()}
 
     def enhancer(seed: int):
         """The chunk callback of one file: chunk i of a flow enhancer draws its samples' noise from
@@ -145,8 +151,11 @@ def enhance_command(args: argparse.Namespace) -> int:
             failures += 1
             tqdm.write(f"error: {exc}", file=sys.stderr)
             continue
+        write_sidecar(target, {"output": target.name, "input": str(source), "seconds": info["seconds"],
+                               "sample_rate": info["sample_rate"], **settings})
         if not several:
-            print(f"wrote {target} ({info['seconds']:.2f} s at {info['sample_rate']} Hz)")
+            print(f"wrote {target} ({info['seconds']:.2f} s at {info['sample_rate']} Hz) and its settings "
+                  f"{target.with_suffix('.json').name}")
     if several:
         print(f"wrote {len(jobs) - failures} of {len(jobs)} files to {jobs[0][1].parent}"
               + (f"; {failures} failed (see above)" if failures else ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,11 @@ def test_file_keeps_rate_and_length(tmp_path, capfd, checkpoint, mode):
     assert code == 0 and err == []
     info = sf.info(str(tmp_path / "clean.wav"))
     assert (info.samplerate, info.frames, info.channels) == (22050, stereo.shape[0], 1)
-    assert out.strip() == f"wrote {tmp_path / 'clean.wav'} (5.30 s at 22050 Hz)"
+    assert out.strip() == f"wrote {tmp_path / 'clean.wav'} (5.30 s at 22050 Hz) and its settings clean.json"
+    sidecar = json.loads((tmp_path / "clean.json").read_text())
+    assert sidecar["input"] == str(source) and sidecar["mode"] == mode and sidecar["enhancer"] == "denoiser"
+    assert sidecar["checkpoint"] == str(checkpoint.resolve()) and sidecar["seconds"] == pytest.approx(5.3)
+    assert "steps" not in sidecar  # the denoiser has no sampling settings
 
 
 def test_default_output_name(tmp_path, capfd, checkpoint):

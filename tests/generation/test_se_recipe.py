@@ -11,6 +11,7 @@ SI-SDR and PESQ.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -137,6 +138,8 @@ def test_flow_run_exports_a_pipeline_that_enhance_uses(se_corpus, tmp_path, capf
     assert code == 0
     assert sf.info(str(out)).frames == sf.info(str(source)).frames and sf.info(str(out)).samplerate == 16000
     assert capfd.readouterr().out.startswith(f"wrote {out}")
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["enhancer"] == "flow" and (sidecar["steps"], sidecar["samples"], sidecar["seed"]) == (2, 4, 0)
 
 
 @pytest.mark.slow
