@@ -74,17 +74,14 @@ def stft_stand_in(checkpoint: str | None, device: str) -> Enhance:
 
 def pipeline_enhancer(checkpoint: str | None, device: str) -> Enhance:
     """The saved SpeechEnhancementPipeline at ``checkpoint`` with ``enhance``'s default settings
-    (output mode, steps, guidance, samples; chunk i seeded from i * samples)."""
-    from generation.enhance_cli import build_parser
+    and chunk callback (output mode, steps, guidance, samples, seeds)."""
+    from generation.enhance_cli import build_parser, chunk_enhancer
     from generation.se_pipeline import SpeechEnhancementPipeline
 
-    defaults = build_parser().parse_args(["input.wav"])
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     pipe = SpeechEnhancementPipeline.from_pretrained(checkpoint, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
-    seeds = iter(range(0, 2 ** 62, defaults.samples))
-    return lambda chunk: pipe(chunk[None], output=defaults.mode, num_inference_steps=defaults.steps,
-                              guidance_scale=defaults.cfg, num_samples=defaults.samples, seed=next(seeds))[0]
+    return chunk_enhancer(pipe, build_parser().parse_args(["input.wav"]))
 
 
 def load_factory(spec: str | None, checkpoint: str | None) -> Callable[[str | None, str], Enhance]:

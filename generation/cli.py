@@ -157,7 +157,7 @@ def generate_command(args: argparse.Namespace) -> int:
     pipe.duration_frames(args.duration, 1)  # the task's maximum, before anything is written
     load_seconds = time.perf_counter() - start
     provenance = {
-        "checkpoint": str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint),
+        "checkpoint": checkpoint_label(checkpoint),
         "task": pipe.task,
         "model_weights_hash": state_dict_hash(pipe.transformer), "tokenizer_hash": pipe.tokenizer.weights_hash(),
         "text_encoder": pipe.text_encoder.name, "text_encoder_hash": pipe.text_encoder.weights_hash(),
@@ -214,6 +214,11 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def checkpoint_label(checkpoint: str | Path) -> str:
+    """A local checkpoint's absolute path, else the hub id as given (for sidecars)."""
+    return str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint)
 
 
 def write_sidecar(wav_path: Path, record: dict) -> None:

@@ -100,6 +100,14 @@ def check_settings(args: argparse.Namespace) -> None:
     chunk_plan(chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds)  # fail before loading
 
 
+def chunk_enhancer(pipe, args: argparse.Namespace):
+    """The chunk callback of one file ([S] float32 -> [S]) with the settings of ``args``: chunk i
+    of a flow enhancer draws its samples' noise from ``args.seed + i * args.samples`` onwards."""
+    counter = iter(range(args.seed, 2 ** 63, args.samples))
+    return lambda chunk: pipe(chunk[None], output=args.mode, num_inference_steps=args.steps,
+                              guidance_scale=args.cfg, num_samples=args.samples, seed=next(counter))[0]
+
+
 def enhance_command(args: argparse.Namespace) -> int:
     check_settings(args)
     jobs = plan(args)
@@ -108,11 +116,15 @@ def enhance_command(args: argparse.Namespace) -> int:
         raise DashflowError(f"the bundled demo enhancer is missing ({DEMO_ENHANCER}); pass --checkpoint "
                             "SE_PIPELINE (a folder written by recipes/se.py)")
 
-    import torch
     from tqdm.auto import tqdm
 
     from dashflow.device import resolve_device, resolve_dtype
-    from generation.cli import dashflow_version, quiet_libraries, write_sidecar
+    from generation.cli import (
+        checkpoint_label,
+        dashflow_version,
+        quiet_libraries,
+        write_sidecar,
+    )
     from generation.enhance_stream import enhance_file
     from generation.se_pipeline import SpeechEnhancementPipeline
 
@@ -122,27 +134,17 @@ def enhance_command(args: argparse.Namespace) -> int:
     pipe = SpeechEnhancementPipeline.from_pretrained(checkpoint, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     flow = {"steps": args.steps, "cfg": args.cfg, "samples": args.samples, "seed": args.seed}
-    settings = {"checkpoint": str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint),
+    settings = {"checkpoint": checkpoint_label(checkpoint),
                 "enhancer": pipe.kind, "mode": args.mode, **(flow if pipe.kind == "flow" else {}),
                 "chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap_seconds, "device": str(device),
                 "dtype": str(dtype).removeprefix("torch."), "dashflow_version": dashflow_version()}
-
-    def enhancer(seed: int):
-        """The chunk callback of one file: chunk i of a flow enhancer draws its samples' noise from
-        seed + i * samples onwards."""
-        counter = iter(range(seed, 2 ** 63, args.samples))
-
-        def enhance_chunk(chunk: torch.Tensor) -> torch.Tensor:
-            return pipe(chunk[None], output=args.mode, num_inference_steps=args.steps,
-                        guidance_scale=args.cfg, num_samples=args.samples, seed=next(counter))[0]
-        return enhance_chunk
 
     failures = 0
     several = len(jobs) > 1
     bar = tqdm(jobs, desc="files", unit="file", disable=args.quiet or not several)
     for source, target in bar:
         try:
-            info = enhance_file(enhancer(args.seed), source, target, model_rate=pipe.sample_rate,
+            info = enhance_file(chunk_enhancer(pipe, args), source, target, model_rate=pipe.sample_rate,
                                 chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
                                 hop_multiple=pipe.samples_per_latent, progress=not (args.quiet or several))
         except DashflowError as exc:

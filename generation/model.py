@@ -89,6 +89,11 @@ class Conditioning:
     def null(self) -> Conditioning:
         return self.drop(torch.ones(self.context.shape[0], dtype=torch.bool, device=self.context.device))
 
+    def repeat(self, n: int) -> Conditioning:
+        """The batch tiled ``n`` times (``[self; self; ...]``, item i of copy j at j * B + i)."""
+        return Conditioning(*(t.repeat(n, *[1] * (t.dim() - 1)) for t in (
+            self.context, self.context_mask, self.time_aligned_context, self.latent_mask)))
+
     def cat(self, other: Conditioning) -> Conditioning:
         """Stack two conditionings along the batch (``[self; other]``)."""
         return Conditioning(*(torch.cat([a, b]) for a, b in zip(

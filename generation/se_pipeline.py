@@ -117,12 +117,11 @@ class SpeechEnhancementPipeline(DiffusionPipeline):
             return model(latents, mask)
         if num_samples < 1:
             raise DashflowError(f"num_samples must be at least 1, got {num_samples}")
-        latents, mask = latents.repeat(num_samples, 1, 1), mask.repeat(num_samples, 1)
         durations = mask.float() / model.latent_rate  # one latent frame per content frame
         cond = model.condition(latents, mask, content_kind="audio", durations=durations,
-                               latent_lengths=mask.sum(1).clamp(min=1))
-        clean = sample(model, cond, num_steps=num_inference_steps, guidance_scale=guidance_scale,
-                       sway_coef=sway_coef, generator=generator)       # [N * B, C, T]
+                               latent_lengths=mask.sum(1).clamp(min=1))  # once, shared by the samples
+        clean = sample(model, cond.repeat(num_samples), num_steps=num_inference_steps,
+                       guidance_scale=guidance_scale, sway_coef=sway_coef, generator=generator)  # [N * B, C, T]
         clean = clean.unflatten(0, (num_samples, -1)).float().mean(0)
         return clean.transpose(1, 2).to(model.dtype)
 
