@@ -1,123 +1,326 @@
-"""Build the demo corpus: real recordings from Debian packages, captioned, at 16 kHz.
+"""Build the demo text-to-audio corpus: real recordings from Debian packages, MIDI music, TTS speech.
 
-    python recipes/demo/build_corpus.py --out data/demo_corpus [--install]
+    python recipes/demo/build_corpus.py --out data/demo_corpus [--install] [--seconds-per-class 300]
 
-Writes ``audio/*.wav``, ``manifest.jsonl`` ({"audio_id", "audio", "caption", "duration"}) and
-``ATTRIBUTION.csv`` (package, version, original path, licence, caption, transforms). The corpus
-stays out of git (reference/offline_data.md §8); this script rebuilds it.
+Classes (reference/offline_data.md): 14 sound-event classes with at least 8 distinct source
+recordings each, 5 music styles rendered from MMA grooves with fluidsynth and the TimGM6mb
+General MIDI soundfont (each song a source), and speech (flite / espeak-ng voices, each voice a
+source). Clips are 3-6 s of natural event length: short recordings are repeated with random
+gaps (a dog barks several times), long ones are cropped; each clip is augmented (gain,
++-2 semitones, sometimes a synthetic room or a quiet noise floor).
+
+The split is by source recording, deterministic: about 30 % of the sources of every class (at
+least 3) are ``heldout`` (for the in-house classifier), the rest ``train`` (tokenizer + DiT).
+Writes ``audio/*.wav`` (16 kHz mono), ``manifest.jsonl`` ({"audio_id", "audio", "caption",
+"captions", "label", "source", "split", "duration"}), ``train.jsonl``, ``heldout.jsonl``,
+``ATTRIBUTION.csv`` (one row per clip: package, version, original file, licences, caption,
+transforms) and ``summary.json``. The corpus stays out of git; this script rebuilds it.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
+import math
 import re
+import shutil
 import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from dashflow.audio import load_audio, save_audio
-from dashflow.errors import DashflowError
+import numpy as np
+import scipy.signal
 
-# (Debian package, folder with its sounds, licence as stated in /usr/share/doc/<pkg>/copyright)
-SOURCES = (
-    ("qabcs-data", "/usr/share/qabcs/abcs/all/noises", "GPL-3+"),
-    ("scratch", "/usr/share/scratch/Media/Sounds", "CC-BY-SA-3.0"),
-    ("lugaru-data", "/usr/share/games/lugaru/Sounds", "CC-BY-SA-3.0"),
-    ("mate-media-common", "/usr/share/sounds/mate/default/alerts", "GPL-3+"),
+from dashflow.audio import SAMPLE_RATE, load_audio, resample, save_audio
+from dashflow.data import write_manifest
+from dashflow.debian_audio import (
+    SPEAKERS,
+    TRANSFORMS,
+    licence_sentences,
+    package_licences,
+    package_version,
+    synthesize,
 )
+from dashflow.errors import DashflowError
+from dashflow.mixing import synthetic_rir
 
-# file-name concept -> caption; names not listed here are dropped (characters, objects with no
-# characteristic sound, ambiguous game effects)
-CAPTIONS = {
-    "dog": "a dog barking", "dog1": "a dog barking", "dog2": "a dog barking",
-    "bark": "a dog barking", "bark2": "a dog barking", "bark3": "a dog barking",
-    "barkgrowl": "a dog barking and growling", "growl": "a dog growling", "growl2": "a dog growling",
-    "cat": "a cat meowing", "meow": "a cat meowing", "kitten": "a kitten meowing",
-    "cow": "a cow mooing", "calf": "a calf mooing", "horse": "a horse neighing",
-    "foal": "a foal neighing", "horsegallop": "a horse galloping", "pig": "a pig oinking",
-    "sheep": "a sheep bleating", "rooster": "a rooster crowing", "owl": "an owl hooting",
-    "eagle-owl": "an owl hooting", "duck": "a duck quacking", "goose": "a goose honking",
-    "bird": "a bird chirping", "sparrow": "a sparrow chirping", "crow": "a crow cawing",
-    "wolf": "a wolf howling", "wolfhowl": "a wolf howling", "lion": "a lion roaring",
-    "tiger": "a tiger roaring", "elephant": "an elephant trumpeting", "frog": "a frog croaking",
-    "cricket": "crickets chirping", "crickets": "crickets chirping", "sealion": "a sea lion barking",
-    "whale": "a whale singing", "dolphin": "a dolphin clicking", "chimpanzee": "a chimpanzee screaming",
-    "bear": "a bear growling", "hyena": "a hyena laughing", "donkey": "a donkey braying",
-    "piano": "a piano playing", "grand_piano": "a grand piano playing", "violin": "a violin playing",
-    "cello": "a cello playing", "guitar": "an acoustic guitar playing",
-    "electric_guitar": "an electric guitar playing", "guitarstrum": "a guitar strum",
-    "flute": "a flute playing", "clarinet": "a clarinet playing", "oboe": "an oboe playing",
-    "saxophone": "a saxophone playing", "trumpet": "a trumpet playing", "trumpet1": "a trumpet playing",
-    "trumpet2": "a trumpet playing", "harp": "a harp playing", "accordion": "an accordion playing",
-    "bagpipes": "bagpipes playing", "harmonica": "a harmonica playing", "organ": "an organ playing",
-    "xylophone": "a xylophone playing", "drums": "drums playing", "drumset1": "a drum kit groove",
-    "drumset2": "a drum kit groove", "bass_drum": "a bass drum beating", "timpani": "timpani rolling",
-    "cymbals": "cymbals crashing", "cymbalcrash": "a cymbal crash", "gong": "a gong ringing",
-    "maracas": "maracas shaking", "handclap": "hands clapping", "fingersnap": "fingers snapping",
-    "train": "a train passing", "tractor": "a tractor engine running",
-    "helicopter": "a helicopter flying", "airplane": "an airplane flying over",
-    "motorcyclepassing": "a motorcycle passing by", "carpassing": "a car passing by",
-    "excavator": "an excavator working", "clock": "a clock ticking", "watch": "a watch ticking",
-    "belltoll": "a bell tolling", "doorclose": "a door closing", "doorcreak": "a door creaking",
-    "typing": "typing on a keyboard", "waterdrop": "water dripping", "waterrunning": "water running",
-    "bubbles": "water bubbling", "fire": "a fire crackling", "zipper": "a zipper being pulled",
-    "laugh-female": "a woman laughing", "laugh-male1": "a man laughing", "laugh-male2": "a man laughing",
-    "laugh-male3": "a man laughing", "cough-female": "a woman coughing", "cough-male": "a man coughing",
-    "sneeze-female": "a woman sneezing", "sneeze-male": "a man sneezing", "babycry": "a baby crying",
-    "footsteps-1": "footsteps", "footsteps-2": "footsteps", "scream-female": "a woman screaming",
-    "whistle": "a whistle blowing",
+SFX_PACKAGES = ("qabcs-data", "scratch", "sonic-pi-samples", "lmms-common", "tuxpaint-stamps-default",
+                "lugaru-data", "scorched3d-data", "hedgewars-data", "wesnoth-1.16-data", "trophy-data",
+                "etw-data", "minetest-data", "mate-media-common")
+TOOL_PACKAGES = ("fluidsynth", "timgm6mb-soundfont", "mma", "flite", "espeak-ng")
+SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+
+# label -> (caption phrasings, first = the canonical prompt; file-name pattern over the packages)
+SFX = {
+    "dog": (["a dog barking", "a dog barks several times", "dog barking", "a barking dog"],
+            r"/(dog[123]?|bark[23]?|barkgrowl)\.(ogg|wav)$"),
+    "crowd": (["a crowd cheering", "a cheering crowd", "crowd noise in a stadium", "people cheering and applauding"],
+              r"/(crowd\d*|cheering|cheeringloop|applause01|raving_crowd01)\.(ogg|wav)$"),
+    "footsteps": (["footsteps", "someone walking", "footsteps on the ground", "a person walking"],
+                  r"/(footsteps-\d|footstep(grass|snow|stone)\d|steps|default_\w+_footstep(\.\d)?)\.(ogg|wav|mp3)$"),
+    "door": (["a door opening and closing", "a door slamming", "a creaking door", "a door closing"],
+             r"/(doorclose|doorcreak|perc_door|doors_\w+_(open|close))\.(ogg|wav|mp3|flac)$"),
+    "thunder": (["thunder rumbling", "a thunderstorm", "thunder and lightning", "a loud thunderclap"],
+                r"/(thunder\d?|lightning|lightningbolt)\.(ogg|wav)$"),
+    "gunshot": (["gunshots", "a gun firing", "gunfire", "a shotgun blast"],
+                r"/(machinegun|shotgun|tripleshot|gun|minigun|shotgunfire|gunshot|shot)\.(ogg|wav)$"),
+    "bird": (["birds chirping", "a bird singing", "birdsong", "small birds tweeting"],
+             r"/(bird|sparrow|blackbird|lark|cuckoo|birdchirp\d|birds\d)\.(ogg|wav)$"),
+    "horse": (["a horse neighing", "a horse", "horse sounds", "a horse galloping"],
+              r"/(horse|foal|horsegallop|horse-(elf-)?canter|horse-die|horse-hit-\d)\.(ogg|wav)$"),
+    "laughter": (["people laughing", "a man laughing", "laughter", "someone laughs out loud"],
+                 r"/(laugh|laugh-(female|male\d)|witches-laugh|dwarf-laugh)\.(ogg|wav|mp3)$"),
+    "cough": (["a person coughing", "someone coughing", "coughing", "a man coughs"],
+              r"/(cough-(female|male)|poisoncough)\.(ogg|wav)$"),
+    "explosion": (["an explosion", "a loud explosion", "a bomb exploding", "a blast"],
+                  r"/(explosions/(large|medium|small|xlarge|exp|tank)|explode01|explosion|tnt_explode)\.(ogg|wav)$"),
+    "fire": (["a fire crackling", "a crackling campfire", "fire burning", "flames crackling"],
+             r"/(noises/fire|sounds/fire|campfire|fire_fire\.\d|fire_large|fire_small|trophy/sounds/fire)\.(ogg|wav)$"),
+    "water": (["water running", "water splashing", "flowing water", "water bubbling"],
+              r"/(bubbles|waterdrop|waterrunning|splash|env_sounds_water\.\d|oceanwaves)\.(ogg|wav|mp3)$"),
+    "aircraft": (["an airplane flying overhead", "a jet flying by", "an aircraft engine", "a helicopter flying"],
+                 r"/(f16_\d|f18_\d|jet|t38|cessna|apache_1|helicopter|airplane)\.(ogg|wav)$"),
 }
-TRANSFORMS = "decoded, mixed to mono, resampled to 16 kHz with soxr VHQ, 16-bit PCM"
+# label -> (caption phrasings, MMA grooves, General MIDI instruments heard)
+MUSIC = {
+    "bossa nova": (["bossa nova music", "a bossa nova song", "a relaxed bossa nova groove"],
+                   ("BossaNova", "BossaNovaSus", "BossaNovaPlus"), "nylon guitar, bass and brushes"),
+    "rock": (["rock music", "a rock song with drums and electric guitar", "an upbeat rock beat"],
+             ("50sRock", "60sRock", "8Beat", "SoftRock", "BasicRock", "Rock128"), "electric guitar, bass and drums"),
+    "swing jazz": (["swing jazz", "a jazz band playing swing", "an upbeat swing tune"],
+                   ("Swing", "BigBand", "JazzCombo", "EasySwing"), "piano, walking bass and ride cymbal"),
+    "march": (["a military march", "marching band music", "a brass band march"],
+              ("March", "68March", "DixieMarch"), "brass, snare drum and bass drum"),
+    "waltz": (["a waltz", "a gentle waltz in three four time", "waltz music"],
+              ("Waltz", "VieneseWaltz", "CountryWaltz"), "strings, piano and bass"),
+}
+SPEECH = ["a person speaking", "someone talking", "a voice reading a sentence", "speech"]
+PROGRESSIONS = (("I", "vi", "ii", "V"), ("I", "IV", "V", "I"), ("ii", "V", "I", "I"), ("I", "vi", "IV", "V"),
+                ("I", "V", "vi", "IV"), ("vi", "IV", "I", "V"))
+KEYS = ("C", "D", "Eb", "F", "G", "A", "Bb")
+SONGS_PER_STYLE = 12
+HELDOUT_FRACTION, MIN_HELDOUT = 0.3, 3
+CLIP_SECONDS = (3.0, 6.0)
 
 
-def package_version(package: str) -> str:
-    result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True)
-    return result.stdout.strip() or "not installed"
+@dataclass
+class Source:
+    """One original recording (or rendered song / TTS voice) and what it is."""
+
+    label: str
+    source_id: str
+    package: str
+    origin: str          # original file, or what was rendered / spoken
+    events: list[np.ndarray]  # 16 kHz mono pieces the clips are made from
 
 
-def concept(path: Path) -> str:
-    return re.sub(r"\s+", "_", path.stem.lower())
+def installed_files(package: str) -> list[str]:
+    """Audio files of ``package``, without spoken descriptions (tuxpaint ``*_desc``, qabcs words)."""
+    result = subprocess.run(["dpkg", "-L", package], check=False, capture_output=True, text=True)
+    return [line for line in result.stdout.splitlines()
+            if re.search(r"\.(ogg|wav|flac|mp3)$", line, re.IGNORECASE) and "_desc" not in line
+            and not re.search(r"/qabcs/abcs/(?!all/)", line)]
 
 
-def build(out: Path) -> int:
-    """Convert every captioned file of SOURCES into ``out``; returns the number of clips."""
-    (out / "audio").mkdir(parents=True, exist_ok=True)
+def trim(wav: np.ndarray, floor_db: float = -45.0) -> np.ndarray:
+    """Cut leading and trailing parts quieter than ``floor_db`` below the peak."""
+    peak = float(np.abs(wav).max()) if wav.size else 0.0
+    loud = np.flatnonzero(np.abs(wav) > peak * 10 ** (floor_db / 20))
+    return wav[loud[0]:loud[-1] + 1] if loud.size else wav[:0]
+
+
+def sfx_sources() -> list[Source]:
+    sources, taken = [], set()
+    for package in SFX_PACKAGES:
+        for path in installed_files(package):
+            for label, (_, pattern) in SFX.items():
+                if re.search(pattern, path, re.IGNORECASE):
+                    try:
+                        wav = trim(load_audio(path, SAMPLE_RATE, max_seconds=120.0).numpy())
+                    except DashflowError as exc:
+                        print(f"skipped: {exc}")
+                        break
+                    if wav.size >= SAMPLE_RATE // 10:
+                        stem = re.sub(r"[^a-z0-9]+", "_", Path(path).stem.lower())
+                        source_id = f"{package.split('-')[0]}_{stem}"
+                        while source_id in taken:  # one name in two folders (scorched3d tank.wav)
+                            source_id += "_b"
+                        taken.add(source_id)
+                        sources.append(Source(label, source_id, package, path, [wav]))
+                    break
+    return sources
+
+
+def chord(degree: str, key: str) -> str:
+    """MMA chord name of a Roman-numeral degree in a major key (vi / ii minor sevenths, V dominant)."""
+    names = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+    steps = {"I": 0, "ii": 2, "IV": 5, "V": 7, "vi": 9}[degree]
+    root = names[(names.index(key) + steps) % 12]
+    return root + {"I": "", "ii": "m7", "IV": "", "V": "7", "vi": "m"}[degree]
+
+
+def music_sources(work: Path, rng: np.random.Generator) -> tuple[list[Source], dict[str, str]]:
+    """Render SONGS_PER_STYLE songs per MUSIC style; returns sources and a caption per source."""
+    sources, captions = [], {}
+    for label, (_, grooves, instruments) in MUSIC.items():
+        for number in range(SONGS_PER_STYLE):
+            groove, key = grooves[number % len(grooves)], KEYS[int(rng.integers(len(KEYS)))]
+            tempo = int(rng.integers(90, 150)) if label != "waltz" else int(rng.integers(120, 180))
+            progression = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
+            bars = [chord(d, key) for d in progression] * 3
+            song = f"Tempo {tempo}\nGroove {groove}\nKeySig {key}\n" + "".join(
+                f"{i + 1} {c}\n" for i, c in enumerate(bars))
+            mma, mid, wav_path = work / "song.mma", work / "song.mid", work / "song.wav"
+            mma.write_text(song)
+            subprocess.run(["mma", str(mma), "-f", str(mid)], check=True, capture_output=True)
+            subprocess.run(["fluidsynth", "-ni", "-q", "-F", str(wav_path), "-r", str(SAMPLE_RATE),
+                            str(SOUNDFONT), str(mid)], check=True, capture_output=True)
+            wav = trim(load_audio(wav_path, SAMPLE_RATE).numpy())
+            source_id = f"mma_{label.replace(' ', '_')}_{number:02d}"
+            sources.append(Source(label, source_id, "mma", f"MMA groove {groove}, {tempo} BPM, {key} major, "
+                                  f"chords {'-'.join(bars[:4])}, rendered with fluidsynth + TimGM6mb", [wav]))
+            captions[source_id] = (f"{MUSIC[label][0][0]}, {groove} groove at {tempo} BPM in {key} major, "
+                                   f"{instruments}")
+    return sources, captions
+
+
+def speech_sources(work: Path, per_voice: int) -> list[Source]:
+    """Every voice of SPEAKERS reads its own ``per_voice`` sentences; one voice is one source."""
+    sentences = licence_sentences()
+    sources = []
+    for number, (speaker, (engine, voice)) in enumerate(SPEAKERS.items()):
+        events = []
+        for index in range(per_voice):
+            _, text = sentences[number * per_voice + index]
+            synthesize(engine, voice, text, work / "speech.wav")
+            events.append(trim(load_audio(work / "speech.wav").numpy()))
+        package = "libflite1" if engine == "flite" else "espeak-ng-data"
+        sources.append(Source("speech", f"tts_{speaker}", package,
+                              f"{engine} voice {voice} reading /usr/share/common-licenses sentences", events))
+    return sources
+
+
+def heldout_ids(sources: list[Source]) -> set[str]:
+    """Deterministic split by source: the ~30 % (>= 3) of each class with the smallest sha1."""
+    chosen = set()
+    for label in dict.fromkeys(s.label for s in sources):
+        ids = sorted((s.source_id for s in sources if s.label == label),
+                     key=lambda i: hashlib.sha1(i.encode()).hexdigest())
+        chosen.update(ids[:max(MIN_HELDOUT, round(HELDOUT_FRACTION * len(ids)))])
+    return chosen
+
+
+def make_clip(source: Source, rng: np.random.Generator, noise_floor: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """One augmented 3-6 s clip [S] from ``source`` and the list of transforms applied."""
+    semitones = float(rng.uniform(-2, 2)) if source.label not in MUSIC else 0.0
+    if source.label == "speech":  # one whole sentence
+        wav = source.events[int(rng.integers(len(source.events)))].copy()
+        done = ["one sentence"]
+    else:
+        target = int(rng.uniform(*CLIP_SECONDS) * SAMPLE_RATE)
+        pieces, length = [], 0
+        while length < target:
+            event = source.events[int(rng.integers(len(source.events)))]
+            if event.size > target:  # a long recording: a random crop
+                start = int(rng.integers(0, event.size - target + 1))
+                event = event[start:start + target]
+            gap = int(rng.uniform(0.15, 0.8) * SAMPLE_RATE) if pieces else 0
+            pieces.append(np.concatenate([np.zeros(gap, np.float32), event * 10 ** (rng.uniform(-3, 0) / 20)]))
+            length += pieces[-1].size
+        wav = np.concatenate(pieces)[:target]
+        done = [f"{len(pieces)} events joined with 0.15-0.8 s gaps to {wav.size / SAMPLE_RATE:.2f} s"]
+    if abs(semitones) > 0.05:
+        wav = resample(wav.astype(np.float32), round(SAMPLE_RATE * 2 ** (semitones / 12)), SAMPLE_RATE)
+        done.append(f"pitch {semitones:+.2f} semitones (resampled)")
+    if rng.random() < 0.3:
+        rt60 = float(rng.uniform(0.2, 0.6))
+        wav = scipy.signal.fftconvolve(wav, synthetic_rir(rt60, SAMPLE_RATE, rng))[:wav.size]
+        done.append(f"synthetic room RT60 {rt60:.2f} s")
+    if rng.random() < 0.3:
+        start = int(rng.integers(0, noise_floor.size - wav.size))
+        level = float(rng.uniform(-40, -30))
+        wav = wav + noise_floor[start:start + wav.size] * np.sqrt(np.mean(wav ** 2)) * 10 ** (level / 20)
+        done.append(f"noise floor at {level:.0f} dB")
+    peak = float(rng.uniform(0.3, 0.9))
+    wav = wav / max(float(np.abs(wav).max()), 1e-6) * peak
+    done.append(f"peak {peak:.2f}")
+    return wav.astype(np.float32), done
+
+
+def build(out: Path, seconds_per_class: float, seed: int = 0) -> dict:
+    """Build the corpus under ``out`` (its audio/ folder is replaced); returns summary.json's dict."""
+    rng = np.random.default_rng(seed)
+    shutil.rmtree(out / "audio", ignore_errors=True)
+    (out / "audio").mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        music, music_captions = music_sources(Path(tmp), rng)
+        sources = sfx_sources() + music + speech_sources(Path(tmp), per_voice=12)
+    phrasings = {**{k: v[0] for k, v in SFX.items()}, **{k: v[0] for k, v in MUSIC.items()}, "speech": SPEECH}
+    counts = {label: sum(s.label == label for s in sources) for label in phrasings}
+    thin = [f"{label} ({n})" for label, n in counts.items() if n < 8]
+    if thin:
+        raise DashflowError(f"fewer than 8 source recordings for {', '.join(thin)}: install the packages "
+                            f"(--install)")
+    heldout = heldout_ids(sources)
+    noise_floor = rng.standard_normal(SAMPLE_RATE * 20).astype(np.float32)
+    noise_floor = scipy.signal.lfilter([1.0], [1.0, -0.95], noise_floor).astype(np.float32)  # brown-ish
+    noise_floor /= np.sqrt(np.mean(noise_floor ** 2))
+    versions, licences = {}, {}
     records, rows = [], []
-    for package, folder, licence in SOURCES:
-        version = package_version(package)
-        for path in sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else []:
-            caption = CAPTIONS.get(concept(path))
-            if caption is None or path.suffix.lower() not in (".ogg", ".wav", ".mp3"):
-                continue
-            try:
-                wav = load_audio(path, max_seconds=30.0)
-            except DashflowError as exc:
-                print(f"skipped: {exc}")
-                continue
-            audio_id = f"{package.split('-')[0]}_{concept(path)}"
+    for source in sources:
+        package = source.package
+        versions.setdefault(package, package_version(package))
+        licences.setdefault(package, package_licences(package))
+        n_clips = math.ceil(seconds_per_class / counts[source.label] / np.mean(CLIP_SECONDS))
+        for index in range(n_clips):
+            wav, transforms = make_clip(source, rng, noise_floor)
+            audio_id = f"{source.source_id}_{index:02d}"
             save_audio(out / "audio" / f"{audio_id}.wav", wav)
-            records.append({"audio_id": audio_id, "audio": f"audio/{audio_id}.wav",
-                            "caption": caption, "duration": round(wav.numel() / 16000, 3)})
-            rows.append([audio_id, package, version, str(path), licence, caption, TRANSFORMS])
-    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            captions = phrasings[source.label]
+            caption = (music_captions[source.source_id] if source.source_id in music_captions and index % 2 == 0
+                       else captions[(len(records) + index) % len(captions)])
+            records.append({"audio_id": audio_id, "audio": f"audio/{audio_id}.wav", "caption": caption,
+                            "captions": captions, "label": source.label, "source": source.source_id,
+                            "split": "heldout" if source.source_id in heldout else "train",
+                            "duration": round(wav.size / SAMPLE_RATE, 3)})
+            rows.append([audio_id, source.label, records[-1]["split"], package, versions[package], source.origin,
+                         licences[package], caption, "; ".join([TRANSFORMS, *transforms])])
+    write_manifest(records, out / "manifest.jsonl")
+    for split in ("train", "heldout"):
+        write_manifest([r for r in records if r["split"] == split], out / f"{split}.jsonl")
     with open(out / "ATTRIBUTION.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["audio_id", "package", "version", "original_path", "licence", "caption",
-                         "transforms"])
+        writer.writerow(["audio_id", "label", "split", "package", "version", "original", "licences (package)",
+                         "caption", "transforms"])
         writer.writerows(rows)
-    return len(records)
+    summary = {
+        "classes": len(counts), "sources": len(sources), "clips": len(records),
+        "hours": round(sum(r["duration"] for r in records) / 3600, 2),
+        "train_clips": sum(r["split"] == "train" for r in records),
+        "heldout_clips": sum(r["split"] == "heldout" for r in records),
+        "sources_per_class": counts,
+        "prompts": {label: (p[0] if isinstance(p, list) else p) for label, p in phrasings.items()},
+        "packages": {p: {"version": versions[p], "licences": licences[p]} for p in versions},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/demo_corpus"))
+    parser.add_argument("--seconds-per-class", type=float, default=300.0)
     parser.add_argument("--install", action="store_true", help="apt-get install the packages (root)")
     args = parser.parse_args()
     if args.install:
-        subprocess.run(["apt-get", "install", "-y", "-q", *(p for p, _, _ in SOURCES)], check=True)
-    count = build(args.out)
-    print(f"{count} clips -> {args.out / 'manifest.jsonl'}")
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *SFX_PACKAGES,
+                        *TOOL_PACKAGES], check=True)
+    summary = build(args.out, args.seconds_per_class)
+    print(json.dumps({k: summary[k] for k in ("classes", "sources", "clips", "hours", "train_clips",
+                                              "heldout_clips", "sources_per_class")}))
 
 
 if __name__ == "__main__":
