@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import re
@@ -32,20 +31,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.signal
 
-from dashflow.audio import SAMPLE_RATE, load_audio, resample, save_audio
+from dashflow.audio import SAMPLE_RATE, load_audio, save_audio
 from dashflow.data import write_manifest
-from dashflow.debian_audio import (
+from dashflow.demo_corpus import (
     SPEAKERS,
     TRANSFORMS,
+    augment,
+    event_clip,
     licence_sentences,
     package_licences,
     package_version,
+    split_by_source,
     synthesize,
+    trim,
 )
 from dashflow.errors import DashflowError
-from dashflow.mixing import synthetic_rir
 
 SFX_PACKAGES = ("qabcs-data", "scratch", "sonic-pi-samples", "lmms-common", "tuxpaint-stamps-default",
                 "lugaru-data", "scorched3d-data", "hedgewars-data", "wesnoth-1.16-data", "trophy-data",
@@ -102,7 +103,6 @@ PROGRESSIONS = (("I", "vi", "ii", "V"), ("I", "IV", "V", "I"), ("ii", "V", "I", 
                 ("I", "V", "vi", "IV"), ("vi", "IV", "I", "V"))
 KEYS = ("C", "D", "Eb", "F", "G", "A", "Bb")
 SONGS_PER_STYLE = 12
-HELDOUT_FRACTION, MIN_HELDOUT = 0.3, 3
 CLIP_SECONDS = (3.0, 6.0)
 
 
@@ -123,13 +123,6 @@ def installed_files(package: str) -> list[str]:
     return [line for line in result.stdout.splitlines()
             if re.search(r"\.(ogg|wav|flac|mp3)$", line, re.IGNORECASE) and "_desc" not in line
             and not re.search(r"/qabcs/abcs/(?!all/)", line)]
-
-
-def trim(wav: np.ndarray, floor_db: float = -45.0) -> np.ndarray:
-    """Cut leading and trailing parts quieter than ``floor_db`` below the peak."""
-    peak = float(np.abs(wav).max()) if wav.size else 0.0
-    loud = np.flatnonzero(np.abs(wav) > peak * 10 ** (floor_db / 20))
-    return wav[loud[0]:loud[-1] + 1] if loud.size else wav[:0]
 
 
 def sfx_sources() -> list[Source]:
@@ -203,53 +196,6 @@ def speech_sources(work: Path, per_voice: int) -> list[Source]:
     return sources
 
 
-def heldout_ids(sources: list[Source]) -> set[str]:
-    """Deterministic split by source: the ~30 % (>= 3) of each class with the smallest sha1."""
-    chosen = set()
-    for label in dict.fromkeys(s.label for s in sources):
-        ids = sorted((s.source_id for s in sources if s.label == label),
-                     key=lambda i: hashlib.sha1(i.encode()).hexdigest())
-        chosen.update(ids[:max(MIN_HELDOUT, round(HELDOUT_FRACTION * len(ids)))])
-    return chosen
-
-
-def make_clip(source: Source, rng: np.random.Generator, noise_floor: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """One augmented 3-6 s clip [S] from ``source`` and the list of transforms applied."""
-    semitones = float(rng.uniform(-2, 2)) if source.label not in MUSIC else 0.0
-    if source.label == "speech":  # one whole sentence
-        wav = source.events[int(rng.integers(len(source.events)))].copy()
-        done = ["one sentence"]
-    else:
-        target = int(rng.uniform(*CLIP_SECONDS) * SAMPLE_RATE)
-        pieces, length = [], 0
-        while length < target:
-            event = source.events[int(rng.integers(len(source.events)))]
-            if event.size > target:  # a long recording: a random crop
-                start = int(rng.integers(0, event.size - target + 1))
-                event = event[start:start + target]
-            gap = int(rng.uniform(0.15, 0.8) * SAMPLE_RATE) if pieces else 0
-            pieces.append(np.concatenate([np.zeros(gap, np.float32), event * 10 ** (rng.uniform(-3, 0) / 20)]))
-            length += pieces[-1].size
-        wav = np.concatenate(pieces)[:target]
-        done = [f"{len(pieces)} events joined with 0.15-0.8 s gaps to {wav.size / SAMPLE_RATE:.2f} s"]
-    if abs(semitones) > 0.05:
-        wav = resample(wav.astype(np.float32), round(SAMPLE_RATE * 2 ** (semitones / 12)), SAMPLE_RATE)
-        done.append(f"pitch {semitones:+.2f} semitones (resampled)")
-    if rng.random() < 0.3:
-        rt60 = float(rng.uniform(0.2, 0.6))
-        wav = scipy.signal.fftconvolve(wav, synthetic_rir(rt60, SAMPLE_RATE, rng))[:wav.size]
-        done.append(f"synthetic room RT60 {rt60:.2f} s")
-    if rng.random() < 0.3:
-        start = int(rng.integers(0, noise_floor.size - wav.size))
-        level = float(rng.uniform(-40, -30))
-        wav = wav + noise_floor[start:start + wav.size] * np.sqrt(np.mean(wav ** 2)) * 10 ** (level / 20)
-        done.append(f"noise floor at {level:.0f} dB")
-    peak = float(rng.uniform(0.3, 0.9))
-    wav = wav / max(float(np.abs(wav).max()), 1e-6) * peak
-    done.append(f"peak {peak:.2f}")
-    return wav.astype(np.float32), done
-
-
 def build(out: Path, seconds_per_class: float, seed: int = 0) -> dict:
     """Build the corpus under ``out`` (its audio/ folder is replaced); returns summary.json's dict."""
     rng = np.random.default_rng(seed)
@@ -264,10 +210,7 @@ def build(out: Path, seconds_per_class: float, seed: int = 0) -> dict:
     if thin:
         raise DashflowError(f"fewer than 8 source recordings for {', '.join(thin)}: install the packages "
                             f"(--install)")
-    heldout = heldout_ids(sources)
-    noise_floor = rng.standard_normal(SAMPLE_RATE * 20).astype(np.float32)
-    noise_floor = scipy.signal.lfilter([1.0], [1.0, -0.95], noise_floor).astype(np.float32)  # brown-ish
-    noise_floor /= np.sqrt(np.mean(noise_floor ** 2))
+    heldout = split_by_source([(s.label, s.source_id) for s in sources])
     versions, licences = {}, {}
     records, rows = [], []
     for source in sources:
@@ -276,13 +219,18 @@ def build(out: Path, seconds_per_class: float, seed: int = 0) -> dict:
         licences.setdefault(package, package_licences(package))
         n_clips = math.ceil(seconds_per_class / counts[source.label] / np.mean(CLIP_SECONDS))
         for index in range(n_clips):
-            wav, transforms = make_clip(source, rng, noise_floor)
+            if source.label == "speech":  # one whole sentence
+                wav, n_events = source.events[int(rng.integers(len(source.events)))], 1
+            else:
+                wav, n_events = event_clip(source.events, rng, CLIP_SECONDS)
+            wav, transforms = augment(wav, rng, semitones=0.0 if source.label in MUSIC else 2.0)
+            transforms.insert(0, f"{n_events} event(s) joined with 0.15-0.8 s gaps" if n_events > 1 else "one piece")
             audio_id = f"{source.source_id}_{index:02d}"
             save_audio(out / "audio" / f"{audio_id}.wav", wav)
             captions = phrasings[source.label]
             caption = (music_captions[source.source_id] if source.source_id in music_captions and index % 2 == 0
                        else captions[(len(records) + index) % len(captions)])
-            records.append({"audio_id": audio_id, "audio": f"audio/{audio_id}.wav", "caption": caption,
+            records.append({"audio_id": audio_id, "audio": str(out / "audio" / f"{audio_id}.wav"), "caption": caption,
                             "captions": captions, "label": source.label, "source": source.source_id,
                             "split": "heldout" if source.source_id in heldout else "train",
                             "duration": round(wav.size / SAMPLE_RATE, 3)})
@@ -318,7 +266,7 @@ def main() -> None:
     if args.install:
         subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *SFX_PACKAGES,
                         *TOOL_PACKAGES], check=True)
-    summary = build(args.out, args.seconds_per_class)
+    summary = build(args.out.resolve(), args.seconds_per_class)
     print(json.dumps({k: summary[k] for k in ("classes", "sources", "clips", "hours", "train_clips",
                                               "heldout_clips", "sources_per_class")}))
 

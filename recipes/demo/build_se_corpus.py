@@ -26,7 +26,7 @@ import numpy as np
 
 from dashflow.audio import SAMPLE_RATE, load_audio, save_audio
 from dashflow.data import read_manifest, write_manifest
-from dashflow.debian_audio import (
+from dashflow.demo_corpus import (
     ENGINES,
     SPEAKERS,
     TEXT_DIR,

@@ -1,0 +1,158 @@
+"""Pieces of the offline demo corpora (``recipes/demo``; reference/offline_data.md).
+
+Debian facts (the version and licences of an installed package), flite / espeak-ng speech at
+16 kHz reading plain sentences from ``/usr/share/common-licenses``, clips of natural event length
+made from short recordings (events joined with gaps, augmented), and a deterministic split by
+source recording.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.signal
+
+from dashflow.audio import SAMPLE_RATE, load_audio, resample, save_audio
+from dashflow.mixing import synthetic_rir
+
+TRANSFORMS = "decoded, mixed to mono, resampled to 16 kHz with soxr VHQ, 16-bit PCM"
+
+# speaker -> (engine, voice); flite's wideband voices and espeak-ng variants (22.05 kHz, resampled)
+SPEAKERS = {
+    "slt": ("flite", "slt"), "rms": ("flite", "rms"), "awb": ("flite", "awb"),
+    "kal16": ("flite", "kal16"), "espeak_m1": ("espeak-ng", "en+m1"),
+    "espeak_f2": ("espeak-ng", "en+f2"), "espeak_us_m3": ("espeak-ng", "en-us+m3"),
+    "espeak_f4": ("espeak-ng", "en+f4"), "espeak_us_f3": ("espeak-ng", "en-us+f3"),
+    "espeak_rp_m4": ("espeak-ng", "en-gb-x-rp+m4"),
+}
+# engine -> (Debian package holding the voices, licence of the voices)
+ENGINES = {"flite": ("libflite1", "BSD-style (CMU / Edinburgh)"),
+           "espeak-ng": ("espeak-ng-data", "GPL-3+")}
+TEXT_DIR = Path("/usr/share/common-licenses")  # base-files: verbatim copying permitted
+
+
+def package_version(package: str) -> str:
+    result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], check=False,
+                            capture_output=True, text=True)
+    return result.stdout.strip() or "not installed"
+
+
+def package_licences(package: str) -> str:
+    """The distinct ``License:`` names in ``/usr/share/doc/<package>/copyright`` ("unknown" if none)."""
+    path = Path("/usr/share/doc") / package / "copyright"
+    text = path.read_text(errors="ignore") if path.is_file() else ""
+    names = dict.fromkeys(m.strip() for m in re.findall(r"^License:[ \t]*(\S.*)$", text, re.MULTILINE))
+    return " / ".join(names) or "unknown"
+
+
+def phrases(text: str) -> list[str]:
+    """Sentences (or comma-split halves of long ones) of 6-20 plain words, ending in a period."""
+    text = re.sub(r"\s+", " ", re.sub(r"\([^)]*\)|\[[^\]]*\]|<[^>]*>|\"", " ", text))
+    found = []
+    for sentence in re.split(r"(?<=[.!?;:])\s+", text):
+        words = sentence.split()
+        while len(words) > 20:
+            cuts = [i + 1 for i, w in enumerate(words[:-6]) if w.endswith(",") and i >= 5]
+            if not cuts:
+                break
+            cut = min(cuts, key=lambda i: abs(i - len(words) / 2))
+            found.append(words[:cut])
+            words = words[cut:]
+        found.append(words)
+    kept = []
+    for words in found:
+        phrase = re.sub(r"\s+([,.;:!?])", r"\1", " ".join(words))
+        acronyms = [w for w in words if w.isupper() and len(w) > 1]
+        if (6 <= len(words) <= 20 and re.fullmatch(r"[A-Z][A-Za-z ,;:'\-]+[.!?;:,]", phrase)
+                and (not acronyms or (len(acronyms) == 1 and len(acronyms[0]) <= 4))):
+            kept.append(phrase[:-1] + ".")
+    return kept
+
+
+def licence_sentences() -> list[tuple[str, str]]:
+    """Distinct (source file, phrase) pairs of TEXT_DIR in a fixed shuffled order."""
+    seen, pairs = set(), []
+    for path in sorted({p.resolve() for p in TEXT_DIR.iterdir() if p.is_file()}):
+        for phrase in phrases(path.read_text(encoding="utf-8", errors="ignore")):
+            if phrase.lower() not in seen:
+                seen.add(phrase.lower())
+                pairs.append((str(path), phrase))
+    return [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))]
+
+
+def synthesize(engine: str, voice: str, text: str, path: Path) -> float:
+    """Speak ``text`` into ``path`` (16 kHz mono); returns its duration in seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.wav"
+        command = (["flite", "-voice", voice, "-t", text, "-o", str(raw)] if engine == "flite"
+                   else ["espeak-ng", "-v", voice, "-w", str(raw), text])
+        subprocess.run(command, check=True, capture_output=True)
+        wav = load_audio(raw, SAMPLE_RATE)
+    save_audio(path, wav)
+    return round(wav.numel() / SAMPLE_RATE, 3)
+
+
+def trim(wav: np.ndarray, floor_db: float = -45.0) -> np.ndarray:
+    """Cut leading and trailing parts quieter than ``floor_db`` below the peak."""
+    peak = float(np.abs(wav).max()) if wav.size else 0.0
+    loud = np.flatnonzero(np.abs(wav) > peak * 10 ** (floor_db / 20))
+    return wav[loud[0]:loud[-1] + 1] if loud.size else wav[:0]
+
+
+def split_by_source(sources: Sequence[tuple[str, str]], fraction: float = 0.3, minimum: int = 3) -> set[str]:
+    """Held-out source ids from (label, source id) pairs: per label, the ``fraction`` (at least
+    ``minimum``) of its sources with the smallest sha1 of the id. Deterministic, independent of
+    order, and a source is never on both sides."""
+    chosen = set()
+    for label in dict.fromkeys(label for label, _ in sources):
+        ids = sorted({s for lab, s in sources if lab == label}, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+        chosen.update(ids[:max(minimum, round(fraction * len(ids)))])
+    return chosen
+
+
+def event_clip(events: Sequence[np.ndarray], rng: np.random.Generator, seconds: tuple[float, float] = (3.0, 6.0),
+               gap: tuple[float, float] = (0.15, 0.8)) -> tuple[np.ndarray, int]:
+    """A clip [S] of ``seconds`` (drawn uniformly) from 16 kHz ``events``: random events joined
+    with silent gaps until it is long enough, each 0-3 dB quieter; an event longer than the
+    clip is cropped at random. Returns the clip and the number of events in it."""
+    target = int(rng.uniform(*seconds) * SAMPLE_RATE)
+    pieces, length = [], 0
+    while length < target:
+        event = events[int(rng.integers(len(events)))]
+        if event.size > target:
+            start = int(rng.integers(0, event.size - target + 1))
+            event = event[start:start + target]
+        silence = np.zeros(int(rng.uniform(*gap) * SAMPLE_RATE) if pieces else 0, np.float32)
+        pieces.append(np.concatenate([silence, event * np.float32(10 ** (rng.uniform(-3, 0) / 20))]))
+        length += pieces[-1].size
+    return np.concatenate(pieces)[:target], len(pieces)
+
+
+def augment(wav: np.ndarray, rng: np.random.Generator, semitones: float = 2.0,
+            reverb: float = 0.3, noise: float = 0.3) -> tuple[np.ndarray, list[str]]:
+    """wav [S] 16 kHz with a random pitch shift of up to +-``semitones`` (by resampling), a
+    synthetic room with probability ``reverb``, a brown-noise floor 30-40 dB down with
+    probability ``noise``, and a peak of 0.3-0.9. Returns the new clip and what was done."""
+    done = []
+    shift = float(rng.uniform(-semitones, semitones))
+    if abs(shift) > 0.05:
+        wav = resample(wav.astype(np.float32), round(SAMPLE_RATE * 2 ** (shift / 12)), SAMPLE_RATE)
+        done.append(f"pitch {shift:+.2f} semitones (resampled)")
+    if rng.random() < reverb:
+        rt60 = float(rng.uniform(0.2, 0.6))
+        wav = scipy.signal.fftconvolve(wav, synthetic_rir(rt60, SAMPLE_RATE, rng))[:wav.size]
+        done.append(f"synthetic room RT60 {rt60:.2f} s")
+    if rng.random() < noise:
+        floor = scipy.signal.lfilter([1.0], [1.0, -0.95], rng.standard_normal(wav.size))
+        level = float(rng.uniform(-40, -30))
+        wav = wav + floor / np.sqrt(np.mean(floor ** 2)) * np.sqrt(np.mean(wav ** 2)) * 10 ** (level / 20)
+        done.append(f"brown noise floor at {level:.0f} dB")
+    peak = float(rng.uniform(0.3, 0.9))
+    done.append(f"peak {peak:.2f}")
+    return (wav / max(float(np.abs(wav).max()), 1e-6) * peak).astype(np.float32), done
