@@ -17,7 +17,7 @@ SUBCOMMAND_MODULES = (
     "dashflow.prepare",     # prepare
     "tokenizer.cli",        # reconstruct
     "generation.commands",  # cache-latents
-    "eval.cli",             # eval, download-weights
+    "eval.cli",             # eval, download-weights, train-classifier
 )
 
 

@@ -1,4 +1,4 @@
-"""`dashflow eval` and `dashflow download-weights`."""
+"""`dashflow eval`, `dashflow download-weights` and `dashflow train-classifier`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from eval.weights import OFFICIAL, WEIGHTS_ENV
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "eval", help="score generated audio (FAD, FD, KL, IS, CLAP, Mel/STFT, PESQ, STOI, SI-SDR, DNSMOS, SpkSim)",
+        "eval", help="score generated audio (FAD, FD, KL, IS, CLAP, Mel/STFT, PESQ, STOI, SI-SDR, DNSMOS, SpkSim, "
+                     "in-house classifier)",
         description="Score folders of generated audio against a reference folder (clips paired by "
                     "basename) and write report.json, report.md and report.html.")
     p.add_argument("--generated", action="append", nargs="+", required=True, metavar="DIR",
@@ -20,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--captions", metavar="JSONL", help="captions for CLAPScore: {audio_id, caption} lines "
                    "(default: prompts from the generated clips' sidecar .json files)")
     p.add_argument("--metrics", default="generation",
-                   help="comma list of fad,fd,kl,is,clap,mel,stft,pesq,stoi,sisdr,dnsmos,spksim or the sets "
-                        "generation / reconstruction / enhancement (default: generation)")
+                   help="comma list of fad,fd,kl,is,clap,mel,stft,pesq,stoi,sisdr,dnsmos,spksim,top1,fd_inhouse,"
+                        "prompt_sep or the sets generation / reconstruction / enhancement / inhouse "
+                        "(default: generation)")
     p.add_argument("--out", default="report", metavar="DIR", help="report folder (default: report)")
     p.add_argument("--weights-dir", metavar="DIR", help=f"official weight files (default: ${WEIGHTS_ENV} "
                    "or ~/.cache/dashflow/weights)")
@@ -29,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: 630k-audioset-best.pt in the weights folder)")
     p.add_argument("--speaker-weights", metavar="PATH", help="GE2E speaker encoder for SpkSim: resemblyzer's "
                    "pretrained.pt (default: the one in an installed resemblyzer; pip install --no-deps resemblyzer)")
+    p.add_argument("--classifier", metavar="DIR", help="in-house classifier folder (dashflow train-classifier): "
+                   "adds the inhouse metrics top1, prompt_sep and fd_inhouse (which needs --reference); "
+                   "--metrics inhouse scores with it alone")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $DASHFLOW_EVAL_CACHE or "
                    "~/.cache/dashflow/eval-features)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
@@ -57,6 +62,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"target folder (default: ${WEIGHTS_ENV} or ~/.cache/dashflow/weights)")
     d.set_defaults(handler=run_download)
 
+    t = subparsers.add_parser(
+        "train-classifier", help="train the in-house audio classifier on a labelled manifest",
+        description="Train a small log-mel CNN on the labelled clips of a manifest (JSON Lines with label, "
+                    "source, split, caption(s)), validate on held-out sources and save config.json + "
+                    "model.safetensors for `dashflow eval --classifier`.")
+    t.add_argument("--manifest", required=True, metavar="JSONL", help="labelled corpus manifest")
+    t.add_argument("--out", required=True, metavar="DIR", help="classifier folder to write")
+    t.add_argument("--split", help="train only on clips of this split (e.g. heldout: kept apart from the "
+                   "generator's training data)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--val-fraction", type=float, default=0.15, help="share of each label's sources held out")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto, ...")
+    t.set_defaults(handler=run_train_classifier)
+
 
 def run_eval(args: argparse.Namespace) -> int:
     from eval.features import default_cache_dir
@@ -64,11 +86,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from eval.report import build_report, format_metric, issue_lines, metric_keys, write_report
     from eval.suite import EvalOptions, Evaluator, check_reference, parse_metrics
 
-    metrics = parse_metrics(args.metrics)
+    metrics = parse_metrics(args.metrics + (",inhouse" if args.classifier else ""))
     check_reference(metrics, args.reference)
     flags = {"steps": args.steps, "cfg": args.cfg, "seed": args.seed, "checkpoint": args.checkpoint}
     options = EvalOptions(metrics=metrics, weights_dir=args.weights_dir, clap_model=args.clap_model,
-                          speaker_weights=args.speaker_weights,
+                          speaker_weights=args.speaker_weights, classifier=args.classifier,
                           cache_dir=None if args.no_cache else default_cache_dir(args.cache_dir),
                           device=args.device, clap_crop=args.clap_crop, clap_seed=args.clap_seed,
                           is_splits=args.is_splits, is_seed=args.is_seed, mel_preset=args.mel_preset,
@@ -98,4 +120,17 @@ def run_download(args: argparse.Namespace) -> int:
     for name in args.names or list(OFFICIAL):
         path = download(name, args.weights_dir)
         print(f"{name}: {path}")
+    return 0
+
+
+def run_train_classifier(args: argparse.Namespace) -> int:
+    from eval.inhouse import train_classifier
+
+    classifier = train_classifier(args.manifest, args.out, split=args.split, epochs=args.epochs,
+                                  batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
+                                  seed=args.seed, device=args.device)
+    validation = classifier.record["validation"]
+    print(f"{len(classifier.labels)} labels; validation top-1 {validation['top1']:.3f} on {validation['n_clips']} "
+          f"clips from {validation['n_sources']} held-out sources")
+    print(f"classifier: {classifier.folder} (sha256 {classifier.sha256[:16]})")
     return 0

@@ -1,4 +1,5 @@
-"""The embedders behind FAD (VGGish), FD/KL/IS (Cnn14) and CLAPScore, with their recorded settings.
+"""The embedders behind FAD (VGGish), FD/KL/IS (Cnn14), CLAPScore and the in-house classifier metrics,
+with their recorded settings.
 
 VGGish and Cnn14 see audio prepared as audioldm_eval (GitHub HEAD, used by UniFlow) prepares it:
 mono at 16 kHz, DC removed (mean subtracted), right zero-padded to at least 2 s, no cropping.
@@ -15,6 +16,7 @@ import torch
 from eval import clap as clap_lib
 from eval.cnn14 import Cnn14, cnn14_outputs
 from eval.features import Features
+from eval.inhouse import InhouseClassifier
 from eval.vggish import VGGish, vggish_embeddings
 from eval.weights import OFFICIAL, sha256_file
 
@@ -92,3 +94,19 @@ class ClapEmbedder:
     def __call__(self, wav: np.ndarray, content_hash: str) -> Features:
         clip = clap_lib.clap_clip(wav, self.crop, self.seed, content_hash)
         return {"embedding": self.model.embed_audio(torch.from_numpy(clip)[None])[0].numpy()}
+
+
+class InhouseEmbedder:
+    """Clip -> ``{"embedding": [E], "logits": [C]}`` from an in-house classifier folder, averaged over
+    its windows."""
+
+    name = "inhouse"
+    sample_rate = 16000
+
+    def __init__(self, folder: Path, device: torch.device):
+        self.classifier = InhouseClassifier.load(folder, device)
+        self.settings = self.classifier.settings()
+
+    def __call__(self, wav: np.ndarray, content_hash: str) -> Features:
+        embedding, logits = self.classifier.outputs(wav)
+        return {"embedding": embedding, "logits": logits}

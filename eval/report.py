@@ -14,7 +14,7 @@ from typing import Any
 
 from dashflow.audio import atomic_path
 from eval import plots
-from eval.suite import METRIC_INFO
+from eval.suite import INHOUSE_NOTE, METRIC_INFO
 
 PACKAGES = ("dashflow", "torch", "numpy", "scipy", "soxr", "soundfile", "transformers", "diffusers",
             "pesq", "pystoi", "speechmos", "onnxruntime", "laion-clap", "resemblyzer")
@@ -114,6 +114,11 @@ def issue_lines(report: dict) -> list[str]:
             if issues[key]:
                 shown = ", ".join(issues[key][:10]) + (", ..." if len(issues[key]) > 10 else "")
                 lines.append(f"{name}: {len(issues[key])} {what}: {shown}")
+        if unmapped := issues.get("unmapped"):
+            shown = ", ".join(f"{cid} ({'no prompt' if p is None else repr(p)})"
+                              for cid, p in list(unmapped.items())[:10])
+            lines.append(f"{name}: {len(unmapped)} generated clips whose prompt maps to no classifier label: {shown}"
+                         + (", ..." if len(unmapped) > 10 else ""))
         for metric, clips in issues["failed"].items():
             lines += [f"{name}: {metric} failed on {cid}: {why}" for cid, why in clips.items()]
         lines += [f"{name}: {METRIC_INFO[k][0]} not computed: {m['error']}"
@@ -137,6 +142,32 @@ def _grid_entries(run: dict, key: str, picks: list[tuple[float, str]], kind: str
              "reference_file": run["per_clip"][cid].get("reference_file")} for value, cid in picks]
 
 
+def inhouse_sections(report: dict) -> tuple[str, list[tuple[str, list[str], list[list[str]]]]] | None:
+    """The in-house classifier's line, then per run: (name, notes, per-class rows [label, correct / total,
+    accuracy]); None without a classifier."""
+    model = report["models"].get("inhouse")
+    if model is None:
+        return None
+    own = model.get("validation_top1")
+    head = (f"{INHOUSE_NOTE}. Classifier {model['folder']} (sha256 {str(model['sha256'])[:16]}): "
+            f"{model['n_labels']} labels, its own validation top-1 "
+            f"{'n/a' if own is None else f'{own:.3f}'} on {model.get('validation_clips')} held-out clips.")
+    runs = []
+    for run in report["runs"]:
+        top1, sep = run["metrics"].get("top1") or {}, run["metrics"].get("prompt_sep") or {}
+        notes = []
+        if top1.get("value") is not None:
+            notes.append(f"top-1 {top1['value']:.3f} over {top1['n_clips']} clips with a mapped prompt "
+                         f"({top1['n_unmapped']} unmapped)")
+        if sep.get("value") is not None:
+            notes.append(f"prompt separation {sep['value']:.3f} = same prompt across seeds {sep['same_prompt']:.3f} "
+                         f"- different prompts at one seed {sep['same_seed']:.3f} ({sep['n_pairs_same_prompt']} "
+                         f"and {sep['n_pairs_same_seed']} pairs)")
+        rows = [[label, f"{c} / {t}", f"{c / t:.3f}"] for label, (c, t) in top1.get("per_class", {}).items()]
+        runs.append((run["name"], notes, rows))
+    return head, runs
+
+
 # -- Markdown ------------------------------------------------------------------------------------
 
 def run_columns(report: dict) -> list[str]:
@@ -158,6 +189,14 @@ def render_markdown(report: dict) -> str:
                  *(format_setting(run["settings"].get(c)) for c in columns),
                  *(format_metric(run["metrics"].get(k)) for k in keys)]
         lines.append("| " + " | ".join(cells) + " |")
+    if inhouse := inhouse_sections(report):
+        head, runs = inhouse
+        lines += ["", "## In-house classifier", "", head]
+        for name, notes, rows in runs:
+            lines += ["", f"### {name}", "", *(f"- {note}" for note in notes)]
+            if rows:
+                lines += ["", "| label | correct / total | accuracy |", "|---|---|---|",
+                          *("| " + " | ".join(row) + " |" for row in rows)]
     lines += ["", "## Models", "", "| embedder | model | weights | sha256 | official file |", "|---|---|---|---|---|"]
     for name, m in report["models"].items():
         lines.append(f"| {name} | {m.get('model')} | {m.get('weights', m.get('checkpoint'))} | "
@@ -245,6 +284,13 @@ def render_html(report: dict) -> str:
                       _figure(plots.spectrogram_grid(best, worst),
                               f"mel spectrograms (16 kHz) of the best (top) and worst (bottom) clips by "
                               f"{METRIC_INFO[key][0]}, each above its reference")]
+    if inhouse := inhouse_sections(report):
+        head, inhouse_runs = inhouse
+        parts += ["<h2>In-house classifier</h2>", f"<p class='sub'>{_e(head)}</p>"]
+        for name, notes, rows in inhouse_runs:
+            parts += [f"<h3>{_e(name)}</h3>", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"]
+            if rows:
+                parts.append(_table(["label", "correct / total", "accuracy"], rows))
     parts += ["<h2>Models</h2>", _table(
         ["embedder", "model", "weights", "sha256", "official file", "official architecture"],
         [[n, m.get("model"), m.get("weights", m.get("checkpoint")), str(m.get("sha256"))[:16],

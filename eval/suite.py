@@ -1,13 +1,16 @@
 """`dashflow eval` without the command line: load the networks once, score runs against a reference.
 
 Metric sets: ``generation`` (fad, fd, kl, is, clap), ``reconstruction`` (mel, stft, pesq, stoi,
-sisdr) and ``enhancement`` (pesq, stoi, sisdr, dnsmos, spksim); names and sets can be mixed. SpkSim is
-reported as not computed, with the reason, when no speaker-encoder weights are found.
+sisdr), ``enhancement`` (pesq, stoi, sisdr, dnsmos, spksim) and ``inhouse`` (top1, fd_inhouse,
+prompt_sep: an in-house classifier folder, :mod:`eval.inhouse`); names and sets can be mixed. SpkSim
+is reported as not computed, with the reason, when no speaker-encoder weights are found, and
+fd_inhouse when there is no reference folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,9 +25,10 @@ from dashflow.errors import DashflowError
 from eval import enhancement as speech
 from eval.classifier_metrics import inception_score, kl_per_clip
 from eval.clap import cosine_scores, load_clap
-from eval.embedders import ClapEmbedder, Cnn14Embedder, VGGishEmbedder
+from eval.embedders import ClapEmbedder, Cnn14Embedder, InhouseEmbedder, VGGishEmbedder
 from eval.features import Extraction, FeatureCache, extract
 from eval.frechet import frechet_distance_of
+from eval.inhouse import prompt_separation, top1_by_class
 from eval.inputs import (ClipFolder, audio_summary, pair, read_sidecars, run_settings, scan_folder,
                          sidecar_captions)
 from eval.reconstruction import MEL_PRESETS, STFT_DISTANCE, mel_distance, stft_distance
@@ -35,8 +39,12 @@ METRIC_SETS = {
     "generation": ("fad", "fd", "kl", "is", "clap"),
     "reconstruction": ("mel", "stft", "pesq", "stoi", "sisdr"),
     "enhancement": ("pesq", "stoi", "sisdr", "dnsmos", "spksim"),
+    "inhouse": ("top1", "fd_inhouse", "prompt_sep"),
 }
-ALL_METRICS = ("fad", "fd", "kl", "is", "clap", "mel", "stft", "pesq", "stoi", "sisdr", "dnsmos", "spksim")
+ALL_METRICS = ("fad", "fd", "kl", "is", "clap", "mel", "stft", "pesq", "stoi", "sisdr", "dnsmos", "spksim",
+               "top1", "fd_inhouse", "prompt_sep")
+INHOUSE = set(METRIC_SETS["inhouse"])
+INHOUSE_NOTE = "In-house classifier metrics, not comparable to published numbers"
 NEEDS_REFERENCE = {"fad", "fd", "kl", "mel", "stft", "pesq", "stoi", "sisdr", "spksim"}
 PAIRED = ("mel", "stft", "pesq", "stoi", "sisdr", "spksim")
 
@@ -58,6 +66,10 @@ METRIC_INFO = {
     "dnsmos_bak": ("DNSMOS BAK", "higher", "DNSMOS P.835 background"),
     "dnsmos_p808": ("DNSMOS P.808", "higher", "DNSMOS P.808 MOS"),
     "spksim": ("SpkSim", "higher", "cosine of GE2E (resemblyzer) speaker embeddings of output and reference"),
+    "top1": ("Top-1 (in-house)", "higher", "share of generated clips classified as their prompted class"),
+    "fd_inhouse": ("FD (in-house)", "lower", "Fréchet distance of the in-house classifier's clip embeddings"),
+    "prompt_sep": ("Prompt sep. (in-house)", "higher",
+                   "embedding cosine: same prompt across seeds minus different prompts at one seed"),
 }
 
 
@@ -90,6 +102,7 @@ class EvalOptions:
     weights_dir: str | Path | None = None
     clap_model: str | Path | None = None   # .pt file (laion-clap) or HF folder; default in weights dir
     speaker_weights: str | Path | None = None  # GE2E pretrained.pt; default: an installed resemblyzer's
+    classifier: str | Path | None = None   # in-house classifier folder (top1, fd_inhouse, prompt_sep)
     cache_dir: str | Path | None = None    # None: no feature cache
     device: str = "auto"
     clap_crop: str = "random"
@@ -125,11 +138,15 @@ class Evaluator:
         # optional: without weights SpkSim is reported as not computed, the other metrics still run
         speaker = find_weights(options.speaker_weights) if "spksim" in wanted else None
         self.speaker = SpeakerEncoder(speaker, self.device) if speaker else None
+        if wanted & INHOUSE and options.classifier is None:
+            raise DashflowError(f"--classifier is needed for {', '.join(m for m in options.metrics if m in INHOUSE)}")
+        self.inhouse = InhouseEmbedder(Path(options.classifier), self.device) if wanted & INHOUSE else None
         self._reference: dict[str, Any] | None = None
 
     @property
     def models(self) -> dict[str, dict[str, Any]]:
-        return {e.name: e.settings for e in (self.vggish, self.cnn14, self.clap, self.speaker) if e is not None}
+        return {e.name: e.settings for e in (self.vggish, self.cnn14, self.clap, self.speaker, self.inhouse)
+                if e is not None}
 
     def settings(self) -> dict[str, Any]:
         """Every option that changes a number, for the report."""
@@ -150,6 +167,12 @@ class Evaluator:
             out["mel"] = {"preset": o.mel_preset, **MEL_PRESETS[o.mel_preset].describe()}
         if "stft" in wanted:
             out["stft"] = STFT_DISTANCE.describe()
+        if wanted & INHOUSE:
+            out["inhouse"] = {"note": INHOUSE_NOTE, "prompts": "sidecar prompt (or --captions), mapped to a label "
+                              "through the classifier's captions or label names (exact, stripped, lower-cased)",
+                              "prompt_sep": "mean cosine of clip embeddings: same prompt at different seeds minus "
+                              "different prompts at the same sidecar seed",
+                              "fd_inhouse": "Fréchet distance of one window-averaged embedding per clip"}
         return out
 
     def reference(self, folder: str | Path | None, name: str | None = None) -> dict[str, Any]:
@@ -186,7 +209,8 @@ class Evaluator:
         if embedders:
             extraction = extract(gen.clips, embedders, self.cache, desc=gen.root.name)
             result["issues"]["unreadable"].update(extraction.bad)
-            self._embedding_metrics(result, extraction, sidecar_captions(sidecars) if captions is None else captions)
+            self._embedding_metrics(result, extraction, sidecar_captions(sidecars) if captions is None else captions,
+                                    sidecars)
         if set(self.options.metrics) & {*PAIRED, "dnsmos"}:
             self._speech_metrics(result, gen, ref_folder)
         return result
@@ -196,11 +220,14 @@ class Evaluator:
     def _embedders(self, side: str) -> list:
         """The embedders the requested metrics need on the "generated" or "reference" side."""
         need = {"vggish": {"fad"}, "cnn14": {"fd", "kl", "is"} if side == "generated" else {"fd", "kl"},
-                "clap": {"clap"} if side == "generated" else set()}
+                "clap": {"clap"} if side == "generated" else set(),
+                "inhouse": INHOUSE if side == "generated" else {"fd_inhouse"}}
         wanted = set(self.options.metrics)
-        return [e for e in (self.vggish, self.cnn14, self.clap) if e is not None and wanted & need[e.name]]
+        return [e for e in (self.vggish, self.cnn14, self.clap, self.inhouse)
+                if e is not None and wanted & need[e.name]]
 
-    def _embedding_metrics(self, result: dict, gen: Extraction, captions: dict[str, str]) -> None:
+    def _embedding_metrics(self, result: dict, gen: Extraction, captions: dict[str, str],
+                           sidecars: dict[str, dict]) -> None:
         wanted = set(self.options.metrics)
         ref: Extraction | None = self._reference.get("extraction")
         metrics, per_clip = result["metrics"], result["per_clip"]
@@ -215,6 +242,33 @@ class Evaluator:
                                                       self.options.is_seed))
         if "clap" in wanted:
             metrics["clap"] = _guard(lambda: self._clap_score(gen.features["clap"], captions, result))
+        if "top1" in wanted:
+            metrics["top1"] = _guard(lambda: self._top1(gen.features["inhouse"], captions, result))
+        if "fd_inhouse" in wanted:
+            metrics["fd_inhouse"] = _guard(lambda: _inhouse_frechet(gen.features["inhouse"], ref))
+        if "prompt_sep" in wanted:
+            metrics["prompt_sep"] = _guard(lambda: _prompt_sep(gen.features["inhouse"], captions, sidecars))
+
+    def _top1(self, outputs: dict, captions: dict[str, str], result: dict) -> dict:
+        """Top-1 of the classifier against the prompted class; clips whose prompt names no class
+        (or that have none) go to ``issues["unmapped"]`` as {clip: prompt or None}."""
+        classifier, per_clip = self.inhouse.classifier, result["per_clip"]
+        predicted, prompted, unmapped = [], [], result["issues"]["unmapped"]
+        for cid, features in outputs.items():
+            label = classifier.labels[int(np.argmax(features["logits"]))]
+            per_clip[cid]["inhouse_label"] = label
+            target = classifier.label_for_prompt(captions[cid]) if cid in captions else None
+            if target is None:
+                unmapped[cid] = captions.get(cid)
+                continue
+            per_clip[cid]["prompted_label"] = target
+            predicted.append(label)
+            prompted.append(target)
+        if not prompted:
+            raise DashflowError("no generated clip has a prompt that maps to a classifier label")
+        scores = top1_by_class(predicted, prompted)
+        return {"value": scores["overall"], "n_clips": len(prompted), "n_unmapped": len(unmapped),
+                "per_class": scores["per_class"]}
 
     def _clap_score(self, embeddings: dict, captions: dict[str, str], result: dict) -> dict:
         ids = [cid for cid in embeddings if cid in captions]
@@ -280,7 +334,7 @@ def _new_run(gen: ClipFolder, settings: dict[str, Any]) -> dict[str, Any]:
             "audio": audio_summary(gen),
             "metrics": {}, "per_clip": {cid: {"file": str(p)} for cid, p in gen.clips.items()},
             "issues": {"unreadable": {}, "unpaired_generated": [], "unpaired_reference": [],
-                       "uncaptioned": [], "failed": {}}}
+                       "uncaptioned": [], "unmapped": {}, "failed": {}}}
 
 
 def pooled_frechet(gen: dict, ref: dict, key: str) -> dict:
@@ -309,6 +363,23 @@ def _kl(gen: dict, ref: dict, per_clip: dict) -> dict[str, dict]:
             per_clip[cid][f"kl_{kind}"] = float(value)
         out[f"kl_{kind}"] = {"value": float(values.mean()), "n_pairs": len(pairs)}
     return out
+
+
+def _inhouse_frechet(gen: dict, ref: Extraction | None) -> dict:
+    if ref is None:
+        raise DashflowError("needs --reference")
+    return pooled_frechet(gen, ref.features["inhouse"], "embedding")
+
+
+def _prompt_sep(outputs: dict, captions: dict[str, str], sidecars: dict[str, dict]) -> dict:
+    """Prompt separation over the clips with a prompt and a sidecar seed."""
+    ids = [cid for cid in outputs if cid in captions and "seed" in sidecars.get(cid, {})]
+    if not ids:
+        raise DashflowError("no generated clip has both a prompt and a sidecar seed")
+    values = prompt_separation(np.stack([outputs[cid]["embedding"] for cid in ids]), [captions[c] for c in ids],
+                               [json.dumps(sidecars[c]["seed"]) for c in ids])
+    return {"value": values.pop("separation"), **values, "n_clips": len(ids),
+            "n_prompts": len({captions[c] for c in ids}), "n_without_seed_or_prompt": len(outputs) - len(ids)}
 
 
 def _inception(gen: dict, splits: int, seed: int) -> dict:
