@@ -1,4 +1,4 @@
-"""Peak memory and wall time of streaming enhancement (``enhance_file``) against file length.
+"""Peak memory and wall time of streaming enhancement (``stream_file``) against file length.
 
     python benchmarks/enhance_memory.py                                   # STFT stand-in, 1 and 10 min
     python benchmarks/enhance_memory.py --checkpoint SE_PIPELINE --device cuda
@@ -6,8 +6,8 @@
 
 Writes noisy test files block by block to a temporary folder (16 kHz mono and 48 kHz stereo, each
 ``--minutes`` long), then enhances each in a fresh subprocess and reports its peak resident memory
-(``VmHWM``, reset after the enhancer is built) against its resident memory before ``enhance_file``,
-and the wall time of ``enhance_file``. Bounded memory: ``peak_rss_mib`` and ``rss_growth_mib``
+(``VmHWM``, reset after the enhancer is built) against its resident memory before ``stream_file``,
+and the wall time of ``stream_file``. Bounded memory: ``peak_rss_mib`` and ``rss_growth_mib``
 stay flat as the file grows 10x. The enhancer comes from a factory
 ``module:function(checkpoint, device) -> callable([S] float32 tensor) -> [S]``; the default is
 the SE pipeline of ``--checkpoint`` when given, else an identity stand-in that does an STFT round
@@ -132,14 +132,14 @@ def reset_peak_rss() -> None:
 
 def worker(args: argparse.Namespace) -> int:
     """In a fresh process: build the enhancer, enhance one file, print one JSON object."""
-    from generation.enhance_stream import enhance_file
+    from dashflow.audio_stream import stream_file
 
     source, target = args.worker
     enhance = load_factory(args.enhancer, args.checkpoint)(args.checkpoint, args.device)
     rss_before = rss_mib("VmRSS")
     reset_peak_rss()
     start = time.perf_counter()
-    info = enhance_file(enhance, source, target, chunk_seconds=args.chunk_seconds,
+    info = stream_file(enhance, source, target, chunk_seconds=args.chunk_seconds,
                         overlap_seconds=args.overlap_seconds)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()

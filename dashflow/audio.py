@@ -16,6 +16,7 @@ import soxr
 import torch
 
 from dashflow.errors import DashflowError, first_line
+from dashflow.outputs import audio_format
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
@@ -61,12 +62,18 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
 
 def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray,
                sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write mono ``wav`` [S] as 16-bit PCM WAV atomically (temp file + rename)."""
+    """Write mono ``wav`` [S] atomically (temp file + rename) in the format its suffix names:
+    16-bit PCM ``.wav`` / ``.flac``, or Ogg Vorbis. Samples are clipped to [-1, 1]; NaN or
+    infinite samples raise DashflowError instead of being written."""
     path = Path(path)
+    audio_type = audio_format(path)
     data = wav.detach().float().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
-    data = np.clip(np.nan_to_num(data.reshape(-1), nan=0.0), -1.0, 1.0)
+    data = data.reshape(-1)
+    if not np.isfinite(data).all():
+        raise DashflowError(f"{path}: not written, the audio has NaN or infinite samples")
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, sample_rate, subtype="PCM_16", format="WAV")
+        sf.write(str(tmp), np.clip(data, -1.0, 1.0), sample_rate, format=audio_type,
+                 subtype="VORBIS" if audio_type == "OGG" else "PCM_16")
     return path
 
 

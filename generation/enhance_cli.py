@@ -22,6 +22,7 @@ from pathlib import Path
 from dashflow.cli import run_guarded
 from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
+from dashflow.outputs import plan_audio_jobs
 
 DEMO_ENHANCER = Path(__file__).resolve().parent / "demo" / "enhancer"
 
@@ -59,33 +60,6 @@ def enhance_main(argv: Sequence[str] | None = None) -> int:
     return run_guarded(lambda: enhance_command(args))
 
 
-def plan(args: argparse.Namespace) -> list[tuple[Path, Path]]:
-    """(input, output) pairs; nothing is created here."""
-    from dashflow.audio import list_audio_files
-
-    source = Path(args.input)
-    if not source.exists():
-        raise DashflowError(f"{source}: no such file or folder")
-    if source.is_dir():
-        target = Path(args.output or f"{source.as_posix().rstrip('/')}_enhanced")
-        if target.exists() and not target.is_dir():
-            raise DashflowError(f"-o {target}: exists and is not a folder (a folder input writes a folder)")
-        if target.resolve() == source.resolve():
-            raise DashflowError(f"-o {target}: is the input folder; choose another folder")
-        files = list_audio_files(source)
-        if not files:
-            raise DashflowError(f"{source}: no audio files")
-        return [(file, target / file.relative_to(source).with_suffix(".wav")) for file in files]
-    target = Path(args.output or source.with_name(f"{source.stem}_enhanced.wav"))
-    if target.suffix.lower() != ".wav":
-        raise DashflowError(f"-o {target}: the output must be a .wav file")
-    if target.is_dir():
-        raise DashflowError(f"-o {target}: is a folder; give a .wav file name")
-    if target.resolve() == source.resolve():
-        raise DashflowError(f"-o {target}: is the input file; choose another name")
-    return [(source, target)]
-
-
 def check_settings(args: argparse.Namespace) -> None:
     if args.steps < 1:
         raise DashflowError(f"--steps must be at least 1, got {args.steps}")
@@ -95,7 +69,7 @@ def check_settings(args: argparse.Namespace) -> None:
         raise DashflowError(f"--cfg must be at least 1 (1 = no guidance), got {args.cfg}")
     if not 0 <= args.seed < 2 ** 63:
         raise DashflowError(f"--seed must be in [0, 2^63), got {args.seed}")
-    from generation.enhance_stream import chunk_plan
+    from dashflow.audio_stream import chunk_plan
 
     chunk_plan(chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds)  # fail before loading
 
@@ -110,7 +84,7 @@ def chunk_enhancer(pipe, args: argparse.Namespace):
 
 def enhance_command(args: argparse.Namespace) -> int:
     check_settings(args)
-    jobs = plan(args)
+    jobs = plan_audio_jobs(args.input, args.output, "_enhanced.wav")
     checkpoint = args.checkpoint or DEMO_ENHANCER
     if args.checkpoint is None and not DEMO_ENHANCER.is_dir():
         raise DashflowError(f"the bundled demo enhancer is missing ({DEMO_ENHANCER}); pass --checkpoint "
@@ -118,6 +92,7 @@ def enhance_command(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
+    from dashflow.audio_stream import stream_file
     from dashflow.device import resolve_device, resolve_dtype
     from generation.cli import (
         checkpoint_label,
@@ -125,7 +100,6 @@ def enhance_command(args: argparse.Namespace) -> int:
         quiet_libraries,
         write_sidecar,
     )
-    from generation.enhance_stream import enhance_file
     from generation.se_pipeline import SpeechEnhancementPipeline
 
     quiet_libraries()
@@ -144,7 +118,7 @@ def enhance_command(args: argparse.Namespace) -> int:
     bar = tqdm(jobs, desc="files", unit="file", disable=args.quiet or not several)
     for source, target in bar:
         try:
-            info = enhance_file(chunk_enhancer(pipe, args), source, target, model_rate=pipe.sample_rate,
+            info = stream_file(chunk_enhancer(pipe, args), source, target, model_rate=pipe.sample_rate,
                                 chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
                                 hop_multiple=pipe.samples_per_latent, progress=not (args.quiet or several))
         except DashflowError as exc:

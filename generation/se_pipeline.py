@@ -18,7 +18,7 @@ speakers (benchmarks/results/se_experiment.md): it raised both SI-SDR and PESQ.
 
 ``save_pretrained(dir)`` writes ``tokenizer/``, ``enhancer/`` and ``model_index.json``;
 ``SpeechEnhancementPipeline.from_pretrained(dir_or_hub_id)`` reads it back. Files of any length go
-through :func:`generation.enhance_stream.enhance_file` in overlapping chunks.
+through :func:`dashflow.audio_stream.stream_file` in overlapping chunks.
 """
 
 from __future__ import annotations

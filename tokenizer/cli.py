@@ -4,7 +4,11 @@
     dashflow reconstruct clips/ -o recon/           # a folder, mirrored (progress bar)
     dashflow reconstruct --demo-signal -o demo.wav  # a synthetic chord + chirp (input saved too)
 
-Outputs are 16 kHz mono WAV with the input's length (after resampling to 16 kHz).
+Outputs are mono 16 kHz (the tokenizer's rate) of the input's duration, in the format the output suffix names
+(``.wav`` / ``.flac`` / ``.ogg``). Files stream through the tokenizer in 10 s chunks with 1 s
+crossfades (``dashflow.audio_stream``), so memory does not grow with the file's length; a clip of
+up to one chunk gives exactly the one-shot reconstruction. Output paths follow
+``dashflow.outputs``: checked before the work, inputs never overwritten.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from dashflow.device import resolve_device
 from dashflow.errors import DashflowError
+from dashflow.outputs import check_audio_output, plan_audio_jobs
 
 if TYPE_CHECKING:
     import torch
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
     from tokenizer.model import DashengTokenizer
 
 DEMO_SECONDS = 4.0
+CHUNK_SECONDS, OVERLAP_SECONDS = 10.0, 1.0  # as enhance
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,60 +74,52 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or default_checkpoint()
     if checkpoint is None:
         raise DashflowError("no bundled demo tokenizer found: pass --checkpoint DIR_OR_HUB_ID")
-    if args.input is not None and not Path(args.input).exists():
-        raise DashflowError(f"{args.input}: no such file or folder")
+    output = Path(args.output)
+    if args.demo_signal:
+        demo_input = output.with_name(f"{output.stem}_input.wav")
+        jobs = [(None, check_audio_output(output)), (None, check_audio_output(demo_input))]
+    else:
+        if Path(args.input).is_file() and output.is_dir():
+            output = output / f"{Path(args.input).stem}.wav"
+        jobs = plan_audio_jobs(args.input, output, "_reconstructed.wav")
 
     import torch
+    from tqdm import tqdm
 
-    from dashflow.audio import list_audio_files, load_audio, save_audio
+    from dashflow.audio import save_audio
+    from dashflow.audio_stream import stream_file
     from tokenizer.model import DashengTokenizer
 
     device = resolve_device(args.device)
     model = DashengTokenizer.from_pretrained(checkpoint, device=device)
-    output = Path(args.output)
-
-    def reconstruct_file(wav: torch.Tensor, out_path: Path) -> None:
-        recon = reconstruct(model, wav)
-        try:
-            save_audio(out_path, recon, model.sample_rate)
-        except OSError as exc:
-            raise DashflowError(f"{out_path}: cannot write ({exc.strerror or exc})") from None
-
     if args.demo_signal:
         wav = torch.from_numpy(demo_signal(model.sample_rate))
-        demo_input = output.with_name(f"{output.stem}_input.wav")
+        save_audio(output, reconstruct(model, wav), model.sample_rate)
         save_audio(demo_input, wav, model.sample_rate)
-        reconstruct_file(wav, output)
         print(f"wrote {output} and {demo_input}")
         return 0
 
-    source = Path(args.input)
-    if source.is_file():
-        if output.is_dir():
-            output = output / f"{source.stem}.wav"
-        reconstruct_file(load_audio(source, model.sample_rate), output)
-        print(f"wrote {output}")
+    def reconstruct_file(source: Path, target: Path) -> None:
+        stream_file(lambda chunk: reconstruct(model, chunk), source, target, model_rate=model.sample_rate,
+                    chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS,
+                    hop_multiple=model.samples_per_latent, min_samples=1, output_rate=model.sample_rate,
+                    progress=len(jobs) == 1)
+
+    if len(jobs) == 1:
+        reconstruct_file(*jobs[0])
+        print(f"wrote {jobs[0][1]}")
         return 0
-
-    from tqdm import tqdm
-
-    files = list_audio_files(source)
-    if not files:
-        raise DashflowError(f"{source}: no audio files found")
-    if output.exists() and not output.is_dir():
-        raise DashflowError(f"{output}: exists and is not a folder")
     failed = 0
-    for path in tqdm(files, desc="reconstruct", unit="file"):
+    for source, target in tqdm(jobs, desc="reconstruct", unit="file"):
         try:
-            reconstruct_file(load_audio(path, model.sample_rate),
-                             output / path.relative_to(source).with_suffix(".wav"))
+            reconstruct_file(source, target)
         except DashflowError as exc:
             failed += 1
             tqdm.write(f"skipped: {exc}", file=sys.stderr)
     if failed:
-        raise DashflowError(f"{failed} of {len(files)} files failed (see above); "
-                            f"the other {len(files) - failed} are in {output}")
-    print(f"wrote {len(files)} files to {output}")
+        raise DashflowError(f"{failed} of {len(jobs)} files failed (see above); "
+                            f"the other {len(jobs) - failed} are in {jobs[0][1].parent}")
+    print(f"wrote {len(jobs)} files to {jobs[0][1].parent}")
     return 0
 
 

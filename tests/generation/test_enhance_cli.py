@@ -76,8 +76,8 @@ def test_folder_skips_bad_files_and_writes_the_rest(tmp_path, capfd, checkpoint)
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["missing.wav"], "no such file or folder"),
-    (["in.wav", "-o", "out.mp3"], "must be a .wav file"),
-    (["in.wav", "-o", "in.wav"], "is the input file"),
+    (["in.wav", "-o", "out.mp3"], "cannot write audio with suffix '.mp3'"),
+    (["in.wav", "-o", "in.wav"], "is an input file"),
     (["in.wav", "--chunk-seconds", "1", "--overlap-seconds", "0.5"], "more than twice"),
     (["in.wav", "--steps", "0"], "--steps must be at least 1"),
     (["in.wav", "--samples", "0"], "--samples must be at least 1"),

@@ -1,13 +1,14 @@
-"""Stream an audio file of any length through a chunk enhancer with bounded memory.
+"""Stream an audio file of any length through a chunk model with bounded memory.
 
-``enhance_file`` reads the source in blocks (never the whole file), downmixes to mono,
+``stream_file`` reads the source in blocks (never the whole file), downmixes to mono,
 resamples to the model rate with a streaming resampler, cuts overlapping chunks whose lengths
-are multiples of the model's samples per latent frame, runs the enhancer on each chunk,
-crossfades the overlaps with weights that sum to 1, resamples back to the source rate and
-writes a mono WAV of exactly the source's length to a temporary file that replaces the target
-only when everything succeeded. Memory is O(chunk + block), independent of the file length.
+are multiples of the model's samples per latent frame, runs the model (an enhancer, a tokenizer
+round trip) on each chunk, crossfades the overlaps with weights that sum to 1, resamples back to
+the source rate and writes a mono file of exactly the source's length (in the format its suffix
+names) to a temporary file that replaces the target only when everything succeeded. Memory is
+O(chunk + block), independent of the file length.
 
-    info = enhance_file(model_fn, "noisy.wav", "clean.wav", chunk_seconds=10, overlap_seconds=1)
+    info = stream_file(model_fn, "noisy.wav", "clean.wav", chunk_seconds=10, overlap_seconds=1)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError, first_line
+from dashflow.outputs import audio_format, check_audio_output
 
 BLOCK_FRAMES = 1 << 16  # source frames read at a time (1.4 s at 48 kHz)
 RESAMPLE_QUALITY = "VHQ"  # as dashflow.audio.resample
@@ -166,13 +168,17 @@ class ExactLengthWriter:
         self.write(np.zeros(max(0, frames - self.written), np.float32), frames)
 
 
-def enhance_file(enhance: Enhancer, source: str | os.PathLike, target: str | os.PathLike, *,
-                 model_rate: int = 16000, chunk_seconds: float = 10.0, overlap_seconds: float = 1.0,
-                 hop_multiple: int = 640, progress: bool = False) -> dict:
-    """Enhance ``source`` into the mono WAV ``target`` (same rate and length), streaming.
+def stream_file(enhance: Enhancer, source: str | os.PathLike, target: str | os.PathLike, *,
+                model_rate: int = 16000, chunk_seconds: float = 10.0, overlap_seconds: float = 1.0,
+                hop_multiple: int = 640, min_samples: int | None = None, output_rate: int | None = None,
+                progress: bool = False) -> dict:
+    """Run ``enhance`` over ``source`` into the mono ``target``, streaming: at the source's rate and
+    length, or at ``output_rate`` (the source's duration, rounded to a sample).
 
     ``enhance`` maps one mono float32 chunk [S] at ``model_rate`` (S a multiple of
-    ``hop_multiple``) to [S]; it is called once per chunk, in order. Returns ``{"frames",
+    ``hop_multiple``, a short last chunk zero-padded) to [S]; it is called once per chunk, in
+    order. Sources shorter than ``min_samples`` at the model rate (default: one
+    ``hop_multiple``) are refused. Returns ``{"frames",
     "sample_rate", "channels", "seconds", "chunks"}`` of the source. Raises DashflowError (one
     line) for bad settings, unreadable / empty / too short / non-finite audio or an unwritable
     target; then no output or temporary file is left and an existing target is untouched.
@@ -183,10 +189,14 @@ def enhance_file(enhance: Enhancer, source: str | os.PathLike, target: str | os.
     source, target = Path(source), Path(target)
     with open_source(source) as reader:
         rate, channels, frames = reader.samplerate, reader.channels, reader.frames
-        check_length(source, frames, rate, model_rate, hop_multiple)
-        check_target(source, target)
-        subtype = "FLOAT" if reader.subtype in FLOAT_SUBTYPES else "PCM_16"
-        to_model, to_source = resampler(rate, model_rate), resampler(model_rate, rate)
+        check_length(source, frames, rate, model_rate, hop_multiple if min_samples is None else min_samples)
+        check_audio_output(target, [source])
+        file_format, subtype = output_format(target, frames, reader.subtype in FLOAT_SUBTYPES)
+        out_rate = output_rate or rate
+        to_model, to_source = resampler(rate, model_rate), resampler(model_rate, out_rate)
+
+        def out_frames(source_frames: int) -> int:
+            return source_frames if out_rate == rate else (2 * source_frames * out_rate + rate) // (2 * rate)
         chunker = OverlapAdd(enhance, plan, str(source))
         expected = frames if rate == model_rate else (2 * frames * model_rate + rate) // (2 * rate)
         bar = tqdm(total=plan.count(expected), desc=source.name, unit="chunk", file=sys.stderr,
@@ -195,8 +205,8 @@ def enhance_file(enhance: Enhancer, source: str | os.PathLike, target: str | os.
         with bar, ExitStack() as stack:
             try:
                 tmp = stack.enter_context(atomic_path(target))
-                out = stack.enter_context(sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1,
-                                                       subtype=subtype, format=output_format(frames, subtype)))
+                out = stack.enter_context(sf.SoundFile(str(tmp), "w", samplerate=out_rate, channels=1,
+                                                       subtype=subtype, format=file_format))
             except (OSError, sf.LibsndfileError) as exc:
                 raise DashflowError(f"{target}: cannot write the output ({first_line(exc)})") from None
             writer = ExactLengthWriter(out, str(target))
@@ -211,14 +221,14 @@ def enhance_file(enhance: Enhancer, source: str | os.PathLike, target: str | os.
                 read += len(block)
                 mono = block[:, 0] if channels == 1 else block.mean(axis=1)
                 enhanced = chunker.push(to_model(np.ascontiguousarray(mono, np.float32)))
-                writer.write(to_source(enhanced), read)  # output lags input; only the final flush can reach `read`
+                writer.write(to_source(enhanced), out_frames(read))  # output lags input; only the final flush reaches it
                 bar.update(chunker.chunks - bar.n)
             if read == 0:
                 raise DashflowError(f"{source}: audio file is empty")
             enhanced = np.concatenate([chunker.push(to_model(np.zeros(0, np.float32), last=True)),
                                        chunker.finish()])
-            writer.write(to_source(enhanced, last=True), read)
-            writer.pad_to(read)
+            writer.write(to_source(enhanced, last=True), out_frames(read))
+            writer.pad_to(out_frames(read))
             bar.total = chunker.chunks  # the header's frame count may have been an estimate
             bar.update(chunker.chunks - bar.n)
     return {"frames": read, "sample_rate": rate, "channels": channels, "seconds": read / rate,
@@ -243,32 +253,26 @@ def read_block(reader: sf.SoundFile, path: Path) -> np.ndarray:
         raise DashflowError(f"{path}: cannot decode audio ({first_line(exc)})") from None
 
 
-def check_length(path: Path, frames: int, rate: int, model_rate: int, hop_multiple: int) -> None:
-    """Empty files and files shorter than one model frame (``hop_multiple`` samples) raise."""
+def check_length(path: Path, frames: int, rate: int, model_rate: int, min_samples: int) -> None:
+    """Empty files and files shorter than ``min_samples`` at the model rate raise."""
     if frames <= 0 or rate <= 0:
         raise DashflowError(f"{path}: audio file is empty")
-    if frames * model_rate < hop_multiple * rate:
-        raise DashflowError(f"{path}: {frames / rate:.3f} s is too short to enhance (the minimum is "
-                            f"{hop_multiple / model_rate:.3f} s, one model frame)")
+    if frames * model_rate < min_samples * rate:
+        raise DashflowError(f"{path}: {frames / rate:.3f} s is too short for the model (the minimum is "
+                            f"{min_samples / model_rate:.3f} s)")
 
 
-def check_target(source: Path, target: Path) -> None:
-    """Reject a target that is the source, a folder, or lies below a file."""
-    if target.is_dir():
-        raise DashflowError(f"{target}: is a folder; give a .wav file name")
-    if target.suffix.lower() != ".wav":
-        raise DashflowError(f"{target}: the output must be a .wav file")
-    if target.resolve() == source.resolve():
-        raise DashflowError(f"{target}: is the input file; choose another name")
-    parent = next((p for p in target.absolute().parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise DashflowError(f"{target}: {parent} is a file, not a folder")
-
-
-def output_format(frames: int, subtype: str) -> str:
-    """``WAV``, or ``RF64`` when the data would overflow a WAV's 4 GiB size fields."""
-    width = 4 if subtype == "FLOAT" else 2
-    return "RF64" if frames * width > WAV_LIMIT_BYTES else "WAV"
+def output_format(target: Path, frames: int, float_source: bool) -> tuple[str, str]:
+    """(format, subtype) for ``target``'s suffix: a float source stays float in WAV (RF64 when
+    the data would overflow a WAV's 4 GiB size fields), 24-bit in FLAC; else 16-bit PCM; Vorbis for .ogg."""
+    named = audio_format(target)
+    if named == "OGG":
+        return named, "VORBIS"
+    if named == "FLAC":
+        return named, "PCM_24" if float_source else "PCM_16"
+    subtype = "FLOAT" if float_source else "PCM_16"
+    width = 4 if float_source else 2
+    return ("RF64" if frames * width > WAV_LIMIT_BYTES else "WAV"), subtype
 
 
 def resampler(rate_in: int, rate_out: int) -> Resampler:

@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 
 from dashflow.errors import DashflowError
-from generation import enhance_stream
-from generation.enhance_stream import chunk_plan, enhance_file, output_format
+from dashflow import audio_stream
+from dashflow.audio_stream import chunk_plan, output_format, stream_file
 from tests.conftest import chirp, noise, tone
 
 HOP = 640
@@ -57,7 +57,7 @@ def test_identity_reproduces_input_at_the_model_rate(tmp_path, subtype, tol):
     wav = tone(440.0, 25.0) + noise(25.0, amp=0.05)
     wav = np.concatenate([wav, wav[:123]])  # a length that is a multiple of nothing
     source = write(tmp_path / "in.wav", wav, subtype=subtype)
-    info = enhance_file(Recorder(), source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.5)
+    info = stream_file(Recorder(), source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.5)
     out, meta = read(tmp_path / "out.wav")
     original, _ = read(source)
     assert info == {"frames": len(wav), "sample_rate": 16000, "channels": 1, "seconds": len(wav) / 16000,
@@ -73,7 +73,7 @@ def test_stereo_at_other_rates_comes_back_mono_at_the_same_rate_and_length(tmp_p
     stereo = np.stack([tone(440.0, seconds, rate), chirp(200.0, 3000.0, seconds, rate)], axis=1)
     source = write(tmp_path / "in.wav", stereo, rate, subtype="PCM_16")
     recorder = Recorder()
-    info = enhance_file(recorder, source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.5)
+    info = stream_file(recorder, source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.5)
     out, meta = read(tmp_path / "out.wav")
     mix = read(source)[0].mean(axis=1)
     assert (meta.samplerate, meta.channels, meta.frames, meta.subtype) == (rate, 1, len(stereo), "PCM_16")
@@ -87,13 +87,13 @@ def test_stereo_at_other_rates_comes_back_mono_at_the_same_rate_and_length(tmp_p
 def test_gain_halves_the_signal_everywhere_including_overlaps(tmp_path):
     wav = noise(20.0, amp=0.3, seed=3)
     source = write(tmp_path / "in.wav", wav)
-    enhance_file(lambda x: 0.5 * x, source, tmp_path / "out.wav", chunk_seconds=3.0, overlap_seconds=1.0)
+    stream_file(lambda x: 0.5 * x, source, tmp_path / "out.wav", chunk_seconds=3.0, overlap_seconds=1.0)
     np.testing.assert_allclose(read(tmp_path / "out.wav")[0], 0.5 * wav, atol=1e-6)
 
 
 def test_crossfade_weights_sum_to_one_and_blend_smoothly(tmp_path):
     source = write(tmp_path / "in.wav", noise(14.0, seed=1))
-    enhance_file(torch.ones_like, source, tmp_path / "ones.wav", chunk_seconds=3.0, overlap_seconds=1.0)
+    stream_file(torch.ones_like, source, tmp_path / "ones.wav", chunk_seconds=3.0, overlap_seconds=1.0)
     np.testing.assert_allclose(read(tmp_path / "ones.wav")[0], 1.0, atol=1e-6)
 
     calls = []
@@ -102,7 +102,7 @@ def test_crossfade_weights_sum_to_one_and_blend_smoothly(tmp_path):
         calls.append(len(x))
         return torch.full_like(x, float(len(calls) - 1))
 
-    enhance_file(chunk_index, source, tmp_path / "index.wav", chunk_seconds=3.0, overlap_seconds=1.0)
+    stream_file(chunk_index, source, tmp_path / "index.wav", chunk_seconds=3.0, overlap_seconds=1.0)
     out = read(tmp_path / "index.wav")[0]
     plan = chunk_plan(16000, 3.0, 1.0, HOP)
     assert np.diff(out).min() > -1e-6  # a monotone ramp from chunk to chunk (up to rounding), no jumps back
@@ -119,7 +119,7 @@ def test_chunks_start_on_multiples_of_the_hop_and_only_the_last_is_padded(tmp_pa
     source = write(tmp_path / "in.wav", ramp)
     recorder = Recorder()
     # 3.33 s and 0.37 s round to 83 and 9 frames of 640 samples
-    enhance_file(recorder, source, tmp_path / "out.wav", chunk_seconds=3.33, overlap_seconds=0.37)
+    stream_file(recorder, source, tmp_path / "out.wav", chunk_seconds=3.33, overlap_seconds=0.37)
     plan = chunk_plan(16000, 3.33, 0.37, HOP)
     assert (plan.chunk, plan.overlap) == (83 * HOP, 9 * HOP)
     starts = [round(float(c[0]) / 1e-6) for c in recorder.chunks]
@@ -136,7 +136,7 @@ def test_file_shorter_than_one_chunk_is_one_padded_call(tmp_path):
     wav = tone(300.0, 1.5)
     source = write(tmp_path / "in.wav", wav)
     recorder = Recorder()
-    info = enhance_file(recorder, source, tmp_path / "out.wav")  # default 10 s chunks
+    info = stream_file(recorder, source, tmp_path / "out.wav")  # default 10 s chunks
     assert [len(c) for c in recorder.chunks] == [38 * HOP] and info["chunks"] == 1
     np.testing.assert_allclose(read(tmp_path / "out.wav")[0], wav, atol=1e-6)
 
@@ -145,7 +145,7 @@ def test_zero_overlap_butts_chunks_together(tmp_path):
     wav = noise(12.0, seed=5)  # exactly three 4 s chunks
     source = write(tmp_path / "in.wav", wav)
     recorder = Recorder(lambda x: -x)
-    info = enhance_file(recorder, source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.0)
+    info = stream_file(recorder, source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.0)
     assert info["chunks"] == 3 and [len(c) for c in recorder.chunks] == [64000] * 3
     np.testing.assert_allclose(read(tmp_path / "out.wav")[0], -wav, atol=1e-6)
 
@@ -169,13 +169,13 @@ def test_memory_is_bounded_independent_of_file_length(tmp_path, monkeypatch):
         blocks.clear()
         recorder = Recorder(lambda x: 0.5 * x)
         tracemalloc.start()
-        info = enhance_file(recorder, source, tmp_path / f"{seconds}_out.wav", chunk_seconds=4.0,
+        info = stream_file(recorder, source, tmp_path / f"{seconds}_out.wav", chunk_seconds=4.0,
                             overlap_seconds=0.5)
         peaks[seconds] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert info["frames"] == seconds * 22050
         longest[seconds] = max(len(c) for c in recorder.chunks)
-        assert all(0 < requested <= enhance_stream.BLOCK_FRAMES for requested, _ in blocks)
+        assert all(0 < requested <= audio_stream.BLOCK_FRAMES for requested, _ in blocks)
         assert sum(got for _, got in blocks) == seconds * 22050  # read piecewise, never whole
         recorder.chunks.clear()
     assert longest[30] == longest[300] == 64000
@@ -185,10 +185,10 @@ def test_memory_is_bounded_independent_of_file_length(tmp_path, monkeypatch):
 
 def test_progress_bar_goes_to_stderr_with_the_chunk_total(tmp_path, capsys):
     source = write(tmp_path / "in.wav", noise(10.0))
-    enhance_file(Recorder(), source, tmp_path / "a.wav", chunk_seconds=4.0, overlap_seconds=0.5, progress=True)
+    stream_file(Recorder(), source, tmp_path / "a.wav", chunk_seconds=4.0, overlap_seconds=0.5, progress=True)
     captured = capsys.readouterr()
     assert "/3" in captured.err and "chunk" in captured.err and captured.out == ""
-    enhance_file(Recorder(), source, tmp_path / "b.wav", chunk_seconds=4.0, overlap_seconds=0.5)
+    stream_file(Recorder(), source, tmp_path / "b.wav", chunk_seconds=4.0, overlap_seconds=0.5)
     assert capsys.readouterr().err == ""
 
 
@@ -203,7 +203,7 @@ def test_bad_enhancer_output_raises_and_leaves_the_target_untouched(tmp_path, fn
     target = write(tmp_path / "out.wav", tone(100.0, 0.5))
     before = target.read_bytes()
     with pytest.raises(DashflowError) as exc:
-        enhance_file(fn, source, target, chunk_seconds=4.0, overlap_seconds=0.5)
+        stream_file(fn, source, target, chunk_seconds=4.0, overlap_seconds=0.5)
     assert_one_line(exc, str(source), needle)
     assert target.read_bytes() == before and leftovers(tmp_path) == []
 
@@ -214,7 +214,7 @@ def test_nan_in_the_middle_is_found_while_streaming_and_nothing_is_written(tmp_p
     source = write(tmp_path / "in.wav", wav)
     recorder = Recorder()
     with pytest.raises(DashflowError) as exc:
-        enhance_file(recorder, source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.5)
+        stream_file(recorder, source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.5)
     assert_one_line(exc, str(source), "NaN or infinite", "20.000 s")
     assert len(recorder.chunks) >= 3  # earlier chunks were already processed and written to the temp file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
@@ -232,7 +232,7 @@ def test_a_decoding_error_mid_file_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sf.SoundFile, "read", failing_read)
     with pytest.raises(DashflowError) as exc:
-        enhance_file(Recorder(), source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.5)
+        stream_file(Recorder(), source, tmp_path / "out.wav", chunk_seconds=4.0, overlap_seconds=0.5)
     assert_one_line(exc, str(source), "cannot decode audio (Internal psf_fseek() failed.")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
 
@@ -242,10 +242,10 @@ def test_empty_corrupt_missing_and_too_short_files_give_one_line(tmp_path):
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + bytes(range(256)) * 4)
     write(tmp_path / "short.wav", tone(440.0, 0.02))
     cases = {"empty.wav": "audio file is empty", "corrupt.wav": "cannot read audio",
-             "missing.wav": "no such file", "short.wav": "0.020 s is too short to enhance (the minimum is 0.040 s"}
+             "missing.wav": "no such file", "short.wav": "0.020 s is too short for the model (the minimum is 0.040 s"}
     for name, needle in cases.items():
         with pytest.raises(DashflowError) as exc:
-            enhance_file(Recorder(), tmp_path / name, tmp_path / f"out_{name}")
+            stream_file(Recorder(), tmp_path / name, tmp_path / f"out_{name}")
         assert_one_line(exc, str(tmp_path / name), needle)
         assert not (tmp_path / f"out_{name}").exists()
     assert leftovers(tmp_path) == []
@@ -253,7 +253,7 @@ def test_empty_corrupt_missing_and_too_short_files_give_one_line(tmp_path):
 
 def test_a_file_of_exactly_one_model_frame_at_another_rate_is_enough(tmp_path):
     source = write(tmp_path / "in.wav", noise(0.04, 44100), 44100)
-    info = enhance_file(Recorder(), source, tmp_path / "out.wav")
+    info = stream_file(Recorder(), source, tmp_path / "out.wav")
     assert info["frames"] == 1764 and read(tmp_path / "out.wav")[1].frames == 1764
 
 
@@ -268,7 +268,7 @@ def test_a_file_of_exactly_one_model_frame_at_another_rate_is_enough(tmp_path):
 ])
 def test_bad_settings_raise_before_anything_is_read(tmp_path, settings, needle):
     with pytest.raises(DashflowError) as exc:
-        enhance_file(Recorder(), tmp_path / "not-even-there.wav", tmp_path / "out.wav", **settings)
+        stream_file(Recorder(), tmp_path / "not-even-there.wav", tmp_path / "out.wav", **settings)
     assert_one_line(exc, needle)
 
 
@@ -277,15 +277,26 @@ def test_bad_targets_raise_and_keep_the_source(tmp_path):
     before = source.read_bytes()
     (tmp_path / "folder.wav").mkdir()
     (tmp_path / "file").write_text("x")
-    cases = {source: "is the input file", tmp_path / "folder.wav": "is a folder",
-             tmp_path / "out.flac": "must be a .wav file", tmp_path / "file" / "out.wav": "is a file, not a folder"}
+    cases = {source: "is an input file", tmp_path / "folder.wav": "is a folder",
+             tmp_path / "out.mp4": "cannot write audio with suffix '.mp4'",
+             tmp_path / "file" / "out.wav": "is a file, not a folder"}
     for target, needle in cases.items():
         with pytest.raises(DashflowError) as exc:
-            enhance_file(Recorder(), source, target)
+            stream_file(Recorder(), source, target)
         assert_one_line(exc, str(target), needle)
     assert source.read_bytes() == before and leftovers(tmp_path) == []
 
 
 def test_huge_outputs_switch_to_rf64():
-    assert output_format(10 * 60 * 48000, "PCM_16") == "WAV"
-    assert output_format(2 ** 31, "PCM_16") == "RF64" and output_format(2 ** 30, "FLOAT") == "RF64"
+    wav = Path("out.wav")
+    assert output_format(wav, 10 * 60 * 48000, False) == ("WAV", "PCM_16")
+    assert output_format(wav, 2 ** 31, False) == ("RF64", "PCM_16")
+    assert output_format(wav, 2 ** 30, True) == ("RF64", "FLOAT")
+
+
+def test_the_suffix_names_the_written_format(tmp_path):
+    source = write(tmp_path / "in.wav", noise(2.0))
+    for name, container in (("out.flac", "FLAC"), ("out.ogg", "OGG"), ("out.wav", "WAV")):
+        stream_file(Recorder(), source, tmp_path / name, chunk_seconds=4.0, overlap_seconds=0.5)
+        info = sf.info(str(tmp_path / name))
+        assert info.format == container and info.frames == 32000
