@@ -22,6 +22,12 @@ def resolve_device(name: str | None) -> torch.device:
         raise DashflowError(f"--device {name!r}: not a torch device (try cpu or cuda)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DashflowError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DashflowError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DashflowError(f"--device {name}: Apple MPS is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DashflowError(f"--device {name}: not supported here (use cpu, cuda or mps)")
     return device
 
 

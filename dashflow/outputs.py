@@ -48,12 +48,19 @@ def audio_format(path: str | os.PathLike) -> str:
     return AUDIO_FORMATS[suffix]
 
 
+def check_spares_inputs(outputs: Sequence[Path], inputs: Sequence[Path], flag: str = "-o") -> None:
+    """Raise DashflowError when any of ``outputs`` is one of the ``inputs`` files."""
+    sources = {Path(source).resolve() for source in inputs}
+    for path in outputs:
+        if Path(path).resolve() in sources:
+            raise DashflowError(f"{flag} {path}: is an input file; choose another name")
+
+
 def check_audio_output(path: str | os.PathLike, inputs: Sequence[Path] = (), flag: str = "-o") -> Path:
     """An audio output file: a known suffix, writable, and none of ``inputs``."""
     path = check_writable(path, flag=flag)
     audio_format(path)
-    if any(path.resolve() == Path(source).resolve() for source in inputs):
-        raise DashflowError(f"{flag} {path}: is an input file; choose another name")
+    check_spares_inputs([path], inputs, flag)
     return path
 
 
@@ -86,8 +93,5 @@ def plan_audio_jobs(source: str | os.PathLike, output: str | os.PathLike | None,
         if out in seen:
             raise DashflowError(f"{seen[out]} and {file} would both write {out}; rename one of them")
         seen[out] = file
-    inputs = {file.resolve() for file in files}
-    clobbered = [out for _, out in jobs if out.resolve() in inputs]
-    if clobbered:
-        raise DashflowError(f"{flag} {target}: would overwrite the input {clobbered[0]}; choose another folder")
+    check_spares_inputs([out for _, out in jobs], files, flag)
     return jobs

@@ -32,6 +32,7 @@ import soundfile as sf
 from dashflow.audio import list_audio_files
 from dashflow.data import read_manifest, write_manifest
 from dashflow.errors import DashflowError
+from dashflow.outputs import check_spares_inputs, check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -363,8 +364,17 @@ def prepare_manifest(records: Iterable[dict], output: str | Path) -> int:
     return len(kept)
 
 
+# the manifests that the folder-output formats write
+FOLDER_OUTPUTS = {"dns": ("clean.jsonl", "noise.jsonl", "paired.jsonl"),
+                  "split": tuple(f"{name}.jsonl" for name in SPLIT_NAMES), "mix": ("manifest.jsonl",)}
+
+
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    names = FOLDER_OUTPUTS.get(args.format)
+    output = check_writable(args.output, folder=names is not None)
+    inputs = [Path(value) for key in ("csv", "json", "captions", "clean", "noise") if (value := getattr(args, key, None))]
+    check_spares_inputs([output / name for name in names] if names else [output], inputs)
     commands = {"dns": _run_dns, "split": _run_split, "mix": _run_mix}
     if args.format in commands:
         return commands[args.format](args)

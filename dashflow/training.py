@@ -29,6 +29,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from dashflow.audio import atomic_path
 from dashflow.config import save_config
 from dashflow.errors import DashflowError
+from dashflow.outputs import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def build_accelerator(output_dir: str | os.PathLike, mixed_precision: str = "aut
     Denormal floats are flushed to zero on the CPU: optimiser states and small weights decay
     into that range, where CPU arithmetic is tens of times slower (measured: 40x per GAN step).
     """
+    check_writable(output_dir, folder=True, flag="train.output_dir")
     torch.set_flush_denormal(True)
     mixed_precision = str(mixed_precision).lower()
     if mixed_precision in ("false", "none"):  # YAML reads a bare `no` as false

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dashflow.outputs import check_writable
 from eval.weights import OFFICIAL, WEIGHTS_ENV
 
 
@@ -86,6 +87,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from eval.report import build_report, format_metric, issue_lines, metric_keys, write_report
     from eval.suite import EvalOptions, Evaluator, check_reference, parse_metrics
 
+    check_writable(args.out, folder=True, flag="--out")
     metrics = parse_metrics(args.metrics + (",inhouse" if args.classifier else ""))
     check_reference(metrics, args.reference)
     flags = {"steps": args.steps, "cfg": args.cfg, "seed": args.seed, "checkpoint": args.checkpoint}
@@ -124,6 +126,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_train_classifier(args: argparse.Namespace) -> int:
+    check_writable(args.out, folder=True, flag="--out")
     from eval.inhouse import train_classifier
 
     classifier = train_classifier(args.manifest, args.out, split=args.split, epochs=args.epochs,

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from dashflow.audio import load_audio  # noqa: E402
 from dashflow.errors import DashflowError  # noqa: E402
@@ -36,14 +37,18 @@ def histogram(runs: list[dict[str, Any]], key: str, label: str) -> str | None:
     series = [(name, values) for name, values in series if values]
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(5.2, 3.0))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
     bins = np.histogram_bin_edges(np.concatenate([v for _, v in series]), bins=20)
     for name, values in series:
-        ax.hist(values, bins=bins, alpha=0.6, label=f"{name} (mean {np.mean(values):.3f})")
-    ax.set_xlabel(f"per-clip {label}")
-    ax.set_ylabel("clips")
-    ax.legend(fontsize=8)
+        ax.hist(values, bins=bins, alpha=0.6, label=f"{name} (mean {np.mean(values):.3g})")
+    ax.set_xlabel(f"per-clip {label}", fontsize=11)
+    ax.set_ylabel("clips", fontsize=11)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # few, short tick labels that never overlap
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    ax.tick_params(labelsize=10)
+    ax.legend(fontsize=9)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
     return to_png(fig)
 
 

@@ -123,6 +123,9 @@ def issue_lines(report: dict) -> list[str]:
             lines += [f"{name}: {metric} failed on {cid}: {why}" for cid, why in clips.items()]
         lines += [f"{name}: {METRIC_INFO[k][0]} not computed: {m['error']}"
                   for k, m in run["metrics"].items() if m.get("error")]
+        lines += [f"{name}: {METRIC_INFO[k][0]}: {m['n_clamped']} of {m['n_pairs']} clips below 0 (the reference "
+                  f"formula's eps and, for sigmoid, its missing (1 - p) terms) are counted as 0; unclamped mean "
+                  f"{m['raw_value']:.4g}" for k, m in run["metrics"].items() if m.get("n_clamped")]
     return lines
 
 

@@ -357,11 +357,13 @@ def _kl(gen: dict, ref: dict, per_clip: dict) -> dict[str, dict]:
             out[f"kl_{kind}"] = {"value": None,
                                  "error": "no generated clip shares a basename with a readable reference clip"}
             continue
-        values = kl_per_clip(np.stack([ref[c]["logits"] for c in pairs]),
-                             np.stack([gen[c]["logits"] for c in pairs]), kind)
+        raw = kl_per_clip(np.stack([ref[c]["logits"] for c in pairs]),
+                          np.stack([gen[c]["logits"] for c in pairs]), kind)
+        values = np.maximum(raw, 0.0)  # a divergence is >= 0; below it is the formula's eps / missing terms
         for cid, value in zip(pairs, values, strict=True):
             per_clip[cid][f"kl_{kind}"] = float(value)
-        out[f"kl_{kind}"] = {"value": float(values.mean()), "n_pairs": len(pairs)}
+        out[f"kl_{kind}"] = {"value": float(values.mean()), "n_pairs": len(pairs),
+                             "n_clamped": int((raw < 0).sum()), "raw_value": float(raw.mean())}
     return out
 
 

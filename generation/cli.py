@@ -28,9 +28,11 @@ from dashflow.audio import atomic_path
 from dashflow.cli import run_guarded
 from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
+from dashflow.outputs import check_audio_output, check_writable
 
 DEMO_PIPELINE = Path(__file__).resolve().parent / "demo" / "pipeline"
 TAG = re.compile(r"<\|\w+\|>")
+MAX_STEPS = 1000
 
 
 def build_generate_parser() -> argparse.ArgumentParser:
@@ -95,8 +97,9 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 def check_settings(args: argparse.Namespace) -> None:
     if args.duration is not None and (not math.isfinite(args.duration) or args.duration <= 0):
         raise DashflowError(f"--duration must be a positive number of seconds, got {args.duration}")
-    if args.steps < 1:
-        raise DashflowError(f"--steps must be at least 1, got {args.steps}")
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise DashflowError(f"--steps must be in 1..{MAX_STEPS}, got {args.steps} (25 is the default; "
+                            "more than 100 rarely changes the audio)")
     if not math.isfinite(args.cfg) or args.cfg < 1:
         raise DashflowError(f"--cfg must be at least 1 (1 = no guidance), got {args.cfg}")
     if not math.isfinite(args.sway):
@@ -114,17 +117,10 @@ def slug(prompt: str, limit: int = 48) -> str:
 
 
 def output_paths(args: argparse.Namespace, prompts: list[str]) -> list[Path]:
-    """One .wav path per prompt (nothing is created here)."""
+    """One audio path per prompt, checked writable (``dashflow.outputs``); nothing is created here."""
     if args.batch is None:
-        path = Path(args.output or f"{slug(prompts[0])}.wav")
-        if path.suffix.lower() != ".wav":
-            raise DashflowError(f"-o {path}: the output must be a .wav file")
-        if path.is_dir():
-            raise DashflowError(f"-o {path}: is a folder; give a .wav file name")
-        return [path]
-    folder = Path(args.output or f"{Path(args.batch).stem}_audio")
-    if folder.exists() and not folder.is_dir():
-        raise DashflowError(f"-o {folder}: exists and is not a folder (--batch writes a folder)")
+        return [check_audio_output(args.output or f"{slug(prompts[0])}.wav")]
+    folder = check_writable(args.output or f"{Path(args.batch).stem}_audio", folder=True)
     width = max(3, len(str(len(prompts) - 1)))
     return [folder / f"{i:0{width}d}_{slug(p)}.wav" for i, p in enumerate(prompts)]
 
@@ -140,6 +136,7 @@ def generate_command(args: argparse.Namespace) -> int:
         raise DashflowError(f"the bundled demo pipeline is missing ({DEMO_PIPELINE}); pass --checkpoint "
                             "PIPELINE_FOLDER (a saved pipeline, a Dasheng-AudioGen folder or a Hugging Face id)")
 
+    import torch
     from tqdm.auto import tqdm
 
     from dashflow.audio import save_audio
@@ -172,6 +169,9 @@ def generate_command(args: argparse.Namespace) -> int:
         result = pipe([prompts[i] for i in chunk], duration=args.duration, num_inference_steps=args.steps,
                       guidance_scale=args.cfg, sway_coef=args.sway, seed=[seed + i for i in chunk])
         elapsed = time.perf_counter() - tic
+        if not torch.isfinite(result.audios).all():
+            raise DashflowError(f"sampling diverged: the audio of {prompts[chunk[0]]!r} has NaN or infinite "
+                                f"samples (--cfg {args.cfg} is likely too high; 3-7 is usual); its clip was not written")
         for j, i in enumerate(chunk):
             audio = result.audios[j, :result.lengths[j]]
             save_audio(outputs[i], audio, result.sample_rate)

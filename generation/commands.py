@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dashflow.device import resolve_device
 from dashflow.errors import DashflowError
+from dashflow.outputs import check_writable
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -40,6 +41,7 @@ def cache_latents_command(args: argparse.Namespace) -> int:
         raise DashflowError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.num_workers < 0:
         raise DashflowError(f"--num-workers must be 0 or more, got {args.num_workers}")
+    check_writable(args.out, folder=True, flag="--out")
 
     import torch
 

@@ -73,3 +73,23 @@ def test_inception_score_bounds_and_errors():
     assert mean == pytest.approx(10.0, rel=1e-6)
     with pytest.raises(DashflowError, match="at least 10"):
         inception_score(np.zeros((4, 5)), splits=10)
+
+
+def test_reported_kl_never_goes_below_zero_and_says_so():
+    """A clip whose reference-formula KL is negative counts as 0; the report names the clamp."""
+    from eval.report import issue_lines
+    from eval.suite import _kl
+
+    # clip a: generated sigmoids above the reference's on every class (negative KL); clip b: equal
+    ref = {"a": {"logits": np.array([0.0, 0.0])}, "b": {"logits": np.array([0.0, 0.0])}}
+    gen = {"a": {"logits": np.array([math.log(3.0), math.log(3.0)])}, "b": {"logits": np.array([0.0, 0.0])}}
+    per_clip = {"a": {}, "b": {}}
+    out = _kl(gen, ref, per_clip)
+    raw = kl_per_clip(np.stack([ref["a"]["logits"]]), np.stack([gen["a"]["logits"]]), "sigmoid")[0]
+    assert raw < 0 and per_clip["a"]["kl_sigmoid"] == 0.0
+    assert out["kl_sigmoid"]["value"] >= 0 and out["kl_softmax"]["value"] >= 0
+    assert out["kl_sigmoid"]["n_clamped"] >= 1 and out["kl_sigmoid"]["raw_value"] < out["kl_sigmoid"]["value"]
+    run = {"name": "run", "metrics": out, "issues": {"unreadable": {}, "unpaired_generated": [],
+                                                     "unpaired_reference": [], "uncaptioned": [], "failed": {}}}
+    lines = issue_lines({"reference": {}, "runs": [run]})
+    assert any("below 0" in line and "counted as 0" in line for line in lines)

@@ -281,6 +281,9 @@ def test_missing_or_broken_checkpoint_folders(tmp_path, setup, match):
 def test_hub_ids_go_through_snapshot_download(model, tmp_path, monkeypatch):
     import huggingface_hub
 
+    from dashflow import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)  # as on a machine online
     model.save_pretrained(tmp_path / "snapshot")
     calls = []
 
@@ -300,6 +303,24 @@ def test_hub_ids_go_through_snapshot_download(model, tmp_path, monkeypatch):
     with pytest.raises(DashflowError, match="not downloadable .*couldn't connect") as info:
         DashengTokenizer.from_pretrained("mispeech/dashengtokenizer")
     assert "\n" not in str(info.value)
+
+
+def test_unreachable_hub_and_local_looking_paths_fail_at_once(tmp_path, monkeypatch):
+    """No network wait: a path whose first folder exists is local; with the Hub unreachable (here
+    HF_HUB_OFFLINE) a repo id fails before any download is tried."""
+    import huggingface_hub
+
+    from dashflow import hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **_: pytest.fail("tried the network"))
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DashflowError, match="runs/tokenizer: tokenizer folder not found"):
+        DashengTokenizer.from_pretrained("runs/tokenizer")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not hub.hub_reachable()
+    with pytest.raises(DashflowError, match="Hugging Face Hub is unreachable"):
+        DashengTokenizer.from_pretrained("mispeech/dashengtokenizer")
 
 
 # ---- bare Dasheng checkpoints (PyPI dasheng format) ------------------------------------------
