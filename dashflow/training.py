@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from dashflow.audio import atomic_path
 from dashflow.config import save_config
-from dashflow.errors import DashflowError
+from dashflow.errors import DashflowError, first_line
 from dashflow.outputs import check_writable
 
 logger = logging.getLogger(__name__)
@@ -192,14 +193,52 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, ste
 
 
 def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> int:
-    """Restore models, optimizers, schedulers and RNG states from ``path``; returns its step."""
+    """Restore models, optimizers, schedulers and RNG states from ``path``; returns its step.
+
+    A truncated, missing or refused file (pickles never load) is one DashflowError line.
+    """
     path = Path(path)
     try:
         step = int(json.loads((path / STATE_NAME).read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DashflowError(f"{path / STATE_NAME}: unreadable trainer state ({exc})") from None
-    accelerator.load_state(str(path))
+    try:
+        accelerator.load_state(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors, torch.load(weights_only) refusals, missing files
+        raise DashflowError(f"{path}: damaged checkpoint ({type(exc).__name__}: {first_line(exc)})") from None
     return step
+
+
+def resume_training(accelerator: Accelerator, output_dir: str | os.PathLike, resume: str) -> int:
+    """Restore a run as ``resume`` says ("" fresh, "latest", or a checkpoint folder); returns the
+    step to continue from (0 when fresh).
+
+    Folders of saves killed midway (``.step_*.tmp``) are removed first. With "latest" a damaged
+    newest checkpoint is named in one warning line and the next older one is loaded instead (all
+    of its state replaces whatever the damaged one had restored); no readable checkpoint at all is
+    a DashflowError, as is a named checkpoint that is damaged.
+    """
+    if accelerator.is_main_process:
+        for stale in Path(output_dir).glob(f".{CHECKPOINT_PREFIX}*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    candidates = ([find_checkpoint(output_dir, resume)] if resume and resume != "latest"
+                  else list(reversed(list_checkpoints(output_dir))) if resume else [])
+    for path in candidates:
+        try:
+            step = load_checkpoint(accelerator, path)
+        except DashflowError as exc:
+            if resume != "latest":
+                raise
+            if accelerator.is_main_process:
+                print(f"warning: skipping {exc}", file=sys.stderr)
+            continue
+        accelerator.print(f"resumed from {path} at step {step}")
+        return step
+    if candidates:
+        raise DashflowError(f"{output_dir}: none of its {len(candidates)} checkpoints can be read; "
+                            f"move them away to start fresh")
+    return 0
 
 
 # ----------------------------------------------------------------------------- logging
@@ -214,8 +253,7 @@ class MetricsLog:
     def __init__(self, path: str | os.PathLike, start_step: int = 0, enabled: bool = True):
         self.path, self.enabled = Path(path), enabled
         if enabled and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start_step]
+            kept = [line for line, record in _parsed_lines(self.path) if record["step"] <= start_step]
             with atomic_path(self.path) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
 
@@ -225,9 +263,22 @@ class MetricsLog:
                 handle.write(json.dumps({"step": step, **values}) + "\n")
 
 
+def _parsed_lines(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) of every whole line of a MetricsLog file; a line torn by a kill is dropped."""
+    parsed = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            parsed.append((line, record))
+    return parsed
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """The records of a :class:`MetricsLog` file."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [record for _, record in _parsed_lines(Path(path))]
 
 
 def _tensorboard(accelerator: Accelerator):

@@ -37,9 +37,8 @@ from dashflow.training import (
     METRICS_NAME,
     MetricsLog,
     build_accelerator,
-    find_checkpoint,
     init_trackers,
-    load_checkpoint,
+    resume_training,
     save_checkpoint,
 )
 from generation.se_pipeline import SpeechEnhancementPipeline
@@ -85,11 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ema = attach_ema(accelerator, model, cfg.ema)
 
     # resume: weights, optimiser, schedule, EMA, RNG; the data position is the step
-    start_step = 0
-    checkpoint = find_checkpoint(cfg.train.output_dir, cfg.train.resume)
-    if checkpoint is not None:
-        start_step = load_checkpoint(accelerator, checkpoint)
-        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    start_step = resume_training(accelerator, cfg.train.output_dir, cfg.train.resume)
 
     loader = build_se_loader(cfg.data.train, cfg.data.noise or None, cfg.data.batch_size * accum,
                              cfg.data.max_seconds, cfg.train.seed, start_step, accelerator.process_index,

@@ -47,11 +47,10 @@ from dashflow.training import (
     MetricsLog,
     build_accelerator,
     cosine_schedule,
-    find_checkpoint,
     init_trackers,
-    load_checkpoint,
     log_audio,
     log_spectrogram,
+    resume_training,
     save_checkpoint,
 )
 from tokenizer.discriminators import TokenizerDiscriminator
@@ -337,11 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     set_seed(cfg.train.seed, device_specific=True)  # per-process noise from here on
 
     # resume: weights, optimisers, schedules, RNG; the data position is the step
-    start_step = 0
-    checkpoint = find_checkpoint(cfg.train.output_dir, cfg.train.resume)
-    if checkpoint is not None:
-        start_step = load_checkpoint(accelerator, checkpoint)
-        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    start_step = resume_training(accelerator, cfg.train.output_dir, cfg.train.resume)
 
     train_source, val_records = split_data(cfg.data)
     val_set = AudioClipDataset(val_records, cfg.data.val_seconds, random_crop=False)

@@ -36,9 +36,8 @@ from dashflow.training import (
     METRICS_NAME,
     MetricsLog,
     build_accelerator,
-    find_checkpoint,
     init_trackers,
-    load_checkpoint,
+    resume_training,
     save_checkpoint,
 )
 from generation.train_data import build_train_loader, split_batch
@@ -84,11 +83,7 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
     ema = attach_ema(accelerator, model, cfg.ema)
 
     # resume: weights, optimiser, schedule, EMA, RNG; the data position is the step
-    start_step = 0
-    checkpoint = find_checkpoint(cfg.train.output_dir, cfg.train.resume)
-    if checkpoint is not None:
-        start_step = load_checkpoint(accelerator, checkpoint)
-        accelerator.print(f"resumed from {checkpoint} at step {start_step}")
+    start_step = resume_training(accelerator, cfg.train.output_dir, cfg.train.resume)
     prepare_normalizer(cfg, frozen, start_step > 0, accelerator.is_main_process)
 
     loader = build_train_loader(cfg.data.train, frozen.tokenizer, cfg.data.max_seconds,

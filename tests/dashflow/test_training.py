@@ -27,6 +27,7 @@ from dashflow.training import (
     log_audio,
     log_spectrogram,
     read_metrics,
+    resume_training,
     save_checkpoint,
 )
 from tokenizer.frontends import register_recomputable_buffer
@@ -183,3 +184,62 @@ def test_processes_that_did_not_form_a_group_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(DashflowError, match="2 processes were launched but they did not form a process group"):
         build_accelerator(tmp_path)
+
+
+def _damage(folder, how: str) -> None:
+    """Damage checkpoint ``folder`` the ways a disk, a kill or an attacker would."""
+    if how == "truncated weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "missing optimizer":
+        (folder / "optimizer.bin").unlink()
+    elif how == "pickle payload":  # a pickle that would run code if unpickled
+        import pickle
+
+        class Payload:
+            def __reduce__(self):
+                return (exec, ("open('PWNED', 'w').write('x')",))
+
+        (folder / "optimizer.bin").write_bytes(pickle.dumps({"state": Payload()}))
+
+
+@pytest.mark.parametrize("how", ["truncated weights", "missing optimizer", "pickle payload"])
+def test_a_damaged_newest_checkpoint_falls_back_and_a_named_one_is_one_line(tmp_path, fresh_state, capfd,
+                                                                           monkeypatch, how):
+    monkeypatch.chdir(tmp_path)
+    accelerator, model, optimizer, scheduler = make(tmp_path)
+    train_steps(model, optimizer, scheduler, 2)
+    save_checkpoint(accelerator, tmp_path, 2, keep_last=0)
+    expected = train_steps(model, optimizer, scheduler, 3)
+    save_checkpoint(accelerator, tmp_path, 5, keep_last=0)
+    _damage(checkpoint_path(tmp_path, 5), how)
+    (tmp_path / ".step_0000006.tmp").mkdir()  # a save killed midway
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator, model, optimizer, scheduler = make(tmp_path)
+    assert resume_training(accelerator, tmp_path, "latest") == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: skipping") and "step_0000005" in err[0], err
+    assert train_steps(model, optimizer, scheduler, 3) == expected  # continues exactly from step 2
+    assert not (tmp_path / ".step_0000006.tmp").exists() and not (tmp_path / "PWNED").exists()
+
+    with pytest.raises(DashflowError, match="step_0000005: damaged checkpoint") as info:
+        resume_training(accelerator, tmp_path, str(checkpoint_path(tmp_path, 5)))
+    assert "\n" not in str(info.value)
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_silent_fresh_start(tmp_path, fresh_state):
+    accelerator, *_ = make(tmp_path)
+    save_checkpoint(accelerator, tmp_path, 1)
+    _damage(checkpoint_path(tmp_path, 1), "missing optimizer")
+    with pytest.raises(DashflowError, match="none of its 1 checkpoints can be read"):
+        resume_training(accelerator, tmp_path, "latest")
+    assert resume_training(accelerator, tmp_path, "") == 0
+
+
+def test_a_metrics_line_torn_by_a_kill_is_dropped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]
+    MetricsLog(path, start_step=2).write(3, {"loss": 1.0})
+    assert [r["step"] for r in read_metrics(path)] == [1, 2, 3]
