@@ -199,7 +199,7 @@ def stream_file(enhance: Enhancer, source: str | os.PathLike, target: str | os.P
             return source_frames if out_rate == rate else (2 * source_frames * out_rate + rate) // (2 * rate)
         chunker = OverlapAdd(enhance, plan, str(source))
         expected = frames if rate == model_rate else (2 * frames * model_rate + rate) // (2 * rate)
-        bar = tqdm(total=plan.count(expected), desc=source.name, unit="chunk", file=sys.stderr,
+        bar = tqdm(delay=1.0, total=plan.count(expected), desc=source.name, unit="chunk", file=sys.stderr,
                    disable=not progress, leave=False)
         read = 0
         with bar, ExitStack() as stack:

@@ -310,7 +310,7 @@ def write_mixed_set(clean: Sequence[dict], noise: Sequence[dict], out_dir: str |
     out_dir = Path(out_dir)
     mixer = NoiseMixer(noise, mixing or MixingConfig(), sample_rate, seed)
     records, names = [], {}
-    for record in tqdm(clean, desc="mixing", unit="clip"):
+    for record in tqdm(clean, delay=1.0, desc="mixing", unit="clip"):
         name = re.sub(r"[^\w.-]+", "_", record["audio_id"])
         if name in names:
             raise DashflowError(f"audio_ids {names[name]!r} and {record['audio_id']!r} both "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from dashflow.errors import DashflowError
 from dashflow.outputs import check_writable
 from eval.weights import OFFICIAL, WEIGHTS_ENV
 
@@ -88,6 +90,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from eval.suite import EvalOptions, Evaluator, check_reference, parse_metrics
 
     check_writable(args.out, folder=True, flag="--out")
+    for folder in [f for group in args.generated for f in group] + ([args.reference] if args.reference else []):
+        if not Path(folder).is_dir():
+            raise DashflowError(f"{folder}: not a folder of audio clips")
     metrics = parse_metrics(args.metrics + (",inhouse" if args.classifier else ""))
     check_reference(metrics, args.reference)
     flags = {"steps": args.steps, "cfg": args.cfg, "seed": args.seed, "checkpoint": args.checkpoint}

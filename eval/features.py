@@ -87,7 +87,7 @@ def extract(clips: dict[str, Path], embedders: list[Embedder], cache: FeatureCac
     bad: dict[str, str] = {}
     hashes: dict[str, str] = {}
     keys = {e.name: cache_key(e) for e in embedders}
-    for clip_id, path in tqdm(clips.items(), desc=desc, unit="clip"):
+    for clip_id, path in tqdm(clips.items(), delay=1.0, desc=desc, unit="clip"):
         try:
             content_hash = hashes[clip_id] = sha256_file(path)
         except OSError as exc:

@@ -301,7 +301,7 @@ def train_classifier(manifest: str | os.PathLike, out_dir: str | os.PathLike, *,
     model = InhouseCNN(len(labels), arch, mel).to(resolve_device(device))
     classifier = InhouseClassifier(model, labels, captions, arch, mel, {})
     audio = {r["audio_id"]: load_audio(r["audio"]).numpy()
-             for r in tqdm(train + val, desc="reading clips", unit="clip", disable=not progress)}
+             for r in tqdm(train + val, delay=1.0, desc="reading clips", unit="clip", disable=not progress)}
     window = int(arch.window_seconds * SAMPLE_RATE)
     targets = torch.tensor([labels.index(r["label"]) for r in train])
     items = np.repeat(np.arange(len(train)), [max(1, round(len(audio[r["audio_id"]]) / window)) for r in train])
@@ -309,7 +309,7 @@ def train_classifier(manifest: str | os.PathLike, out_dir: str | os.PathLike, *,
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
     history = []
-    with tqdm(total=epochs * steps, desc="training", unit="step", disable=not progress) as bar:
+    with tqdm(delay=1.0, total=epochs * steps, desc="training", unit="step", disable=not progress) as bar:
         for epoch in range(1, epochs + 1):
             model.train()
             order, losses = rng.permutation(items), []

@@ -294,7 +294,7 @@ class Evaluator:
             "spksim": self.speaker.similarity if self.speaker else None,
         }
         paired = [m for m in wanted if m in PAIRED and scorers[m] is not None]
-        for cid, path in tqdm(gen.clips.items(), desc=f"{gen.root.name} (speech)", unit="clip"):
+        for cid, path in tqdm(gen.clips.items(), delay=1.0, desc=f"{gen.root.name} (speech)", unit="clip"):
             if cid in issues["unreadable"]:
                 continue
             try:

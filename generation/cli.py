@@ -33,6 +33,7 @@ from dashflow.outputs import check_audio_output, check_writable
 DEMO_PIPELINE = Path(__file__).resolve().parent / "demo" / "pipeline"
 TAG = re.compile(r"<\|\w+\|>")
 MAX_STEPS = 1000
+MAX_PROMPT_CHARS = 2000
 
 
 def build_generate_parser() -> argparse.ArgumentParser:
@@ -88,9 +89,12 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         if not prompts:
             raise DashflowError(f"{path}: no prompts (one per line; blank lines and # comments are skipped)")
     for i, prompt in enumerate(prompts):
+        where = "" if args.batch is None else f" {i} of {args.batch}"
         if not TAG.sub("", prompt).strip():
-            where = "" if args.batch is None else f" {i} of {args.batch}"
             raise DashflowError(f"prompt{where} is empty: describe the sound to generate")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise DashflowError(f"prompt{where} has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS} "
+                                "(text encoders read at most a few hundred tokens)")
     return prompts
 
 
@@ -136,7 +140,7 @@ def generate_command(args: argparse.Namespace) -> int:
         raise DashflowError(f"the bundled demo pipeline is missing ({DEMO_PIPELINE}); pass --checkpoint "
                             "PIPELINE_FOLDER (a saved pipeline, a Dasheng-AudioGen folder or a Hugging Face id)")
 
-    import torch
+    import numpy as np
     from tqdm.auto import tqdm
 
     from dashflow.audio import save_audio
@@ -162,14 +166,14 @@ def generate_command(args: argparse.Namespace) -> int:
         "device": str(device), "dtype": str(dtype).removeprefix("torch."), "dashflow_version": dashflow_version(),
         "load_seconds": round(load_seconds, 3)}
 
-    bar = tqdm(total=len(prompts), desc="prompts", unit="prompt", disable=args.quiet or len(prompts) == 1)
+    bar = tqdm(delay=1.0, total=len(prompts), desc="prompts", unit="prompt", disable=args.quiet or len(prompts) == 1)
     for first in range(0, len(prompts), args.batch_size):
         chunk = range(first, min(first + args.batch_size, len(prompts)))
         tic = time.perf_counter()
         result = pipe([prompts[i] for i in chunk], duration=args.duration, num_inference_steps=args.steps,
                       guidance_scale=args.cfg, sway_coef=args.sway, seed=[seed + i for i in chunk])
         elapsed = time.perf_counter() - tic
-        if not torch.isfinite(result.audios).all():
+        if not np.isfinite(result.audios).all():
             raise DashflowError(f"sampling diverged: the audio of {prompts[chunk[0]]!r} has NaN or infinite "
                                 f"samples (--cfg {args.cfg} is likely too high; 3-7 is usual); its clip was not written")
         for j, i in enumerate(chunk):

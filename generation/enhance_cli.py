@@ -115,7 +115,7 @@ def enhance_command(args: argparse.Namespace) -> int:
 
     failures = 0
     several = len(jobs) > 1
-    bar = tqdm(jobs, desc="files", unit="file", disable=args.quiet or not several)
+    bar = tqdm(jobs, delay=1.0, desc="files", unit="file", disable=args.quiet or not several)
     for source, target in bar:
         try:
             info = stream_file(chunk_enhancer(pipe, args), source, target, model_rate=pipe.sample_rate,

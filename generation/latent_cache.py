@@ -136,7 +136,7 @@ def cache_latents(records: Sequence[dict], tokenizer: DashengTokenizer, cache_di
     clips = _ClipReader(todo, tokenizer.sample_rate, tokenizer.min_samples)
     loader = DataLoader(clips, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
     failures: list[str] = []
-    with tqdm(total=len(todo), desc="cache-latents", unit="clip", dynamic_ncols=True) as bar:
+    with tqdm(delay=1.0, total=len(todo), desc="cache-latents", unit="clip", dynamic_ncols=True) as bar:
         for batch in loader:
             good = []
             for record, wav, error in batch:
@@ -144,10 +144,11 @@ def cache_latents(records: Sequence[dict], tokenizer: DashengTokenizer, cache_di
                     good.append((record, wav))
                 else:
                     failures.append(f"{record['audio_id']}: {error}")
-                    tqdm.write(f"skipped {failures[-1]}", file=sys.stderr)
             if good:
                 _encode_and_write(tokenizer, cache, good, dtype)
             bar.update(len(batch))
+    for failure in failures:  # after the bar, so no line is drawn into it
+        print(f"warning: skipped {failure}", file=sys.stderr)
     return failures
 
 

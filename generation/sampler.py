@@ -78,7 +78,7 @@ def sample(model: AudioGenModel, cond: Conditioning, *, num_steps: int = 25, gui
     timesteps = scheduler.timesteps
     if skip_final_step and abs(float(scheduler.sigmas[-2])) < NOOP_SIGMA:
         timesteps = timesteps[:-1]
-    for step_t in tqdm(timesteps, disable=not progress, desc="sampling", leave=False):
+    for step_t in tqdm(timesteps, delay=1.0, disable=not progress, desc="sampling", leave=False):
         x_in = torch.cat([latents, latents]) if guided else latents
         t_in = torch.trunc(step_t) if truncate_timesteps else step_t
         v = model.velocity(x_in.to(dtype), t_in.expand(x_in.shape[0]), batch_cond).float()

@@ -110,12 +110,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {jobs[0][1]}")
         return 0
     failed = 0
-    for source, target in tqdm(jobs, desc="reconstruct", unit="file"):
+    for source, target in tqdm(jobs, delay=1.0, desc="reconstruct", unit="file"):
         try:
             reconstruct_file(source, target)
         except DashflowError as exc:
             failed += 1
-            tqdm.write(f"skipped: {exc}", file=sys.stderr)
+            tqdm.write(f"warning: skipped {exc}", file=sys.stderr)
     if failed:
         raise DashflowError(f"{failed} of {len(jobs)} files failed (see above); "
                             f"the other {len(jobs) - failed} are in {jobs[0][1].parent}")
