@@ -42,7 +42,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_NAME = "dashflow in-house log-mel CNN classifier"
 AUGMENTATION = {"crop": "random window (time shift); shorter clips at a random offset in zeros",
-                "gain_db": [-6.0, 6.0], "white_noise": {"probability": 0.5, "snr_db": [10.0, 40.0]}}
+                "gain_db": [-6.0, 6.0], "white_noise": {"probability": 0.5, "snr_db": [10.0, 40.0]},
+                "mixup": {"beta": 0.4}, "spec_augment": {"masks": 2, "max_mel_bins": 8, "max_frames": 30}}
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,28 @@ class InhouseCNN(nn.Module):
         return torch.log(self.filters @ power + 1e-6)
 
     def forward(self, wav: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.blocks(self.norm(self.log_mel(wav))[:, None]).flatten(1, 2)  # [B, C * M', T']
+        x = self.norm(self.log_mel(wav))
+        if self.training:
+            x = spec_augment(x, **AUGMENTATION["spec_augment"])
+        x = self.blocks(x[:, None]).flatten(1, 2)  # [B, C * M', T']
         pooled = torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)  # [B, 2 C M']
         embedding = F.relu(self.embed(self.dropout(pooled)))
         return embedding, self.head(self.dropout(embedding))
+
+
+def spec_augment(x: Tensor, masks: int, max_mel_bins: int, max_frames: int) -> Tensor:
+    """Zero ``masks`` random mel bands (up to ``max_mel_bins`` wide) and time spans (up to
+    ``max_frames``) of each clip of the normalised log-mel x [B, M, T] (torch's global RNG)."""
+    batch, bins, frames = x.shape
+    keep = torch.ones_like(x, dtype=torch.bool)
+    for size, width, axis in ((bins, max_mel_bins, 1), (frames, max_frames, 2)):
+        positions = torch.arange(size, device=x.device)[None]
+        for _ in range(masks):
+            span = torch.randint(0, min(width, size) + 1, (batch, 1), device=x.device)
+            start = (torch.rand(batch, 1, device=x.device) * (size - span + 1)).long()
+            hit = (positions >= start) & (positions < start + span)  # [B, size]
+            keep &= ~hit.unsqueeze(3 - axis)
+    return x * keep
 
 
 def normalize_prompt(text: str) -> str:
@@ -316,8 +335,11 @@ def train_classifier(manifest: str | os.PathLike, out_dir: str | os.PathLike, *,
             for step in range(steps):
                 index = order[step * batch_size:(step + 1) * batch_size]
                 batch = np.stack([augment(random_crop(audio[train[i]["audio_id"]], window, rng), rng) for i in index])
-                _, logits = model(torch.from_numpy(batch).to(classifier.device))
-                loss = F.cross_entropy(logits, targets[index].to(classifier.device), label_smoothing=0.1)
+                mix, partner = rng.beta(*[AUGMENTATION["mixup"]["beta"]] * 2), rng.permutation(len(index))
+                _, logits = model(torch.from_numpy(mix * batch + (1 - mix) * batch[partner]).to(classifier.device))
+                target = targets[index].to(classifier.device)
+                loss = (mix * F.cross_entropy(logits, target, label_smoothing=0.1)
+                        + (1 - mix) * F.cross_entropy(logits, target[partner], label_smoothing=0.1))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
