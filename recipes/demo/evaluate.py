@@ -9,7 +9,9 @@
 2. Scores them with ``dashflow eval --classifier`` against held-out real clips (top-1 against the
    prompted class, FD in the classifier's embedding, prompt separation) into ``out/report``.
 3. Reconstructs held-out clips with the pipeline's tokenizer (and ``--baseline-tokenizer``):
-   Mel-16k distance (``eval.reconstruction.mel_distance``) in ``out/reconstruction.json``.
+   Mel-16k distance (``eval.reconstruction.mel_distance``), the log-mel correlations of the
+   generated clips (same prompt / same seed) and the default dog clip's length and number of
+   events, all in ``out/results.json``.
 4. Draws spectrogram grids: ``generated_vs_heldout.png`` (one generated clip per class beside a
    real held-out clip) and ``tokenizer_reconstructions.png``.
 """
@@ -31,6 +33,7 @@ import torch
 
 from dashflow.audio import load_audio, save_audio
 from dashflow.data import read_manifest
+from eval.inhouse import InhouseClassifier, top1_by_class
 from eval.reconstruction import mel_distance
 from eval.spectral import log_mel_image
 from generation.cli import write_sidecar
@@ -73,6 +76,35 @@ def count_events(wav: np.ndarray, sample_rate: int = 16000, floor_db: float = -2
             events += 1
         quiet_run = 0 if is_loud else quiet_run + 1
     return events
+
+
+def logmel_correlations(sidecars: list[dict], folder: Path) -> dict[str, float]:
+    """Mean Pearson correlation of log-mel images (cut to the shorter clip) over pairs of one
+    prompt at two seeds and of two prompts at one seed: the measure issue 9 was filed with."""
+    images = {(s["label"], s["seed"]): log_mel_image(load_audio(folder / s["output"]).numpy(), 16000)
+              for s in sidecars}
+    same_prompt, same_seed = [], []
+    keys = list(images)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            if (a[0] == b[0]) == (a[1] == b[1]):
+                continue
+            frames = min(images[a].shape[1], images[b].shape[1])
+            r = float(np.corrcoef(images[a][:, :frames].ravel(), images[b][:, :frames].ravel())[0, 1])
+            (same_prompt if a[0] == b[0] else same_seed).append(r)
+    return {"same_prompt": float(np.mean(same_prompt)), "same_seed": float(np.mean(same_seed)),
+            "separation": float(np.mean(same_prompt) - np.mean(same_seed))}
+
+
+def classifier_on_real_clips(classifier_dir: Path, records: list[dict], per_class: int = 15) -> dict:
+    """Top-1 of the classifier on real clips it never saw (the generator's training clips): the
+    ceiling that generated clips are compared against."""
+    classifier = InhouseClassifier.load(classifier_dir)
+    chosen = [r for label in sorted({r["label"] for r in records})
+              for r in [x for x in records if x["label"] == label][:per_class]]
+    logits = classifier.predict([load_audio(r["audio"]).numpy() for r in chosen])
+    scores = top1_by_class([classifier.labels[i] for i in logits.argmax(axis=1)], [r["label"] for r in chosen])
+    return {"top1": scores["overall"], "clips": len(chosen), "per_class": scores["per_class"]}
 
 
 def reconstruction_scores(tokenizers: dict[str, Path], clips: list[dict]) -> dict[str, dict]:
@@ -138,9 +170,11 @@ def main() -> int:
     if args.baseline_tokenizer:
         tokenizers["baseline"] = args.baseline_tokenizer
     recon = reconstruction_scores(tokenizers, reference)
-    results = {"reconstruction": recon["scores"],
+    results = {"classifier_on_generator_train_clips": classifier_on_real_clips(
+                   args.classifier, read_manifest(args.corpus / "train.jsonl")),
+               "reconstruction": recon["scores"], "logmel_correlation": logmel_correlations(sidecars, generated_dir),
                "dog_seed0": {"seconds": round(dog["duration"], 2), "events": count_events(dog_wav)}}
-    (args.out / "reconstruction.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
     rows = []
     for label in prompts:

