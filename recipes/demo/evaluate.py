@@ -33,6 +33,7 @@ import torch
 
 from dashflow.audio import load_audio, save_audio
 from dashflow.data import read_manifest
+from eval.events import count_events
 from eval.inhouse import InhouseClassifier, top1_by_class
 from eval.reconstruction import mel_distance
 from eval.spectral import log_mel_image
@@ -62,20 +63,6 @@ def generate_set(pipeline_dir: Path, prompts: dict[str, str], out: Path) -> list
             write_sidecar(path, sidecar)
             written.append(sidecar)
     return written
-
-
-def count_events(wav: np.ndarray, sample_rate: int = 16000, floor_db: float = -20.0) -> int:
-    """Loud events in wav [S]: rises of the 10 ms envelope above ``floor_db`` below its peak,
-    at least 120 ms after the previous event ended."""
-    hop = sample_rate // 100
-    frames = np.sqrt(np.mean(wav[:len(wav) // hop * hop].reshape(-1, hop) ** 2, axis=1) + 1e-12)
-    loud = 20 * np.log10(frames / frames.max()) > floor_db
-    events, quiet_run = 0, 12
-    for is_loud in loud:
-        if is_loud and quiet_run >= 12:
-            events += 1
-        quiet_run = 0 if is_loud else quiet_run + 1
-    return events
 
 
 def logmel_correlations(sidecars: list[dict], folder: Path) -> dict[str, float]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from eval.events import count_events
 from generation import cli
 from generation.cli import generate_main
 from generation.model import AudioGenModel
@@ -137,8 +138,8 @@ def test_errors_are_one_line_exit_2_and_leave_no_file(args, message, checkpoint,
 
 
 def test_bundled_demo_pipeline_generates_a_dog_with_no_checkpoint(tmp_path, capfd):
-    """README command 1: the bundled demo (all bundled fp16 safetensors within the 40 MB budget)
-    loads and generates."""
+    """README command 1 with no other flag: the bundled demo (all bundled fp16 safetensors within
+    the 40 MB budget) gives at least 2 s of audio with several barks."""
     weights = sum(f.stat().st_size for f in cli.DEMO_PIPELINE.parent.rglob("*.safetensors"))
     assert 0 < weights <= 40 * 2 ** 20
     assert (cli.DEMO_PIPELINE / "MODEL_CARD.md").is_file() and (cli.DEMO_PIPELINE / "ATTRIBUTION.csv").is_file()
@@ -147,8 +148,18 @@ def test_bundled_demo_pipeline_generates_a_dog_with_no_checkpoint(tmp_path, capf
     wav, sr = sf.read(out)
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sr == 16000 and sidecar["checkpoint"] == str(cli.DEMO_PIPELINE) and sidecar["task"] == "tta"
-    assert 0.04 <= len(wav) / sr <= 60 and np.isfinite(wav).all() and np.abs(wav).max() > 1e-3
+    assert 2.0 <= len(wav) / sr <= 60 and np.isfinite(wav).all() and np.abs(wav).max() > 1e-3
+    assert count_events(wav) >= 2
     assert "wrote" in capfd.readouterr().out
+
+
+def test_bundled_demo_answers_a_prompt_outside_its_vocabulary(tmp_path):
+    out = tmp_path / "odd.wav"
+    assert generate_main(["a quantum computer humming in a cathedral", "-o", str(out), "--seed", "1",
+                          "--steps", "4", "--quiet"]) == 0
+    wav, sr = sf.read(out)
+    assert len(wav) / sr > 0.5 and np.isfinite(wav).all()
+    assert json.loads(out.with_suffix(".json").read_text())["prompt"].startswith("a quantum computer")
 
 
 def test_missing_bundled_demo_asks_for_a_checkpoint(tmp_path, monkeypatch, capfd):
