@@ -77,7 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--val-fraction", type=float, default=0.15, help="share of each label's sources held out")
+    t.add_argument("--val-fraction", type=float, default=0.15, help="share of each label's sources held out "
+                   "for validation (0 with --test-manifest: train on every source)")
+    t.add_argument("--test-manifest", metavar="JSONL", help="labelled clips it never trains on to measure its "
+                   "own top-1 once at the end (e.g. the generator's training split)")
+    t.add_argument("--test-split", help="only clips of this split of --test-manifest")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto, ...")
     t.set_defaults(handler=run_train_classifier)
@@ -136,6 +140,7 @@ def run_train_classifier(args: argparse.Namespace) -> int:
 
     classifier = train_classifier(args.manifest, args.out, split=args.split, epochs=args.epochs,
                                   batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
+                                  test_manifest=args.test_manifest, test_split=args.test_split,
                                   seed=args.seed, device=args.device)
     validation = classifier.record["validation"]
     print(f"{len(classifier.labels)} labels; validation top-1 {validation['top1']:.3f} on {validation['n_clips']} "

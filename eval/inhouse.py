@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -302,19 +302,27 @@ def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def train_classifier(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, split: str | None = None,
                      epochs: int = 10, batch_size: int = 32, lr: float = 2e-3, val_fraction: float = 0.15,
+                     test_manifest: str | os.PathLike | None = None, test_split: str | None = None,
                      seed: int = 0, device: str = "cpu", arch: Architecture = Architecture(),
                      mel: MelSettings = MelSettings(), progress: bool = True) -> InhouseClassifier:
-    """Train on the manifest's labelled clips (of ``split``), validate on held-out sources, save to
-    ``out_dir`` and return the saved classifier, loaded back. An epoch draws about one random
-    window per ``window_seconds`` of training audio."""
+    """Train on the manifest's labelled clips (of ``split``), save to ``out_dir`` and return the
+    saved classifier, loaded back. An epoch draws about one random window per ``window_seconds``
+    of training audio.
+
+    Its own accuracy is measured on clips it never trains on: ``test_manifest`` (of ``test_split``)
+    when given, once at the end (then ``val_fraction`` may be 0: every source trains), else a
+    ``val_fraction`` of each label's sources held out of the training clips, after every epoch.
+    """
     if epochs < 1 or batch_size < 1:
         raise DashflowError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
+    if val_fraction <= 0 and test_manifest is None:
+        raise DashflowError("with no test manifest the validation fraction must be positive")
     records, chosen = labelled_records(manifest, split)
     labels = sorted({r["label"] for r in chosen})
     if len(labels) < 2:
         raise DashflowError(f"{manifest}: a classifier needs at least two labels, found {labels}")
     captions = caption_labels(records, labels)
-    train, val = split_by_source(chosen, val_fraction, seed)
+    train, val = split_by_source(chosen, val_fraction, seed) if val_fraction > 0 else (chosen, [])
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = InhouseCNN(len(labels), arch, mel).to(resolve_device(device))
@@ -347,10 +355,16 @@ def train_classifier(manifest: str | os.PathLike, out_dir: str | os.PathLike, *,
                 losses.append(loss.item())
                 bar.update()
             model.eval()
-            scores = top1_by_class(_predicted_labels(classifier, [audio[r["audio_id"]] for r in val]),
-                                   [r["label"] for r in val])
-            history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4), "val_top1": scores["overall"]})
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_top1=f"{scores['overall']:.3f}")
+            history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4)})
+            if val:
+                scores = top1_by_class(_predicted_labels(classifier, [audio[r["audio_id"]] for r in val]),
+                                       [r["label"] for r in val])
+                history[-1]["val_top1"] = scores["overall"]
+            bar.set_postfix({key: f"{value:.3f}" for key, value in history[-1].items() if key != "epoch"})
+    if test_manifest is not None:  # clips it never trained on, read one at a time
+        val = [r for r in labelled_records(test_manifest, test_split)[1] if r["label"] in labels]
+        scores = top1_by_class(_predicted_labels(classifier, (load_audio(r["audio"]).numpy() for r in val)),
+                               [r["label"] for r in val])
     classifier.record = {
         "seed": seed,
         "training": {"manifest": str(Path(manifest).resolve()), "split": split, "n_clips": len(train),
@@ -361,15 +375,17 @@ def train_classifier(manifest: str | os.PathLike, out_dir: str | os.PathLike, *,
                      "optimizer": f"AdamW (lr {lr}, weight decay 0.01), one-cycle schedule",
                      "loss": "cross-entropy, label smoothing 0.1", "augmentation": AUGMENTATION,
                      "parameters": sum(p.numel() for p in model.parameters()), "history": history},
-        "validation": {"split": "by source", "fraction": val_fraction, "top1": scores["overall"],
+        "validation": {"split": (f"test manifest {Path(test_manifest).resolve()} ({test_split or 'all splits'})"
+                                 if test_manifest else "by source"),
+                       "fraction": val_fraction, "top1": scores["overall"],
                        "n_clips": len(val), "n_sources": len({source_of(r) for r in val}),
                        "per_class": scores["per_class"], "sources": sorted({source_of(r) for r in val})}}
     classifier.save(out_dir)
     return InhouseClassifier.load(out_dir, classifier.device)
 
 
-def _predicted_labels(classifier: InhouseClassifier, clips: Sequence[np.ndarray]) -> list[str]:
-    return [classifier.labels[i] for i in classifier.predict(clips).argmax(axis=1)]
+def _predicted_labels(classifier: InhouseClassifier, clips: Iterable[np.ndarray]) -> list[str]:
+    return [classifier.labels[int(np.argmax(classifier.outputs(wav)[1]))] for wav in clips]
 
 
 # -- metrics -----------------------------------------------------------------------------------

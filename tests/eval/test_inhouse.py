@@ -241,3 +241,26 @@ def test_eval_without_reference_or_classifier(trained, tmp_path, capsys):
     assert run_cli(["eval", "--generated", gen, "--metrics", "inhouse", "--classifier", tmp_path / "none"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "config.json: not found" in err
+
+
+def test_every_source_trains_when_a_test_manifest_measures_it(trained, tmp_path):
+    """--val-fraction 0 with a test manifest: all sources train; the recorded top-1 is on the test
+    clips (here other recordings of the same labels), measured once at the end."""
+    test_root = tmp_path / "other"
+    lines = []
+    for label in CAPTIONS:
+        for k in range(2):
+            name = f"{label}_test{k}"
+            write_wav(test_root / "audio" / f"{name}.wav", synth(label, 4 + k, 7))
+            lines.append({"audio_id": name, "audio": f"audio/{name}.wav", "label": label, "source": name,
+                          "split": "train"})
+    (test_root / "test.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    classifier = train_classifier(trained["manifest"], tmp_path / "all", split="heldout", epochs=4, batch_size=8,
+                                  lr=3e-3, val_fraction=0.0, test_manifest=test_root / "test.jsonl",
+                                  test_split="train", seed=0, arch=TINY, progress=False)
+    assert classifier.record["training"]["n_clips"] == 48 and classifier.record["training"]["n_sources"] == 16
+    validation = classifier.record["validation"]
+    assert validation["n_clips"] == 8 and validation["split"].startswith("test manifest")
+    assert 0.0 <= validation["top1"] <= 1.0 and "val_top1" not in classifier.record["training"]["history"][-1]
+    with pytest.raises(DashflowError, match="validation fraction must be positive"):
+        train_classifier(trained["manifest"], tmp_path / "none", val_fraction=0.0, arch=TINY, progress=False)
