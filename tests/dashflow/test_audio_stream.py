@@ -4,6 +4,7 @@ alignment, bounded memory and one-line errors that leave no output behind."""
 from __future__ import annotations
 
 import math
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -183,12 +184,19 @@ def test_memory_is_bounded_independent_of_file_length(tmp_path, monkeypatch):
     assert peaks[300] < 1.5 * peaks[30]
 
 
-def test_progress_bar_goes_to_stderr_with_the_chunk_total(tmp_path, capsys):
+def test_progress_bar_goes_to_stderr_with_the_chunk_total_once_work_passes_a_second(tmp_path, capsys):
     source = write(tmp_path / "in.wav", noise(10.0))
-    stream_file(Recorder(), source, tmp_path / "a.wav", chunk_seconds=4.0, overlap_seconds=0.5, progress=True)
+    stream_file(Recorder(), source, tmp_path / "fast.wav", chunk_seconds=4.0, overlap_seconds=0.5, progress=True)
+    assert capsys.readouterr().err == ""  # under a second: no bar
+
+    def slow(chunk: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.45)
+        return chunk
+
+    stream_file(slow, source, tmp_path / "a.wav", chunk_seconds=4.0, overlap_seconds=0.5, progress=True)
     captured = capsys.readouterr()
     assert "/3" in captured.err and "chunk" in captured.err and captured.out == ""
-    stream_file(Recorder(), source, tmp_path / "b.wav", chunk_seconds=4.0, overlap_seconds=0.5)
+    stream_file(slow, source, tmp_path / "b.wav", chunk_seconds=4.0, overlap_seconds=0.5)
     assert capsys.readouterr().err == ""
 
 

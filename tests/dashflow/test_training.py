@@ -243,3 +243,11 @@ def test_a_metrics_line_torn_by_a_kill_is_dropped(tmp_path):
     assert [r["step"] for r in read_metrics(path)] == [1, 2]
     MetricsLog(path, start_step=2).write(3, {"loss": 1.0})
     assert [r["step"] for r in read_metrics(path)] == [1, 2, 3]
+
+
+def test_an_unusable_output_dir_fails_before_training(tmp_path, fresh_state):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DashflowError, match="train.output_dir .*afile is a file, not a folder"):
+        build_accelerator(tmp_path / "afile" / "run")
+    with pytest.raises(DashflowError, match="exists and is not a folder"):
+        build_accelerator(tmp_path / "afile")
