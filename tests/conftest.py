@@ -36,6 +36,7 @@ def write_wav(path: Path, wav: np.ndarray, sr: int = SR) -> Path:
     return path
 
 
+SPEECH_FIXTURES = Path(__file__).parent / "data" / "speech"
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
     "A dog barks twice in the quiet evening.",
@@ -49,11 +50,17 @@ SENTENCES = (
 
 
 def tts(text: str, path: Path, voice: str = "slt") -> Path | None:
-    """Speak ``text`` into ``path`` at 16 kHz with flite (or espeak-ng); None if neither exists."""
+    """Speak ``text`` into ``path`` at 16 kHz with flite; without flite, a committed flite recording
+    of it (``tests/data/speech``, the SENTENCES in the four wideband voices), else espeak-ng; None
+    if none of them can."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    recorded = SPEECH_FIXTURES / f"{voice}_{SENTENCES.index(text)}.flac" if text in SENTENCES else None
     if shutil.which("flite"):
         subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True,
                        capture_output=True)
+    elif recorded is not None and recorded.is_file():
+        wav, sr = sf.read(str(recorded), dtype="float32")
+        sf.write(str(path), wav, sr, subtype="PCM_16")
     elif shutil.which("espeak-ng"):
         subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
     else:

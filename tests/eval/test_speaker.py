@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 import sys
 import types
 from pathlib import Path
@@ -257,8 +256,6 @@ def test_real_weights_match_resemblyzer(real_encoder, tmp_path, monkeypatch):
 @pytest.mark.weights
 def test_real_weights_separate_speakers(real_encoder, tmp_path):
     """Two sentences of one flite voice are closer than the same sentences of different voices."""
-    if shutil.which("flite") is None:
-        pytest.skip("needs flite's voices")
     voices = ("slt", "rms", "awb")
     emb = {(v, i): real_encoder.embed(load_audio(tts(SENTENCES[i], tmp_path / f"{v}{i}.wav", voice=v), 16000).numpy())
            for v in voices for i in (6, 7)}
