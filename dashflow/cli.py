@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from dashflow.errors import DashflowError
 
+MAX_STEPS = 1000  # sampling steps any command accepts (25 is the default; > 100 rarely changes the audio)
 SUBCOMMAND_MODULES = (
     "dashflow.prepare",     # prepare
     "tokenizer.cli",        # reconstruct

@@ -166,8 +166,8 @@ class InhouseClassifier:
         """16 kHz clips (each [S_i]) -> embeddings [N, E]."""
         return np.stack([self.outputs(wav)[0] for wav in clips])
 
-    def predict(self, clips: Sequence[np.ndarray]) -> np.ndarray:
-        """16 kHz clips (each [S_i]) -> logits [N, C] (columns follow ``labels``)."""
+    def predict(self, clips: Iterable[np.ndarray]) -> np.ndarray:
+        """16 kHz clips (each [S_i], read one at a time) -> logits [N, C] (columns follow ``labels``)."""
         return np.stack([self.outputs(wav)[1] for wav in clips])
 
     def settings(self) -> dict[str, Any]:
@@ -385,7 +385,7 @@ def train_classifier(manifest: str | os.PathLike, out_dir: str | os.PathLike, *,
 
 
 def _predicted_labels(classifier: InhouseClassifier, clips: Iterable[np.ndarray]) -> list[str]:
-    return [classifier.labels[int(np.argmax(classifier.outputs(wav)[1]))] for wav in clips]
+    return [classifier.labels[i] for i in classifier.predict(clips).argmax(axis=1)]
 
 
 # -- metrics -----------------------------------------------------------------------------------

@@ -25,14 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dashflow.audio import atomic_path
-from dashflow.cli import run_guarded
+from dashflow.cli import MAX_STEPS, run_guarded
 from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
 from dashflow.outputs import check_audio_output, check_writable
 
 DEMO_PIPELINE = Path(__file__).resolve().parent / "demo" / "pipeline"
 TAG = re.compile(r"<\|\w+\|>")
-MAX_STEPS = 1000
 MAX_PROMPT_CHARS = 2000
 
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dashflow.cli import run_guarded
+from dashflow.cli import MAX_STEPS, run_guarded
 from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
 from dashflow.outputs import plan_audio_jobs
@@ -61,8 +61,8 @@ def enhance_main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    if args.steps < 1:
-        raise DashflowError(f"--steps must be at least 1, got {args.steps}")
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise DashflowError(f"--steps must be in 1..{MAX_STEPS}, got {args.steps}")
     if args.samples < 1:
         raise DashflowError(f"--samples must be at least 1, got {args.samples}")
     if not math.isfinite(args.cfg) or args.cfg < 1:

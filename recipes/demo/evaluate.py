@@ -7,7 +7,9 @@
    settings of ``generate`` (25 steps, CFG 5, duration predicted), one seed for all prompts of a
    batch, into ``out/generated`` (WAV + settings sidecar).
 2. Scores them with ``dashflow eval --classifier`` against held-out real clips (top-1 against the
-   prompted class, FD in the classifier's embedding, prompt separation) into ``out/report``.
+   prompted class, FD in the classifier's embedding, prompt separation) into ``out/report``; the
+   classifier's own top-1 on real clips it never saw (``train-classifier --test-manifest``, the
+   generator's training clips) goes into ``out/results.json`` beside it.
 3. Reconstructs held-out clips with the pipeline's tokenizer (and ``--baseline-tokenizer``):
    Mel-16k distance (``eval.reconstruction.mel_distance``), the log-mel correlations of the
    generated clips (same prompt / same seed) and the default dog clip's length and number of
@@ -34,7 +36,7 @@ import torch
 from dashflow.audio import load_audio, save_audio
 from dashflow.data import read_manifest
 from eval.events import count_events
-from eval.inhouse import InhouseClassifier, top1_by_class
+from eval.inhouse import InhouseClassifier
 from eval.reconstruction import mel_distance
 from eval.spectral import log_mel_image
 from generation.cli import write_sidecar
@@ -81,17 +83,6 @@ def logmel_correlations(sidecars: list[dict], folder: Path) -> dict[str, float]:
             (same_prompt if a[0] == b[0] else same_seed).append(r)
     return {"same_prompt": float(np.mean(same_prompt)), "same_seed": float(np.mean(same_seed)),
             "separation": float(np.mean(same_prompt) - np.mean(same_seed))}
-
-
-def classifier_on_real_clips(classifier_dir: Path, records: list[dict], per_class: int = 15) -> dict:
-    """Top-1 of the classifier on real clips it never saw (the generator's training clips): the
-    ceiling that generated clips are compared against."""
-    classifier = InhouseClassifier.load(classifier_dir)
-    chosen = [r for label in sorted({r["label"] for r in records})
-              for r in [x for x in records if x["label"] == label][:per_class]]
-    logits = classifier.predict([load_audio(r["audio"]).numpy() for r in chosen])
-    scores = top1_by_class([classifier.labels[i] for i in logits.argmax(axis=1)], [r["label"] for r in chosen])
-    return {"top1": scores["overall"], "clips": len(chosen), "per_class": scores["per_class"]}
 
 
 def reconstruction_scores(tokenizers: dict[str, Path], clips: list[dict]) -> dict[str, dict]:
@@ -157,8 +148,7 @@ def main() -> int:
     if args.baseline_tokenizer:
         tokenizers["baseline"] = args.baseline_tokenizer
     recon = reconstruction_scores(tokenizers, reference)
-    results = {"classifier_on_generator_train_clips": classifier_on_real_clips(
-                   args.classifier, read_manifest(args.corpus / "train.jsonl")),
+    results = {"classifier": InhouseClassifier.load(args.classifier).record["validation"],
                "reconstruction": recon["scores"], "logmel_correlation": logmel_correlations(sidecars, generated_dir),
                "dog_seed0": {"seconds": round(dog["duration"], 2), "events": count_events(dog_wav)}}
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -108,7 +108,7 @@ def measured_quality(folder: Path) -> list[str]:
     results = json.loads((folder / "results.json").read_text())
     metrics = report["runs"][0]["metrics"]
     top1, sep = metrics["top1"], metrics["prompt_sep"]
-    real = results["classifier_on_generator_train_clips"]
+    real = results["classifier"]
     corr = results["logmel_correlation"]
     recon = results["reconstruction"]
     lines = [
@@ -118,7 +118,7 @@ def measured_quality(folder: Path) -> list[str]:
         "numbers, not comparable to published ones).",
         "",
         f"- Top-1 against the prompted class: **{top1['value']:.1%}**. The classifier on real clips it never saw",
-        f"  (the generator's training clips): {real['top1']:.1%} over {real['clips']} clips.",
+        f"  (the generator's training clips): {real['top1']:.1%} over {real['n_clips']} clips.",
         f"- Prompt separation (classifier embedding cosine): {sep['value']:.3f} = same prompt across seeds",
         f"  {sep['same_prompt']:.3f} - different prompts at one seed {sep['same_seed']:.3f}.",
         f"- Log-mel correlation: same prompt across seeds {corr['same_prompt']:.2f}, different prompts at one seed",
