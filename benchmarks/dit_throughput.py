@@ -1,7 +1,7 @@
 """DiT training throughput, model FLOPs utilisation, peak memory and sampling latency.
 
-    python benchmarks/dit_throughput.py                                  # paper preset, cuda, bf16
-    python benchmarks/dit_throughput.py --preset tiny --device cpu --batch 4 --repeats 2
+    python -m benchmarks.dit_throughput                                  # paper preset, cuda, bf16
+    python -m benchmarks.dit_throughput --preset tiny --device cpu --batch 4 --repeats 2
 
 Training: full AdamW steps of ``flow_matching_loss`` on 10 s clips (250 latent frames) with
 random weights and inputs, bf16 autocast over float32 weights on CUDA (float32 on CPU), once
@@ -32,13 +32,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # also runs from a plain checkout
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit  # noqa: E402
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.sampling.flow import flow_matching_loss
+from dashflow.generation.sampling.sampler import sample
 
-from generation.flow import flow_matching_loss
-from generation.model import AudioGenModel
-from generation.sampler import sample
+from benchmarks.common import git_commit
 
 RESULTS = ROOT / "benchmarks" / "results" / "dit.jsonl"
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1}

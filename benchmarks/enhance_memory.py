@@ -1,8 +1,8 @@
 """Peak memory and wall time of streaming enhancement (``stream_file``) against file length.
 
-    python benchmarks/enhance_memory.py                                   # STFT stand-in, 1 and 10 min
-    python benchmarks/enhance_memory.py --checkpoint SE_PIPELINE --device cuda
-    python benchmarks/enhance_memory.py --enhancer mypkg.bench:make_enhancer --minutes 1 30
+    python -m benchmarks.enhance_memory                                   # STFT stand-in, 1 and 10 min
+    python -m benchmarks.enhance_memory --checkpoint SE_PIPELINE --device cuda
+    python -m benchmarks.enhance_memory --enhancer mypkg.bench:make_enhancer --minutes 1 30
 
 Writes noisy test files block by block to a temporary folder (16 kHz mono and 48 kHz stereo, each
 ``--minutes`` long), then enhances each in a fresh subprocess and reports its peak resident memory
@@ -35,9 +35,7 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # also runs from a plain checkout
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit
+from benchmarks.common import git_commit
 
 RESULTS = ROOT / "benchmarks" / "results" / "enhance_memory.jsonl"
 FORMATS = ((16000, 1), (48000, 2))  # (sample rate, channels) of the test files
@@ -75,8 +73,10 @@ def stft_stand_in(checkpoint: str | None, device: str) -> Enhance:
 def pipeline_enhancer(checkpoint: str | None, device: str) -> Enhance:
     """The saved SpeechEnhancementPipeline at ``checkpoint`` with ``enhance``'s default settings
     and chunk callback (output mode, steps, guidance, samples, seeds)."""
-    from generation.enhance_cli import build_parser, chunk_enhancer
-    from generation.se_pipeline import SpeechEnhancementPipeline
+    from dashflow.generation.cli.enhance import build_parser, chunk_enhancer
+    from dashflow.generation.pipelines.speech_enhancement import (
+        SpeechEnhancementPipeline,
+    )
 
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     pipe = SpeechEnhancementPipeline.from_pretrained(checkpoint, torch_dtype=dtype).to(device)

@@ -1,7 +1,7 @@
 """Peak memory and wall time of ``dashflow reconstruct`` against file length.
 
-    python benchmarks/reconstruct_memory.py                       # bundled demo tokenizer, 1 and 10 min
-    python benchmarks/reconstruct_memory.py --checkpoint TOKENIZER --minutes 1 10 60
+    python -m benchmarks.reconstruct_memory                       # bundled demo tokenizer, 1 and 10 min
+    python -m benchmarks.reconstruct_memory --checkpoint TOKENIZER --minutes 1 10 60
 
 Writes 16 kHz mono test files (``enhance_memory.write_test_file``), then runs the command on each in
 a fresh process and reports that process's peak resident memory (``VmHWM``) and wall time. Streaming

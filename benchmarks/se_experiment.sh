@@ -18,7 +18,7 @@ launch=(accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_preci
 [ -f "$corpus/test/manifest.jsonl" ] || python recipes/demo/build_se_corpus.py --install --out "$corpus"
 cat "$corpus/train_clean.jsonl" "$corpus/train_noise.jsonl" > "$corpus/tokenizer_train.jsonl"
 
-"${launch[@]}" recipes/tokenizer.py --config recipes/configs/tokenizer/demo.yaml \
+"${launch[@]}" recipes/tokenizer_gan.py --config recipes/configs/tokenizer/demo.yaml \
     data.train="$corpus/tokenizer_train.jsonl" model.init_from=generation/demo/pipeline/tokenizer \
     train.output_dir="$work/tokenizer" train.max_steps=3000 train.val_every=3000 \
     train.checkpoint_every=3000 optim.warmup_steps=0 optim.lr=1e-3

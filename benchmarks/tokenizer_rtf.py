@@ -1,7 +1,7 @@
 """Real-time factor of DashengTokenizer encode and decode on 10 s clips.
 
-    python benchmarks/tokenizer_rtf.py                                # full size, cuda, batch 1 and 32
-    python benchmarks/tokenizer_rtf.py --preset tiny --device cpu     # quick CPU smoke run
+    python -m benchmarks.tokenizer_rtf                                # full size, cuda, batch 1 and 32
+    python -m benchmarks.tokenizer_rtf --preset tiny --device cpu     # quick CPU smoke run
 
 Weights are random (timing does not depend on them) unless ``--checkpoint`` is given. On CUDA
 the model runs under bf16 autocast (front ends and ISTFT head stay float32, as in the model).
@@ -25,11 +25,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # also runs from a plain checkout
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit  # noqa: E402
+from dashflow.tokenizer.model import DashengTokenizer
 
-from tokenizer.model import DashengTokenizer
+from benchmarks.common import git_commit
 
 RESULTS = ROOT / "benchmarks" / "results" / "tokenizer_rtf.jsonl"
 

@@ -1,11 +1,11 @@
 """Tokenizer GAN training step: steps/s and peak memory of the recipe's own ``train_step``.
 
-    python benchmarks/tokenizer_train_step.py                       # paper, cuda, bf16, 8 x 2 s
-    python benchmarks/tokenizer_train_step.py --preset tiny --batch 2 --repeats 2   # CPU check
+    python -m benchmarks.tokenizer_train_step                       # paper, cuda, bf16, 8 x 2 s
+    python -m benchmarks.tokenizer_train_step --preset tiny --batch 2 --repeats 2   # CPU check
 
 One step = generator forward (frozen semantic encoder included), a discriminator hinge step
 (MPD + multi-frequency) and a generator step with mel, semantic, adversarial and
-feature-matching losses: exactly ``recipes/tokenizer.py``'s ``train_step`` with that recipe's
+feature-matching losses: exactly the recipe's ``dashflow.tokenizer.gan.train_step`` with ``recipes/tokenizer_gan.py``'s
 ``paper`` (or ``tiny``) config, random weights, and random-noise audio crops. Mixed precision
 is bf16 on CUDA (float32 on CPU) through Accelerate. One JSON line per run is printed and
 appended to benchmarks/results/tokenizer_train.jsonl (``peak_mem_gib``: CUDA allocator peak;
@@ -15,7 +15,6 @@ appended to benchmarks/results/tokenizer_train.jsonl (``peak_mem_gib``: CUDA all
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import resource
@@ -29,23 +28,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # also runs from a plain checkout
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit  # noqa: E402
+from dashflow.tokenizer import gan as gan_pieces
 
-from dashflow.config import load_config  # noqa: E402
-from dashflow.training import build_accelerator  # noqa: E402
+from benchmarks.common import git_commit
+from dashflow.config import load_config
+from dashflow.training import build_accelerator
 
 RESULTS = ROOT / "benchmarks" / "results" / "tokenizer_train.jsonl"
-
-
-def load_recipe():
-    """recipes/tokenizer.py as a module (it is a script named like the package)."""
-    spec = importlib.util.spec_from_file_location("tokenizer_recipe", ROOT / "recipes" / "tokenizer.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,24 +54,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    recipe = load_recipe()
     cuda = torch.cuda.is_available() and not args.cpu
     overrides = ["data.train=unused.jsonl", f"train.mixed_precision={'bf16' if cuda else 'no'}",
                  f"model.gradient_checkpointing={args.gradient_checkpointing}"]
-    cfg = load_config(recipe.Config, ROOT / "recipes" / "configs" / "tokenizer" / f"{args.preset}.yaml",
+    cfg = load_config(gan_pieces.Config, ROOT / "recipes" / "configs" / "tokenizer" / f"{args.preset}.yaml",
                       overrides)
     with tempfile.TemporaryDirectory() as scratch:
         accelerator = build_accelerator(scratch, cfg.train.mixed_precision, log_with=None,
                                         cpu=not cuda)
         device = accelerator.device
-        gan = recipe.build_gan(cfg, accelerator)
+        gan = gan_pieces.build_gan(cfg, accelerator)
         tokenizer = accelerator.unwrap_model(gan.generator).tokenizer
         samples = round(args.seconds * tokenizer.sample_rate)
         wav = 0.1 * torch.randn(args.batch, samples, generator=torch.Generator().manual_seed(0))
         wav, lengths = wav.to(device), torch.full((args.batch,), samples, device=device)
 
         def step() -> None:
-            logs = recipe.train_step(accelerator, gan, wav, lengths, cfg, adversarial=True)
+            logs = gan_pieces.train_step(accelerator, gan, wav, lengths, cfg, adversarial=True)
             float(logs["loss_g"].detach())  # wait for the step to finish (also on CUDA)
 
         if cuda:
@@ -94,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
         step_s = statistics.median(times)
-        count = lambda params: sum(p.numel() for p in params)  # noqa: E731
+        count = lambda params: sum(p.numel() for p in params)
         record = {
             "benchmark": "tokenizer_train_step", "preset": args.preset, "batch": args.batch,
             "crop_seconds": args.seconds, "device": torch.cuda.get_device_name(device) if cuda

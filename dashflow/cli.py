@@ -1,25 +1,23 @@
-"""`dashflow <subcommand>`: each package registers its own subcommands here.
+"""The CLI home: the ``dashflow`` command with its subcommands, and what every console script
+and recipe shares (one error handler, the settings sidecars, quiet library loading).
 
-A package module listed in ``SUBCOMMAND_MODULES`` exposes ``register(subparsers)``, which adds
-parsers whose ``handler`` default takes the parsed args. Heavy imports stay inside handlers.
+Subcommands are registered explicitly in :func:`build_parser`: each module's ``register(
+subparsers)`` adds parsers whose ``handler`` default takes the parsed args. Nothing heavy is
+imported at module level, so ``generate --help`` and ``dashflow --help`` stay fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError
 
 MAX_STEPS = 1000  # sampling steps any command accepts (25 is the default; > 100 rarely changes the audio)
-SUBCOMMAND_MODULES = (
-    "dashflow.prepare",     # prepare
-    "tokenizer.cli",        # reconstruct
-    "generation.commands",  # cache-latents
-    "eval.cli",             # eval, download-weights, train-classifier
-)
 
 
 def run_guarded(handler: Callable[[], int | None]) -> int:
@@ -34,11 +32,53 @@ def run_guarded(handler: Callable[[], int | None]) -> int:
         return 130
 
 
+# --- sidecars -------------------------------------------------------------------------------------
+
+def write_sidecar(wav_path: str | Path, record: dict) -> None:
+    """Write ``record`` atomically as the settings sidecar ``<name>.json`` beside ``wav_path``."""
+    with atomic_path(Path(wav_path).with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def checkpoint_label(checkpoint: str | Path) -> str:
+    """A local checkpoint's absolute path, else the hub id as given (for sidecars)."""
+    return str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint)
+
+
+def dashflow_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dashflow")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def quiet_libraries() -> None:
+    """Keep diffusers / transformers loading bars and notices off the terminal."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+# --- the dashflow command -------------------------------------------------------------------------
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dashflow", description=__doc__.splitlines()[0])
+    from dashflow import prepare
+    from dashflow.eval import cli as eval_cli
+    from dashflow.generation.cli import cache_latents
+    from dashflow.tokenizer import cli as tokenizer_cli
+
+    parser = argparse.ArgumentParser(prog="dashflow", description="dashflow subcommands")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    prepare.register(subparsers)          # prepare
+    tokenizer_cli.register(subparsers)    # reconstruct
+    cache_latents.register(subparsers)    # cache-latents
+    eval_cli.register(subparsers)         # eval, download-weights, train-classifier
     return parser
 
 

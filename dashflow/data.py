@@ -31,7 +31,13 @@ import braceexpand
 import numpy as np
 import soundfile as sf
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    Sampler,
+    get_worker_info,
+)
 
 from dashflow.audio import SAMPLE_RATE, atomic_path, load_audio
 from dashflow.errors import DashflowError

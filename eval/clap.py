@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dashflow.eval.weights import load_state_dict, sha256_file, sha256_folder
 
 from dashflow.errors import DashflowError
-from eval.weights import load_state_dict, load_strict, sha256_file, sha256_folder
+from dashflow.weights import load_strict
 
 SAMPLE_RATE = 48000
 CLIP_SAMPLES = 480000

@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from dashflow.eval.weights import OFFICIAL, WEIGHTS_ENV
+
 from dashflow.errors import DashflowError
 from dashflow.outputs import check_writable
-from eval.weights import OFFICIAL, WEIGHTS_ENV
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,10 +89,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from eval.features import default_cache_dir
-    from eval.inputs import read_captions
-    from eval.report import build_report, format_metric, issue_lines, metric_keys, write_report
-    from eval.suite import EvalOptions, Evaluator, check_reference, parse_metrics
+    from dashflow.eval.features import default_cache_dir
+    from dashflow.eval.inputs import read_captions
+    from dashflow.eval.report import (
+        build_report,
+        format_metric,
+        issue_lines,
+        metric_keys,
+        write_report,
+    )
+    from dashflow.eval.suite import (
+        EvalOptions,
+        Evaluator,
+        check_reference,
+        parse_metrics,
+    )
 
     check_writable(args.out, folder=True, flag="--out")
     for folder in [f for group in args.generated for f in group] + ([args.reference] if args.reference else []):
@@ -122,8 +134,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
+    from dashflow.eval.weights import download
+
     from dashflow.errors import DashflowError
-    from eval.weights import download
 
     unknown = [n for n in args.names if n not in OFFICIAL]
     if unknown:
@@ -136,7 +149,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_train_classifier(args: argparse.Namespace) -> int:
     check_writable(args.out, folder=True, flag="--out")
-    from eval.inhouse import train_classifier
+    from dashflow.eval.inhouse import train_classifier
 
     classifier = train_classifier(args.manifest, args.out, split=args.split, epochs=args.epochs,
                                   batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,

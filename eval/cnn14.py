@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dashflow.eval.spectral import mel_filterbank
+from dashflow.eval.weights import load_state_dict
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from dashflow.errors import DashflowError
-from eval.spectral import mel_filterbank
-from eval.weights import load_state_dict, load_strict
+from dashflow.weights import load_strict
 
 OFFICIAL_CHANNELS = (64, 128, 256, 512, 1024, 2048)
 AMIN = 1e-10
@@ -114,7 +115,7 @@ class Cnn14(ModelMixin, ConfigMixin):
         return tuple(self.config.channels) == OFFICIAL_CHANNELS and self.config.classes_num == 527
 
     @classmethod
-    def from_weight_file(cls, path: str | Path) -> "Cnn14":
+    def from_weight_file(cls, path: str | Path) -> Cnn14:
         """Build the 16 kHz Cnn14 from a PANNs checkpoint; block widths are read from the tensors."""
         state = load_state_dict(path)
         try:

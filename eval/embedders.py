@@ -12,13 +12,12 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from eval import clap as clap_lib
-from eval.cnn14 import Cnn14, cnn14_outputs
-from eval.features import Features
-from eval.inhouse import InhouseClassifier
-from eval.vggish import VGGish, vggish_embeddings
-from eval.weights import OFFICIAL, sha256_file
+from dashflow.eval import clap as clap_lib
+from dashflow.eval.cnn14 import Cnn14, cnn14_outputs
+from dashflow.eval.features import Features
+from dashflow.eval.inhouse import InhouseClassifier
+from dashflow.eval.vggish import VGGish, vggish_embeddings
+from dashflow.eval.weights import OFFICIAL, sha256_file
 
 MIN_SAMPLES_16K = 32000
 AUDIO_RULES = {"mono": "channel mean", "resampler": "soxr VHQ", "dc_removal": True,

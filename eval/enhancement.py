@@ -98,3 +98,19 @@ def dnsmos(wav: np.ndarray) -> dict[str, float]:
                             "(pip install 'dashflow[eval]')") from None
     scores = speechmos_dnsmos.run(np.clip(wav, -1.0, 1.0).astype(np.float32), sr=SAMPLE_RATE)
     return {name: float(scores[f"{name}_mos"]) for name in ("ovrl", "sig", "bak", "p808")}
+
+
+def speech_scores(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
+    """Wide-band PESQ and STOI of one clip pair [S] at 16 kHz; a metric whose package is missing,
+    or that rejects the clip (silence), is left out."""
+    import importlib.util
+
+    scores = {}
+    for name, package, metric in (("pesq", "pesq", pesq_wb), ("stoi", "pystoi", stoi)):
+        if importlib.util.find_spec(package) is None:
+            continue
+        try:
+            scores[name] = metric(np.asarray(reference, dtype=np.float64), np.asarray(estimate, dtype=np.float64))
+        except DashflowError:
+            continue
+    return scores

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from dashflow.eval.weights import sha256_file
 from tqdm import tqdm
 
 from dashflow.audio import atomic_path, load_audio
 from dashflow.errors import DashflowError
-from eval.weights import sha256_file
 
 CACHE_ENV = "DASHFLOW_EVAL_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/dashflow/eval-features")

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from dashflow.eval.spectral import mel_filterbank, stft_magnitude
+from dashflow.eval.weights import sha256_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -35,11 +35,14 @@ from dashflow.audio import SAMPLE_RATE, atomic_path, load_audio
 from dashflow.data import read_manifest
 from dashflow.device import resolve_device
 from dashflow.errors import DashflowError, first_line
-from eval.spectral import mel_filterbank, stft_magnitude
-from eval.weights import load_strict, sha256_file
+from dashflow.weights import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_strict,
+    load_weights,
+    save_weights,
+)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 MODEL_NAME = "dashflow in-house log-mel CNN classifier"
 AUGMENTATION = {"crop": "random window (time shift); shorter clips at a random offset in zeros",
                 "gain_db": [-6.0, 6.0], "white_noise": {"probability": 0.5, "snr_db": [10.0, 40.0]},
@@ -183,9 +186,7 @@ class InhouseClassifier:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (each atomically) into ``folder``."""
         folder = Path(folder)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        with atomic_path(folder / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
+        save_weights(self.model.state_dict(), folder)
         config = {"model": MODEL_NAME, "sample_rate": SAMPLE_RATE, "architecture": asdict(self.arch),
                   "mel": asdict(self.mel), "labels": self.labels, "caption_to_label": self.caption_to_label,
                   **self.record}
@@ -212,10 +213,7 @@ class InhouseClassifier:
                                 f"({type(exc).__name__}: {first_line(exc)})") from None
         if config.get("sample_rate") != SAMPLE_RATE:
             raise DashflowError(f"{config_path}: sample_rate {config.get('sample_rate')}, expected {SAMPLE_RATE}")
-        try:
-            state = load_file(str(weights))
-        except (SafetensorError, OSError) as exc:
-            raise DashflowError(f"{weights}: cannot read safetensors ({first_line(exc)})") from None
+        state, _, _ = load_weights(folder)
         model = InhouseCNN(len(labels), arch, mel)
         load_strict(model, state, weights)
         record = {k: v for k, v in config.items() if k in ("training", "validation", "seed")}

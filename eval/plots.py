@@ -10,13 +10,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from dashflow.eval.spectral import log_mel_image
+from matplotlib.ticker import MaxNLocator
 
-from dashflow.audio import load_audio  # noqa: E402
-from dashflow.errors import DashflowError  # noqa: E402
-from eval.spectral import log_mel_image  # noqa: E402
+from dashflow.audio import load_audio
+from dashflow.errors import DashflowError
 
 SPECTROGRAM_RATE = 16000
 SPECTROGRAM_HOP = 256

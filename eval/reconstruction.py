@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from dashflow.eval.spectral import mel_filterbank, stft_magnitude
 
 from dashflow.errors import DashflowError
-from eval.spectral import mel_filterbank, stft_magnitude
 
 
 @dataclass(frozen=True)

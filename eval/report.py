@@ -12,9 +12,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dashflow.eval import plots
+from dashflow.eval.suite import INHOUSE_NOTE, METRIC_INFO
+
 from dashflow.audio import atomic_path
-from eval import plots
-from eval.suite import INHOUSE_NOTE, METRIC_INFO
 
 PACKAGES = ("dashflow", "torch", "numpy", "scipy", "soxr", "soundfile", "transformers", "diffusers",
             "pesq", "pystoi", "speechmos", "onnxruntime", "laion-clap", "resemblyzer")

@@ -34,13 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dashflow.eval.spectral import mel_filterbank
+from dashflow.eval.weights import sha256_file
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from dashflow.errors import DashflowError
-from eval.spectral import mel_filterbank
-from eval.weights import load_strict, sha256_file
+from dashflow.weights import load_strict
 
 SAMPLE_RATE = 16000
 N_MELS = 40
@@ -87,7 +88,7 @@ class GE2EEncoder(ModelMixin, ConfigMixin):
                                                                    OFFICIAL_EMBEDDING)
 
     @classmethod
-    def from_weight_file(cls, path: str | Path) -> "GE2EEncoder":
+    def from_weight_file(cls, path: str | Path) -> GE2EEncoder:
         """Build from resemblyzer's checkpoint (or a bare state dict); sizes are read from the tensors."""
         state = load_ge2e_state_dict(path)
         try:

@@ -2,7 +2,7 @@
 
 Metric sets: ``generation`` (fad, fd, kl, is, clap), ``reconstruction`` (mel, stft, pesq, stoi,
 sisdr), ``enhancement`` (pesq, stoi, sisdr, dnsmos, spksim) and ``inhouse`` (top1, fd_inhouse,
-prompt_sep: an in-house classifier folder, :mod:`eval.inhouse`); names and sets can be mixed. SpkSim
+prompt_sep: an in-house classifier folder, :mod:`dashflow.eval.inhouse`); names and sets can be mixed. SpkSim
 is reported as not computed, with the reason, when no speaker-encoder weights are found, and
 fd_inhouse when there is no reference folder.
 """
@@ -11,29 +11,47 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+from dashflow.eval import enhancement as speech
+from dashflow.eval.clap import cosine_scores, load_clap
+from dashflow.eval.classifier_metrics import inception_score, kl_per_clip
+from dashflow.eval.embedders import (
+    ClapEmbedder,
+    Cnn14Embedder,
+    InhouseEmbedder,
+    VGGishEmbedder,
+)
+from dashflow.eval.features import Extraction, FeatureCache, extract
+from dashflow.eval.frechet import frechet_distance_of
+from dashflow.eval.inhouse import prompt_separation, top1_by_class
+from dashflow.eval.inputs import (
+    ClipFolder,
+    audio_summary,
+    pair,
+    read_sidecars,
+    run_settings,
+    scan_folder,
+    sidecar_captions,
+)
+from dashflow.eval.reconstruction import (
+    MEL_PRESETS,
+    STFT_DISTANCE,
+    mel_distance,
+    stft_distance,
+)
+from dashflow.eval.speaker import MISSING_WEIGHTS, SpeakerEncoder, find_weights
+from dashflow.eval.weights import locate, sha256_file, weights_dir
 from tqdm import tqdm
 
 from dashflow.audio import load_audio
 from dashflow.device import resolve_device
 from dashflow.errors import DashflowError
-from eval import enhancement as speech
-from eval.classifier_metrics import inception_score, kl_per_clip
-from eval.clap import cosine_scores, load_clap
-from eval.embedders import ClapEmbedder, Cnn14Embedder, InhouseEmbedder, VGGishEmbedder
-from eval.features import Extraction, FeatureCache, extract
-from eval.frechet import frechet_distance_of
-from eval.inhouse import prompt_separation, top1_by_class
-from eval.inputs import (ClipFolder, audio_summary, pair, read_sidecars, run_settings, scan_folder,
-                         sidecar_captions)
-from eval.reconstruction import MEL_PRESETS, STFT_DISTANCE, mel_distance, stft_distance
-from eval.speaker import MISSING_WEIGHTS, SpeakerEncoder, find_weights
-from eval.weights import locate, sha256_file, weights_dir
 
 METRIC_SETS = {
     "generation": ("fad", "fd", "kl", "is", "clap"),

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dashflow.eval.weights import load_state_dict
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from dashflow.errors import DashflowError
-from eval.weights import load_state_dict, load_strict
+from dashflow.weights import load_strict
 
 SAMPLE_RATE = 16000
 WINDOW = 400          # 25 ms
@@ -105,7 +106,7 @@ class VGGish(ModelMixin, ConfigMixin):
         return tuple(self.config.conv_channels) == OFFICIAL_CONV and tuple(self.config.fc_dims) == OFFICIAL_FC
 
     @classmethod
-    def from_weight_file(cls, path: str | Path) -> "VGGish":
+    def from_weight_file(cls, path: str | Path) -> VGGish:
         """Build from a torchvggish state dict; layer widths are read from the tensors."""
         state = load_state_dict(path)
         conv_keys = _conv_layer_indices()

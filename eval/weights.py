@@ -138,19 +138,6 @@ def _allow_numpy():
     return contextlib.nullcontext()
 
 
-def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """``model.load_state_dict(state_dict, strict=True)`` with a one-line error naming the file."""
-    try:
-        result = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise DashflowError(f"{path}: does not fit {type(model).__name__} ({lines[-1]})") from None
-    problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
-    if problems:
-        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
-        raise DashflowError(f"{path}: does not fit {type(model).__name__} ({problems[0]}{more})")
-
-
 def download(key: str, folder: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Fetch official file ``key`` into the weights folder and verify its sha256 before keeping it."""
     from dashflow.audio import atomic_path

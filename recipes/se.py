@@ -19,43 +19,35 @@ from __future__ import annotations
 
 import sys
 from functools import partial
-from pathlib import Path
-
-# recipes/tokenizer.py shares its name with the ``tokenizer`` package: keep this folder off the
-# import path so ``import tokenizer`` finds the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch
 from accelerate.utils import set_seed
-from omegaconf import OmegaConf
-from tqdm.auto import tqdm
-
-from dashflow.config import recipe_config
-from dashflow.errors import DashflowError
-from dashflow.mixing import build_se_loader, check_mixing
-from dashflow.training import (
-    METRICS_NAME,
-    MetricsLog,
-    build_accelerator,
-    init_trackers,
-    resume_training,
-    save_checkpoint,
-)
-from generation.se_pipeline import SpeechEnhancementPipeline
-from generation.se_training import (
+from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
+from dashflow.generation.training.data import split_batch
+from dashflow.generation.training.speech_enhancement import (
     SEConfig,
     build_enhancer,
     check_se_settings,
     se_micro_batch_loss,
 )
-from generation.train_data import split_batch
-from generation.training import (
+from dashflow.tokenizer.model import DashengTokenizer
+from omegaconf import OmegaConf
+
+from dashflow.cli import run_guarded
+from dashflow.config import recipe_config
+from dashflow.mixing import build_se_loader
+from dashflow.training import (
+    RunLog,
+    adamw,
     attach_ema,
+    build_accelerator,
     export_pipelines,
+    is_due,
     lr_schedule,
     optimizer_step,
+    resume_training,
+    save_checkpoint,
 )
-from tokenizer.model import DashengTokenizer
 
 LOGGED = {"denoiser": ("loss", "mse"), "flow": ("loss", "flow", "local_duration", "global_duration")}
 
@@ -64,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg: SEConfig = recipe_config(SEConfig, "Train a latent speech enhancer with Accelerate.",
                                   "recipes/configs/se", argv)
     check_se_settings(cfg)
-    check_mixing(cfg.data.mixing)
     accum = cfg.optim.gradient_accumulation_steps
     flow = OmegaConf.to_object(cfg.flow)
     logged = LOGGED[cfg.model.kind]
@@ -77,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = DashengTokenizer.from_pretrained(cfg.model.tokenizer, device=accelerator.device)
     tokenizer = tokenizer.requires_grad_(False).eval()
     model = build_enhancer(cfg.model, tokenizer)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.optim.lr,
-                                  betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+    optimizer = adamw(model.parameters(), cfg.optim)
     scheduler = lr_schedule(optimizer, cfg.optim, cfg.train.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     ema = attach_ema(accelerator, model, cfg.ema)
@@ -90,12 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                              cfg.data.max_seconds, cfg.train.seed, start_step, accelerator.process_index,
                              accelerator.num_processes, cfg.data.num_workers, tokenizer.sample_rate,
                              cfg.data.mixing)
-    metrics_log = MetricsLog(f"{cfg.train.output_dir}/{METRICS_NAME}", start_step,
-                             accelerator.is_main_process)
-    init_trackers(accelerator, f"se_{cfg.model.kind}", cfg)
+    log = RunLog(accelerator, f"se_{cfg.model.kind}", cfg, cfg.train.output_dir, cfg.train.max_steps,
+                 cfg.train.log_every, start_step)
 
-    progress = tqdm(total=cfg.train.max_steps, initial=start_step, desc=f"se {cfg.model.kind}",
-                    disable=not accelerator.is_local_main_process)
     batches = iter(loader)
     for step in range(start_step + 1, cfg.train.max_steps + 1):
         totals = torch.zeros(len(logged), device=accelerator.device)
@@ -106,18 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                                              step, position, accelerator)
                 accelerator.backward(losses["loss"])
             totals += torch.stack([losses[key].detach() for key in logged]) / accum
-        grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, ema, cfg.optim.grad_clip)
-        progress.update(1)
+        grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, cfg.optim.grad_clip, ema)
+        log.step(step, dict(zip(logged, totals)), grad_norm=grad_norm, lr=lr)
 
-        if step % cfg.train.log_every == 0:  # the only place losses leave the device
-            means = accelerator.reduce(totals, reduction="mean").tolist()
-            values = dict(zip(logged, means)) | {"grad_norm": grad_norm, "lr": lr}
-            accelerator.log(values, step=step)
-            metrics_log.write(step, values)
-            progress.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
-        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps:
+        if is_due(step, cfg.train.checkpoint_every, cfg.train.max_steps):
             save_checkpoint(accelerator, cfg.train.output_dir, step, cfg, cfg.train.keep_checkpoints)
-    progress.close()
+    log.close()
 
     build = partial(SpeechEnhancementPipeline, tokenizer.to("cpu"))
     for folder in export_pipelines(accelerator, model, ema, build, f"{cfg.train.output_dir}/final"):
@@ -126,14 +107,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cli() -> int:
-    """Run :func:`main` on ``sys.argv``; a DashflowError becomes one line and exit status 2."""
-    try:
-        return main()
-    except DashflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run_guarded(main))

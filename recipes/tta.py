@@ -19,43 +19,38 @@ from __future__ import annotations
 
 import sys
 from functools import partial
-from pathlib import Path
-
-# recipes/tokenizer.py shares its name with the ``tokenizer`` package: keep this folder off the
-# import path so ``import tokenizer`` finds the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch
 from accelerate.utils import set_seed
-from omegaconf import OmegaConf
-from tqdm.auto import tqdm
-
-from dashflow.config import recipe_config
-from dashflow.errors import DashflowError
-from dashflow.training import (
-    METRICS_NAME,
-    MetricsLog,
-    build_accelerator,
-    init_trackers,
-    resume_training,
-    save_checkpoint,
-)
-from generation.train_data import build_train_loader, split_batch
-from generation.training import (
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.training.data import build_train_loader, split_batch
+from dashflow.generation.training.text_to_audio import (
     Config,
-    attach_ema,
     build_model,
     check_settings,
-    export_pipelines,
-    gather_weights,
     load_frozen,
     log_samples,
-    lr_schedule,
     make_pipeline,
     micro_batch_loss,
+    prepare_normalizer,
+)
+from omegaconf import OmegaConf
+
+from dashflow.cli import run_guarded
+from dashflow.config import recipe_config
+from dashflow.training import (
+    RunLog,
+    adamw,
+    attach_ema,
+    build_accelerator,
+    export_pipelines,
+    gather_weights,
+    is_due,
+    lr_schedule,
     model_from_weights,
     optimizer_step,
-    prepare_normalizer,
+    resume_training,
+    save_checkpoint,
 )
 
 LOGGED = ("loss", "flow", "global_duration")
@@ -76,8 +71,7 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
     frozen = load_frozen(cfg, accelerator.device)
     model = build_model(cfg.model, frozen.tokenizer, frozen.text.encoder)
     model_config = dict(model.config)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.optim.lr,
-                                  betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+    optimizer = adamw(model.parameters(), cfg.optim)
     scheduler = lr_schedule(optimizer, cfg.optim, cfg.train.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     ema = attach_ema(accelerator, model, cfg.ema)
@@ -90,12 +84,9 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
                                 cfg.data.batch_size * accum, cfg.data.latent_cache, cfg.train.seed,
                                 start_step, accelerator.process_index, accelerator.num_processes,
                                 cfg.data.num_workers)
-    metrics_log = MetricsLog(f"{cfg.train.output_dir}/{METRICS_NAME}", start_step,
-                             accelerator.is_main_process)
-    init_trackers(accelerator, name, cfg)
+    log = RunLog(accelerator, name, cfg, cfg.train.output_dir, cfg.train.max_steps, cfg.train.log_every,
+                 start_step)
 
-    progress = tqdm(total=cfg.train.max_steps, initial=start_step, desc=name,
-                    disable=not accelerator.is_local_main_process)
     batches = iter(loader)
     for step in range(start_step + 1, cfg.train.max_steps + 1):
         totals = torch.zeros(len(LOGGED), device=accelerator.device)
@@ -106,25 +97,19 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
                                           accelerator)
                 accelerator.backward(losses["loss"])
             totals += torch.stack([losses[key].detach() for key in LOGGED]) / accum
-        grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, ema, cfg.optim.grad_clip)
-        progress.update(1)
+        grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, cfg.optim.grad_clip, ema)
+        log.step(step, dict(zip(LOGGED, totals)), grad_norm=grad_norm, lr=lr)
 
-        if step % cfg.train.log_every == 0:  # the only place losses leave the device
-            means = accelerator.reduce(totals, reduction="mean").tolist()
-            values = dict(zip(LOGGED, means)) | {"grad_norm": grad_norm, "lr": lr}
-            accelerator.log(values, step=step)
-            metrics_log.write(step, values)
-            progress.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
-        if cfg.sample.every and (step % cfg.sample.every == 0 or step == cfg.train.max_steps):
+        if is_due(step, cfg.sample.every, cfg.train.max_steps):
             weights = gather_weights(accelerator, model, ema)
             if accelerator.is_main_process:
-                trained = model_from_weights(model_config, weights, accelerator.device)
+                trained = model_from_weights(AudioGenModel, model_config, weights, accelerator.device)
                 log_samples(accelerator, make_pipeline(name, trained, frozen), cfg.sample, step,
                             cfg.train.output_dir)
             accelerator.wait_for_everyone()
-        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps:
+        if is_due(step, cfg.train.checkpoint_every, cfg.train.max_steps):
             save_checkpoint(accelerator, cfg.train.output_dir, step, cfg, cfg.train.keep_checkpoints)
-    progress.close()
+    log.close()
 
     build = partial(make_pipeline, name, frozen=frozen)
     for folder in export_pipelines(accelerator, model, ema, build, f"{cfg.train.output_dir}/final"):
@@ -133,14 +118,5 @@ def main(argv: list[str] | None = None, name: str = "tta") -> int:
     return 0
 
 
-def cli(name: str = "tta") -> int:
-    """Run :func:`main` on ``sys.argv``; a DashflowError becomes one line and exit status 2."""
-    try:
-        return main(name=name)
-    except DashflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    sys.exit(cli("tta"))
+    sys.exit(run_guarded(main))

@@ -12,6 +12,8 @@ import runpy
 import sys
 from pathlib import Path
 
+from dashflow.cli import run_guarded
+
 if __name__ == "__main__":
     recipe = runpy.run_path(str(Path(__file__).with_name("tta.py")), run_name="tta_recipe")
-    sys.exit(recipe["cli"]("ttm"))
+    sys.exit(run_guarded(lambda: recipe["main"](name="ttm")))

@@ -5,7 +5,11 @@
 per-prompt embeddings keyed by the encoder's weights hash.
 """
 
-from text_encoders.base import DEFAULT_TEXT_ENCODER, TextEncoder, load_text_encoder
-from text_encoders.cache import TextEmbeddingCache
+from dashflow.text_encoders.base import (
+    DEFAULT_TEXT_ENCODER,
+    TextEncoder,
+    load_text_encoder,
+)
+from dashflow.text_encoders.cache import TextEmbeddingCache
 
 __all__ = ["DEFAULT_TEXT_ENCODER", "TextEmbeddingCache", "TextEncoder", "load_text_encoder"]

@@ -21,14 +21,16 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import huggingface_hub
 import torch
 from torch import nn
 
 from dashflow.errors import DashflowError, first_line
+from dashflow.weights import WEIGHTS_NAME, files_hash, weight_files, weights_hash
 
 T = TypeVar("T")
 
@@ -59,7 +61,7 @@ class TextEncoder(nn.Module):
         self.eval()
         self._hash: str | None = None
 
-    def train(self, mode: bool = True) -> "TextEncoder":
+    def train(self, mode: bool = True) -> TextEncoder:
         """Stay in eval mode even when a parent module is put in training mode (no dropout)."""
         return super().train(False)
 
@@ -96,21 +98,36 @@ class TextEncoder(nn.Module):
 
     def weights_hash(self) -> str:
         """sha256 hex digest of everything that decides the embeddings: the class, max_length,
-        the tokenizer (vocabulary, normaliser, special tokens) and every weight tensor with its
-        dtype. Independent of the device; computed once per dtype."""
+        dtype, the tokenizer (vocabulary, normaliser, special tokens) and the weights hash of the
+        model's files (:mod:`dashflow.weights`: hashed once per machine) or, for a model not
+        loaded from safetensors files, of its tensors. Independent of the device."""
         if self._hash is None:
-            digest = hashlib.sha256()
-            digest.update(f"{type(self).__name__}|max_length={self.max_length}|".encode())
-            digest.update(_tokenizer_fingerprint(self.tokenizer).encode())
-            for key, tensor in sorted(self.model.state_dict().items()):
-                digest.update(f"|{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-                data = tensor.detach().reshape(-1).contiguous().cpu().view(torch.uint8)
-                digest.update(memoryview(data.numpy()))
-            self._hash = digest.hexdigest()
+            files = _safetensors_files(str(getattr(self.model, "name_or_path", "")))
+            weights = files_hash(files) if files else weights_hash(self.model.state_dict().items())
+            dtype = next(self.model.parameters()).dtype
+            identity = f"{type(self).__name__}|max_length={self.max_length}|{dtype}|{weights}|"
+            self._hash = hashlib.sha256((identity + _tokenizer_fingerprint(self.tokenizer)).encode()).hexdigest()
         return self._hash
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, dim={self.dim}, max_length={self.max_length}"
+
+
+def _safetensors_files(name_or_path: str) -> list[Path]:
+    """The safetensors files a Hugging Face model was loaded from: a local folder's, or the hub
+    cache's copy of a repo id; [] when they cannot be found."""
+    if not name_or_path:
+        return []
+    if Path(name_or_path).is_dir():
+        try:
+            return weight_files(name_or_path)
+        except DashflowError:
+            return []
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(name_or_path, WEIGHTS_NAME)
+    except ValueError:  # not a repo id (e.g. a folder that has gone)
+        return []
+    return [Path(cached)] if isinstance(cached, str) else []
 
 
 def load_text_encoder(name_or_path: str | os.PathLike = DEFAULT_TEXT_ENCODER,
@@ -124,8 +141,8 @@ def load_text_encoder(name_or_path: str | os.PathLike = DEFAULT_TEXT_ENCODER,
     folder is read by its ``config.json`` ``model_type`` (``t5`` -> Flan-T5, ``bert`` -> MiniLM).
     ``dtype`` defaults to float32 (UniFlow runs T5 in fp32). Anything else raises DashflowError.
     """
-    from text_encoders.minilm import MiniLMEncoder
-    from text_encoders.t5 import FlanT5Encoder
+    from dashflow.text_encoders.minilm import MiniLMEncoder
+    from dashflow.text_encoders.t5 import FlanT5Encoder
 
     name = str(name_or_path)
     dtype = dtype or torch.float32

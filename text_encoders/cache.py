@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
+from dashflow.text_encoders.base import TextEncoder, check_prompts
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dashflow.audio import atomic_path
-from text_encoders.base import TextEncoder, check_prompts
 
 
 class TextEmbeddingCache:

@@ -11,10 +11,15 @@ import json
 from pathlib import Path
 
 import torch
+from dashflow.text_encoders.base import (
+    TextEncoder,
+    check_loading_info,
+    check_tokenizer_files,
+    hf_load,
+)
 from transformers import AutoModel, AutoTokenizer
 
 from dashflow.errors import DashflowError
-from text_encoders.base import TextEncoder, check_loading_info, check_tokenizer_files, hf_load
 
 MINILM_NAME = "minilm"
 
@@ -38,7 +43,7 @@ class MiniLMEncoder(TextEncoder):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path | None = None, dtype: torch.dtype = torch.float32,
-                        max_length: int | None = None) -> "MiniLMEncoder":
+                        max_length: int | None = None) -> MiniLMEncoder:
         """Load ``folder`` (default: the bundled all-MiniLM-L6-v2), never touching the network."""
         name = MINILM_NAME if folder is None else str(folder)
         folder = bundled_minilm_folder() if folder is None else Path(folder)

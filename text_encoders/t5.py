@@ -10,9 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from dashflow.text_encoders.base import (
+    TextEncoder,
+    check_loading_info,
+    check_tokenizer_files,
+    hf_load,
+)
 from transformers import AutoTokenizer, T5EncoderModel
-
-from text_encoders.base import TextEncoder, check_loading_info, check_tokenizer_files, hf_load
 
 FLAN_T5_MAX_LENGTH = 512
 
@@ -22,7 +26,7 @@ class FlanT5Encoder(TextEncoder):
 
     @classmethod
     def from_pretrained(cls, source: str | Path, dtype: torch.dtype = torch.float32,
-                        max_length: int = FLAN_T5_MAX_LENGTH) -> "FlanT5Encoder":
+                        max_length: int = FLAN_T5_MAX_LENGTH) -> FlanT5Encoder:
         """Load from a local folder or a hub id (config.json, model.safetensors, spiece.model or
         tokenizer.json). Missing encoder weights raise DashflowError."""
         check_tokenizer_files(source, ("tokenizer.json", "spiece.model"))

@@ -9,11 +9,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DashengTokenizer": "tokenizer.model",
-    "TokenizerEncoding": "tokenizer.model",
-    "TokenizerConfig": "tokenizer.config",
-    "preset_config": "tokenizer.config",
-    "PRESETS": "tokenizer.config",
+    "DashengTokenizer": "dashflow.tokenizer.model",
+    "TokenizerEncoding": "dashflow.tokenizer.model",
+    "TokenizerConfig": "dashflow.tokenizer.config",
+    "preset_config": "dashflow.tokenizer.config",
+    "PRESETS": "dashflow.tokenizer.config",
 }
 
 __all__ = list(_EXPORTS)

@@ -27,8 +27,7 @@ from dashflow.outputs import check_audio_output, plan_audio_jobs
 
 if TYPE_CHECKING:
     import torch
-
-    from tokenizer.model import DashengTokenizer
+    from dashflow.tokenizer.model import DashengTokenizer
 
 DEMO_SECONDS = 4.0
 CHUNK_SECONDS, OVERLAP_SECONDS = 10.0, 1.0  # as enhance
@@ -84,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
         jobs = plan_audio_jobs(args.input, output, "_reconstructed.wav")
 
     import torch
+    from dashflow.tokenizer.model import DashengTokenizer
     from tqdm import tqdm
 
     from dashflow.audio import save_audio
     from dashflow.audio_stream import stream_file
-    from tokenizer.model import DashengTokenizer
 
     device = resolve_device(args.device)
     model = DashengTokenizer.from_pretrained(checkpoint, device=device)

@@ -12,9 +12,10 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from dashflow.tokenizer.frontends import SAMPLE_RATE
+from dashflow.tokenizer.semantic import DASHENG_SIZES
+
 from dashflow.errors import DashflowError
-from tokenizer.frontends import SAMPLE_RATE
-from tokenizer.semantic import DASHENG_SIZES
 
 __all__ = ["PRESETS", "SAMPLE_RATE", "TokenizerConfig", "config_from_dict", "preset_config", "read_config_json"]
 MEL_HOP = 160  # the semantic front end's hop; the acoustic hop must equal it

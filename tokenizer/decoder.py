@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from dashflow.tokenizer.frontends import register_recomputable_buffer
 from torch import Tensor, nn
-
-from tokenizer.frontends import register_recomputable_buffer
 
 
 class ConvNeXtBlock(nn.Module):

@@ -17,12 +17,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from dashflow.tokenizer.frontends import Spectrogram
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
-
-from tokenizer.frontends import Spectrogram
 
 FamilyOutput = tuple[list[torch.Tensor], list[list[torch.Tensor]]]
 

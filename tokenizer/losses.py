@@ -19,10 +19,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from dashflow.tokenizer.discriminators import FamilyOutput
+from dashflow.tokenizer.frontends import Spectrogram, mel_filterbank
 from torch import nn
-
-from tokenizer.discriminators import FamilyOutput
-from tokenizer.frontends import Spectrogram, mel_filterbank
 
 XCODEC2_WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
 XCODEC2_MELS = (5, 10, 20, 40, 80, 160, 320)

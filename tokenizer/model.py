@@ -8,7 +8,6 @@ the official ``mispeech/dashengtokenizer`` key names, and ``from_pretrained`` re
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -16,30 +15,26 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import register_to_config
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
-
-from dashflow.audio import atomic_path
-from dashflow.errors import DashflowError
-from dashflow.hub import resolve_folder
-from tokenizer.config import (
+from dashflow.tokenizer.config import (
     FRAMES_PER_LATENT,
     SAMPLE_RATE,
     TokenizerConfig,
     preset_config,
     read_config_json,
 )
-from tokenizer.decoder import VocosDecoder
-from tokenizer.frontends import AcousticFrontEnd, frame_counts
-from tokenizer.semantic import DashengEncoder, read_dasheng_checkpoint
+from dashflow.tokenizer.decoder import VocosDecoder
+from dashflow.tokenizer.frontends import AcousticFrontEnd, frame_counts
+from dashflow.tokenizer.semantic import DashengEncoder, read_dasheng_checkpoint
+from diffusers import ConfigMixin
+from diffusers.configuration_utils import register_to_config
+from torch import Tensor, nn
+
+from dashflow.errors import DashflowError
+from dashflow.models import SafetensorsModelMixin
+from dashflow.weights import CONFIG_NAME, load_strict
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "model.safetensors"  # the official file name (diffusers would use another)
-CONFIG_NAME = "config.json"
 # Keys an official file might carry that have no module here (a leftover classifier head).
 IGNORED_PREFIXES = ("encoder.model.outputlayer.",)
 # Dasheng checkpoint config entries that must match the fixed semantic architecture.
@@ -99,7 +94,7 @@ class TokenizerEncoder(nn.Module):
         return TokenizerEncoding(semantic + acoustic, semantic, acoustic, mask)
 
 
-class DashengTokenizer(ModelMixin, ConfigMixin):
+class DashengTokenizer(SafetensorsModelMixin, ConfigMixin):
     """The DashengTokenizer (official default: 0.6B semantic encoder, 1280-d, 25 Hz).
 
     Config fields carry the official ``config.json`` names; see :class:`TokenizerConfig`.
@@ -107,6 +102,10 @@ class DashengTokenizer(ModelMixin, ConfigMixin):
 
     config_name = CONFIG_NAME
     _supports_gradient_checkpointing = True
+    folder_kind = "tokenizer"
+    optional_buffers = True  # windows, mel filters, BatchNorm statistics: recomputed by load hooks
+    ignored_prefixes = IGNORED_PREFIXES
+    fp32_buffers = True
     sample_rate = SAMPLE_RATE
 
     @register_to_config
@@ -207,48 +206,9 @@ class DashengTokenizer(ModelMixin, ConfigMixin):
     # ---- weights -----------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
-                        torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                        **_diffusers_kwargs) -> DashengTokenizer:
-        """Load ``config.json`` + ``model.safetensors`` from a folder or a Hugging Face hub id.
-
-        Strict: every parameter must be present with the right shape and nothing unknown may
-        remain; recomputable buffers (windows, mel filters, BatchNorm statistics) may be absent.
-        Parameters load in float32 unless ``torch_dtype`` is given; buffers stay float32.
-        Other diffusers loading kwargs are accepted and ignored. Returns the model in eval mode.
-        """
-        folder = resolve_folder(pretrained_model_name_or_path, "tokenizer", (CONFIG_NAME, WEIGHTS_NAME), subfolder)
-        config = read_config_json(folder / CONFIG_NAME)
-        weights = folder / WEIGHTS_NAME
-        if not weights.is_file():
-            raise DashflowError(f"{weights}: tokenizer weights not found (expected {WEIGHTS_NAME})")
-        try:
-            state = load_file(str(weights))
-        except (SafetensorError, OSError) as exc:
-            raise DashflowError(f"{weights}: cannot read safetensors ({exc})") from None
-        with torch.device("meta"):
-            model = cls(**asdict(config))
-        params = dict(model.named_parameters())
-        for key, value in state.items():
-            if value.is_floating_point():
-                state[key] = value.to(torch_dtype or torch.float32) if key in params else value.float()
-        load_state_dict_strict(model, state, str(weights), assign=True)
-        if device is not None:
-            model.to(device)
-        return model.eval()
-
-    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True,
-                        **_diffusers_kwargs) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (each atomically) into ``save_directory``."""
-        if not is_main_process:
-            return
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(folder / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
-        with atomic_path(folder / CONFIG_NAME) as tmp:
-            tmp.write_text(self.to_json_string())
+    def read_config(cls, path: Path) -> dict[str, int]:
+        """The official ``config.json``, checked (:func:`read_config_json`)."""
+        return asdict(read_config_json(path))
 
     def load_semantic_checkpoint(self, path: str | os.PathLike) -> None:
         """Load a bare PyPI ``dasheng`` encoder file (``{"model", "config"}``) into the semantic branch."""
@@ -261,42 +221,4 @@ class DashengTokenizer(ModelMixin, ConfigMixin):
                 raise DashflowError(f"{path}: Dasheng {key}={found!r} but this tokenizer's semantic "
                                     f"encoder needs {value!r}")
         state = {k: v for k, v in state.items() if not k.startswith("outputlayer.")}
-        load_state_dict_strict(self.semantic_encoder, state, str(path))
-
-    def weights_hash(self) -> str:
-        """Short sha256 over the state dict (names, dtypes, shapes, bytes): keys latent caches."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
-            tensor = tensor.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)};".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
-
-
-def load_state_dict_strict(module: nn.Module, state: dict[str, Tensor], source: str,
-                           assign: bool = False) -> None:
-    """``module.load_state_dict(state, strict=True)`` with a one-line DashflowError on mismatch.
-
-    Buffers of ``module`` may be missing from ``state`` (their load hooks recompute them);
-    parameters may not. Keys under :data:`IGNORED_PREFIXES` are dropped with a warning.
-    """
-    ignored = sorted(k for k in state if k.startswith(IGNORED_PREFIXES))
-    if ignored:
-        logger.warning("%s: ignoring %d keys without a module here: %s", source, len(ignored), ", ".join(ignored))
-        state = {k: v for k, v in state.items() if k not in ignored}
-    expected = module.state_dict()
-    buffers = {name for name, _ in module.named_buffers()}
-    missing = [k for k in expected if k not in state and k not in buffers]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} {list(state[k].shape)} vs {list(expected[k].shape)}"
-                  for k in state if k in expected and state[k].shape != expected[k].shape]
-    problems = [f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"
-                for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                   ("shape mismatches file vs model", mismatched)) if keys]
-    if problems:
-        raise DashflowError(f"{source}: weights do not match the model config: {'; '.join(problems)}")
-    module.load_state_dict(state, strict=True, assign=assign)
-
-
-
-
+        load_strict(self.semantic_encoder, state, path, optional_buffers=True)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from dashflow.tokenizer.frontends import DashengFrontEnd, frame_counts
 from torch import Tensor, nn
 
 from dashflow.errors import DashflowError
-from tokenizer.frontends import DashengFrontEnd, frame_counts
 
 logger = logging.getLogger(__name__)
 

@@ -32,17 +32,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from dashflow.eval.events import count_events
+from dashflow.eval.inhouse import InhouseClassifier
+from dashflow.eval.reconstruction import mel_distance
+from dashflow.eval.spectral import log_mel_image
+from dashflow.generation.pipelines.audio import load_pipeline
+from dashflow.tokenizer.cli import reconstruct
+from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.audio import load_audio, save_audio
+from dashflow.cli import write_sidecar
 from dashflow.data import read_manifest
-from eval.events import count_events
-from eval.inhouse import InhouseClassifier
-from eval.reconstruction import mel_distance
-from eval.spectral import log_mel_image
-from generation.cli import write_sidecar
-from generation.pipelines import load_pipeline
-from tokenizer.cli import reconstruct
-from tokenizer.model import DashengTokenizer
 
 SEEDS = (0, 1, 2)
 REFERENCE_PER_CLASS = 6

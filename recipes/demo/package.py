@@ -18,10 +18,9 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-
-from generation.pipeline_components import read_json
-from generation.pipelines import load_pipeline
-from generation.se_pipeline import SpeechEnhancementPipeline
+from dashflow.generation.pipelines.audio import load_pipeline
+from dashflow.generation.pipelines.components import read_json
+from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
 
 SIZE_LIMIT_MB = 40.0
 
@@ -47,7 +46,7 @@ def model_card(pipeline, attribution: Path, size_mb: float, corpus: dict | None 
         "",
         "## Components",
         f"- Tokenizer: DashengTokenizer `demo` preset, {tok / 1e6:.2f} M parameters, 128-d latents at 25 Hz,",
-        "  trained by `recipes/tokenizer.py` (`recipes/configs/tokenizer/demo.yaml`): a mel-loss phase, then the",
+        "  trained by `recipes/tokenizer_gan.py` (`recipes/configs/tokenizer/demo.yaml`): a mel-loss phase, then the",
         "  GAN phase (MPD + multi-frequency discriminators, hinge loss, feature matching).",
         "  Its semantic branch is a frozen, randomly initialised 2-block Dasheng encoder: the official Dasheng",
         "  weights cannot be had offline, and an encoder trained on this hour of audio would not carry Dasheng's",

@@ -14,7 +14,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 launch=(accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no)
 
 [ -f "$work/corpus/summary.json" ] || python recipes/demo/build_corpus.py --install --out "$work/corpus"
-"${launch[@]}" recipes/tokenizer.py --config recipes/configs/tokenizer/demo.yaml \
+"${launch[@]}" recipes/tokenizer_gan.py --config recipes/configs/tokenizer/demo.yaml \
     data.train="$work/corpus/train.jsonl" train.output_dir="$work/tokenizer"
 dashflow cache-latents --manifest "$work/corpus/train.jsonl" --tokenizer "$work/tokenizer/final" \
     --out "$work/latents" --num-workers 0

@@ -13,9 +13,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from dashflow.errors import DashflowError
 from dashflow import audio_stream
 from dashflow.audio_stream import chunk_plan, output_format, stream_file
+from dashflow.errors import DashflowError
 from tests.conftest import chirp, noise, tone
 
 HOP = 640

@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from dashflow.generation.cli.enhance import enhance_main
+from dashflow.generation.cli.generate import generate_main
+from dashflow.generation.model.denoiser import LatentDenoiser
+from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
+from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.cli import main as dashflow_main
-from generation.cli import generate_main
-from generation.enhance_cli import enhance_main
-from generation.se_denoiser import LatentDenoiser
-from generation.se_pipeline import SpeechEnhancementPipeline
 from tests.conftest import tone, write_wav
 from tests.generation.test_pipelines import build_tiny_pipeline
-from tokenizer.model import DashengTokenizer
 
 SCRIPTS = {"generate": generate_main, "enhance": enhance_main, "dashflow": dashflow_main}
 
@@ -157,8 +157,8 @@ def test_bad_input_is_one_error_line_and_changes_no_file(case, work, capfd, monk
 ])
 def test_console_scripts_print_one_line_without_traceback(tmp_path, script, argv):
     path = Path(sys.executable).with_name(script)
-    command = [str(path)] if path.exists() else [sys.executable, "-m", {"generate": "generation.cli",
-                                                                       "enhance": "generation.enhance_cli",
+    command = [str(path)] if path.exists() else [sys.executable, "-m", {"generate": "dashflow.generation.cli.generate",
+                                                                       "enhance": "dashflow.generation.cli.enhance",
                                                                        "dashflow": "dashflow.cli"}[script]]
     done = subprocess.run([*command, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from dashflow.demo_corpus import augment, event_clip, package_licences, split_by_source, trim
+from dashflow.demo_corpus import (
+    augment,
+    event_clip,
+    package_licences,
+    split_by_source,
+    trim,
+)
 
 SR = 16000
 

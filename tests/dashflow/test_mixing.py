@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-import dashflow.mixing as mixing
+from dashflow import mixing
 from dashflow.data import read_manifest, write_manifest, write_shards
 from dashflow.errors import DashflowError
 from dashflow.mixing import (

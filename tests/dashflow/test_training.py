@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from dashflow.tokenizer.frontends import register_recomputable_buffer
 
 from dashflow.config import load_config
 from dashflow.errors import DashflowError
@@ -30,7 +31,6 @@ from dashflow.training import (
     resume_training,
     save_checkpoint,
 )
-from tokenizer.frontends import register_recomputable_buffer
 
 
 @dataclass

@@ -29,7 +29,7 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
 
 def save_vggish(folder: Path, seed: int = 0, **config) -> Path:
     """A random VGGish saved as ``vggish-10086976.pth`` (a plain state dict, like torchvggish's)."""
-    from eval.vggish import VGGish
+    from dashflow.eval.vggish import VGGish
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,7 @@ def save_vggish(folder: Path, seed: int = 0, **config) -> Path:
 def save_cnn14(folder: Path, seed: int = 0, **config) -> Path:
     """A random Cnn14 saved as ``Cnn14_16k_mAP=0.438.pth`` in the PANNs layout (``{"model": ...}``
     beside numpy sampler state, which ``weights_only`` loading must accept)."""
-    from eval.cnn14 import Cnn14
+    from dashflow.eval.cnn14 import Cnn14
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,12 @@ def save_cnn14(folder: Path, seed: int = 0, **config) -> Path:
 def save_tiny_clap(folder: Path, seed: int = 0) -> Path:
     """A tiny random Hugging Face CLAP (HTSAT + RoBERTa) with its processor files."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, RobertaTokenizer
+    from transformers import (
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        RobertaTokenizer,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()

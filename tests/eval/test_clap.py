@@ -9,10 +9,17 @@ import types
 import numpy as np
 import pytest
 import torch
+from dashflow.eval.clap import (
+    CLIP_SAMPLES,
+    HFClap,
+    LaionClap,
+    clap_clip,
+    cosine_scores,
+    load_clap,
+)
+from dashflow.eval.embedders import ClapEmbedder
 
 from dashflow.errors import DashflowError
-from eval.clap import CLIP_SAMPLES, HFClap, LaionClap, clap_clip, cosine_scores, load_clap
-from eval.embedders import ClapEmbedder
 
 
 def _quantised(x: np.ndarray) -> np.ndarray:

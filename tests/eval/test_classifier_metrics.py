@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from dashflow.eval.classifier_metrics import KL_EPS, inception_score, kl_per_clip
 
 from dashflow.errors import DashflowError
-from eval.classifier_metrics import KL_EPS, inception_score, kl_per_clip
 
 
 def test_softmax_kl_hand_computed():
@@ -77,8 +77,8 @@ def test_inception_score_bounds_and_errors():
 
 def test_reported_kl_never_goes_below_zero_and_says_so():
     """A clip whose reference-formula KL is negative counts as 0; the report names the clamp."""
-    from eval.report import issue_lines
-    from eval.suite import _kl
+    from dashflow.eval.report import issue_lines
+    from dashflow.eval.suite import _kl
 
     # clip a: generated sigmoids above the reference's on every class (negative KL); clip b: equal
     ref = {"a": {"logits": np.array([0.0, 0.0])}, "b": {"logits": np.array([0.0, 0.0])}}

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 import soundfile as sf
+from dashflow.eval.weights import sha256_file
 
-from eval.weights import sha256_file
 from tests.conftest import SENTENCES, noise, tts, write_wav
 from tests.eval.conftest import run_cli
 

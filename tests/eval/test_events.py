@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from eval.events import count_events
+from dashflow.eval.events import count_events
 
 SR = 16000
 

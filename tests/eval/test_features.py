@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from dashflow.eval.features import FeatureCache, cache_key, extract
 
-from eval.features import FeatureCache, cache_key, extract
 from tests.conftest import tone, write_wav
 
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
+from dashflow.eval.frechet import (
+    frechet_distance,
+    frechet_distance_of,
+    gaussian_statistics,
+    trace_sqrt_product,
+)
+from dashflow.eval.suite import pooled_frechet
 
 from dashflow.errors import DashflowError
-from eval.frechet import frechet_distance, frechet_distance_of, gaussian_statistics, trace_sqrt_product
-from eval.suite import pooled_frechet
 
 
 def _random_cov(rng: np.random.Generator, d: int, rank: int | None = None) -> np.ndarray:

@@ -10,11 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dashflow.eval.inhouse import (
+    Architecture,
+    InhouseClassifier,
+    InhouseCNN,
+    MelSettings,
+    labelled_records,
+    prompt_separation,
+    source_of,
+    split_by_source,
+    top1_by_class,
+    train_classifier,
+)
+from dashflow.eval.weights import sha256_file
 
 from dashflow.errors import DashflowError
-from eval.inhouse import (Architecture, InhouseClassifier, InhouseCNN, MelSettings, labelled_records,
-                          prompt_separation, source_of, split_by_source, top1_by_class, train_classifier)
-from eval.weights import sha256_file
 from tests.conftest import SR, chirp, noise, tone, write_wav
 from tests.eval.conftest import run_cli
 
@@ -133,7 +143,7 @@ def test_missing_or_mismatched_files_are_one_line_errors(trained, tmp_path):
     five = InhouseClassifier(InhouseCNN(5, TINY), list("abcde"), {}, TINY, MelSettings(), {})
     five.save(tmp_path / "five")
     shutil.copy(tmp_path / "five" / "model.safetensors", folder)
-    assert "does not fit InhouseCNN" in load_error(folder) and "head" in load_error(folder)
+    assert "do not fit InhouseCNN" in load_error(folder) and "head" in load_error(folder)
     (folder / "model.safetensors").write_bytes(b"not safetensors")
     assert "cannot read safetensors" in load_error(folder)
     config = json.loads((trained["folder"] / "config.json").read_text())

@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from dashflow.eval.inputs import (
+    pair,
+    read_captions,
+    read_sidecars,
+    run_settings,
+    scan_folder,
+    sidecar_captions,
+)
 
 from dashflow.errors import DashflowError
-from eval.inputs import pair, read_captions, read_sidecars, run_settings, scan_folder, sidecar_captions
 from tests.conftest import tone, write_wav
 
 

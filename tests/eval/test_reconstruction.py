@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dashflow.eval.enhancement import align, dnsmos, pesq_wb, si_sdr, stoi
+from dashflow.eval.reconstruction import MEL_PRESETS, mel_distance, stft_distance
 
 from dashflow.audio import load_audio
 from dashflow.errors import DashflowError
-from eval.enhancement import align, dnsmos, pesq_wb, si_sdr, stoi
-from eval.reconstruction import MEL_PRESETS, mel_distance, stft_distance
 from tests.conftest import SENTENCES, noise, tone, tts
 
 

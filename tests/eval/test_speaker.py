@@ -13,13 +13,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from dashflow.eval import speaker
+from dashflow.eval.speaker import (
+    GE2EEncoder,
+    SpeakerEncoder,
+    find_weights,
+    mel_frames,
+    normalize_volume,
+    partial_starts,
+    partial_step,
+    speaker_similarity,
+)
+from dashflow.eval.weights import sha256_file
 
 from dashflow.audio import load_audio
 from dashflow.errors import DashflowError
-from eval import speaker
-from eval.speaker import (GE2EEncoder, SpeakerEncoder, find_weights, mel_frames, normalize_volume, partial_starts,
-                          partial_step, speaker_similarity)
-from eval.weights import sha256_file
 from tests.conftest import SENTENCES, chirp, noise, tone, tts, write_wav
 from tests.eval.conftest import run_cli
 

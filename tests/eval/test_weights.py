@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from dashflow.eval import weights
+from dashflow.eval.weights import OFFICIAL, WeightFile, download, weights_dir
 
 from dashflow.errors import DashflowError
-from eval import weights
-from eval.weights import OFFICIAL, WeightFile, download, weights_dir
 from tests.eval.conftest import run_cli
 
 

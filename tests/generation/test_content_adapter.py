@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-
-from dashflow.errors import DashflowError
-from generation.content_adapter import (
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.model.content_adapter import (
     CrossAttentionAdapter,
     DurationPredictor,
     alignment_path,
@@ -18,7 +17,8 @@ from generation.content_adapter import (
     global_duration_target,
     local_duration_target,
 )
-from generation.model import AudioGenModel
+
+from dashflow.errors import DashflowError
 
 RATE = 25.0
 

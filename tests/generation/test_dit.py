@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from generation.dit import (
+from dashflow.generation.model.dit import (
     GEGLU,
     Attention,
     LayerFusionAudioDiT,
@@ -238,7 +237,7 @@ def test_gradient_checkpointing_matches():
 
 
 def test_model_level_gradient_checkpointing_switch():
-    from generation.model import AudioGenModel
+    from dashflow.generation.model.audiogen import AudioGenModel
 
     torch.manual_seed(0)
     model = AudioGenModel.from_preset("tiny", dit_depth=2)

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from dashflow.eval.enhancement import pesq_wb, si_sdr
+from dashflow.generation import enhance_cli
+from dashflow.generation.cli.enhance import enhance_main
+from dashflow.generation.model.denoiser import LatentDenoiser
+from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
+from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.audio import load_audio
 from dashflow.mixing import mix_at_snr
-from eval.enhancement import pesq_wb, si_sdr
-from generation import enhance_cli
-from generation.enhance_cli import enhance_main
-from generation.se_denoiser import LatentDenoiser
-from generation.se_pipeline import SpeechEnhancementPipeline
 from tests.conftest import SENTENCES, noise, tone, write_wav
 from tests.generation.test_se_recipe import coloured_noise, speech
-from tokenizer.model import DashengTokenizer
 
 FAST = ["--quiet", "--device", "cpu", "--chunk-seconds", "2", "--overlap-seconds", "0.4"]
 

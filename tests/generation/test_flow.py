@@ -7,9 +7,8 @@ import math
 
 import pytest
 import torch
-
-from dashflow.errors import DashflowError
-from generation.flow import (
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.sampling.flow import (
     FlowMatchingConfig,
     LatentNormalizer,
     check_config,
@@ -19,8 +18,9 @@ from generation.flow import (
     sample_noise_levels,
     shift_sigmas,
 )
-from generation.model import AudioGenModel
-from generation.sampler import sample
+from dashflow.generation.sampling.sampler import sample
+
+from dashflow.errors import DashflowError
 
 C, T, L, DT = 16, 8, 3, 32
 

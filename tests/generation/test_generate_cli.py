@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from dashflow.eval.events import count_events
+from dashflow.generation import cli
+from dashflow.generation.cli.generate import generate_main
+from dashflow.generation.model.audiogen import AudioGenModel
 
-from eval.events import count_events
-from generation import cli
-from generation.cli import generate_main
-from generation.model import AudioGenModel
-from generation.pipeline_components import state_dict_hash
 from tests.generation.test_pipelines import MINILM_DIM, build_tiny_pipeline
 
 SIDECAR_KEYS = {
@@ -53,7 +52,7 @@ def test_generate_writes_the_wav_and_a_sidecar_with_every_setting(checkpoint, tm
     assert (side["duration_requested"], side["duration"], side["num_samples"]) == (1.0, 1.0, 16000)
     assert (side["steps"], side["cfg"], side["sway"], side["seed"]) == (2, 5.0, -1.0, 5)
     assert side["checkpoint"] == str(checkpoint) and side["task"] == "tta"
-    assert side["model_weights_hash"] == state_dict_hash(pipe.transformer)
+    assert side["model_weights_hash"] == pipe.transformer.weights_hash()
     assert side["tokenizer_hash"] == pipe.tokenizer.weights_hash()
     assert side["text_encoder"] == "minilm" and side["text_encoder_hash"] == pipe.text_encoder.weights_hash()
     assert (side["device"], side["dtype"]) == ("cpu", "float32") and side["dashflow_version"]
@@ -181,7 +180,7 @@ def test_argument_combinations(tmp_path, capfd):
 
 def test_console_script_reports_one_line(tmp_path):
     script = Path(sys.executable).with_name("generate")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "generation.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "dashflow.generation.cli.generate"]
     done = subprocess.run([*command, "a dog", "-o", str(tmp_path / "a.wav"), "--checkpoint", str(tmp_path / "none")],
                           check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.splitlines() == [f"error: {tmp_path / 'none'}: pipeline folder not found"]

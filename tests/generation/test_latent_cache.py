@@ -7,16 +7,20 @@ import json
 
 import pytest
 import torch
+from dashflow.generation import latent_cache
+from dashflow.generation.cli.cache_latents import cache_latents_command, register
+from dashflow.generation.training.latent_cache import (
+    INFO_NAME,
+    LatentCache,
+    latent_filename,
+)
+from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.audio import load_audio
 from dashflow.cli import build_parser, run_guarded
 from dashflow.data import write_manifest
 from dashflow.errors import DashflowError
-from generation import latent_cache
-from generation.commands import cache_latents_command, register
-from generation.latent_cache import INFO_NAME, LatentCache, latent_filename
 from tests.conftest import chirp, noise, tone, write_wav
-from tokenizer.model import DashengTokenizer
 
 ATOL = 1e-5  # a clip in a zero-padded batch vs alone: fp32 rounding only
 GOOD = ("tone", "chirp", "noise/long")

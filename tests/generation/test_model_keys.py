@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from dashflow.generation.model.audiogen import PRESETS, AudioGenModel
 from safetensors.torch import load_file, save_file
 
 from dashflow.errors import DashflowError
-from generation.model import PRESETS, AudioGenModel
 
 # the official key list, vendored from the project's reference/audiogen_keys.json
 OFFICIAL = json.loads((Path(__file__).parent / "data" / "audiogen_keys.json").read_text())
@@ -145,7 +145,7 @@ def one_line_error(fn, match: str) -> str:
 def test_from_pretrained_errors_are_one_line(tmp_path):
     one_line_error(lambda: AudioGenModel.from_pretrained(tmp_path / "nope"), "model folder not found")
     (tmp_path / "empty").mkdir()
-    one_line_error(lambda: AudioGenModel.from_pretrained(tmp_path / "empty"), "no config.json")
+    one_line_error(lambda: AudioGenModel.from_pretrained(tmp_path / "empty"), "config.json not found")
 
     AudioGenModel.from_preset("tiny").save_pretrained(tmp_path / "m")
     (tmp_path / "m" / "model.safetensors").unlink()

@@ -11,23 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
-from transformers import BertConfig, BertModel, BertTokenizerFast
-
-from dashflow.errors import DashflowError
-from generation.flow import LatentNormalizer
-from generation.model import AudioGenModel
-from generation.pipeline_components import PipelineTextEncoder
-from generation.pipelines import (
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.pipelines.audio import (
     AudioGenerationOutput,
     TextToAudioPipeline,
     TextToMusicPipeline,
     format_prompt,
     load_pipeline,
 )
-from generation.sampler import sample
-from text_encoders import load_text_encoder
-from tokenizer.model import DashengTokenizer
+from dashflow.generation.pipelines.components import PipelineTextEncoder
+from dashflow.generation.sampling.flow import LatentNormalizer
+from dashflow.generation.sampling.sampler import sample
+from dashflow.text_encoders import load_text_encoder
+from dashflow.tokenizer.model import DashengTokenizer
+from diffusers import FlowMatchEulerDiscreteScheduler
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from dashflow.errors import DashflowError
 
 MINILM_DIM = 384
 STEPS = 2  # 3 model calls: enough to exercise the loop, cheap on 2 cores
@@ -82,9 +82,9 @@ def test_tiny_presets_fit_together(pipe):
 def test_save_writes_component_folders_and_a_text_encoder_reference(saved):
     index = json.loads((saved / "model_index.json").read_text())
     assert index["_class_name"] == "TextToAudioPipeline"
-    assert index["transformer"] == ["generation.pipelines", "AudioGenModel"]
-    assert index["tokenizer"] == ["generation.pipelines", "DashengTokenizer"]
-    assert index["text_encoder"] == ["generation.pipelines", "PipelineTextEncoder"]
+    assert index["transformer"] == ["dashflow.generation.pipelines", "AudioGenModel"]
+    assert index["tokenizer"] == ["dashflow.generation.pipelines", "DashengTokenizer"]
+    assert index["text_encoder"] == ["dashflow.generation.pipelines", "PipelineTextEncoder"]
     assert index["scheduler"] == ["diffusers", "FlowMatchEulerDiscreteScheduler"]
     assert index["latent_normalizer"] == [None, None]
     assert index["prompt_template"] is None and index["instruction"] is None
@@ -278,7 +278,7 @@ def test_latent_normalizer_is_saved_loaded_and_applied(pipe, tmp_path):
     with_norm.set_progress_bar_config(disable=True)
     with_norm.save_pretrained(tmp_path / "norm")
     assert json.loads((tmp_path / "norm" / "model_index.json").read_text())["latent_normalizer"] == \
-        ["generation.pipelines", "LatentNormalizer"]
+        ["dashflow.generation.pipelines", "LatentNormalizer"]
     loaded = load(tmp_path / "norm")
     torch.testing.assert_close(loaded.latent_normalizer.std, normalizer.std)
     kwargs = {"duration": 0.4, "num_inference_steps": STEPS, "seed": 2}

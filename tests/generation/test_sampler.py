@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from dashflow.generation.model.audiogen import AudioGenModel, Conditioning
+from dashflow.generation.sampling.sampler import make_scheduler, sample, sway_sigmas
 
 from dashflow.errors import DashflowError
-from generation.model import AudioGenModel, Conditioning
-from generation.sampler import make_scheduler, sample, sway_sigmas
 
 C = 16
 

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.model.denoiser import LatentDenoiser
+from dashflow.generation.pipelines.speech_enhancement import (
+    SpeechEnhancementPipeline,
+    ratio_mask,
+)
+from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.errors import DashflowError
-from generation.model import AudioGenModel
-from generation.se_denoiser import LatentDenoiser
-from generation.se_pipeline import SpeechEnhancementPipeline, ratio_mask
-from tokenizer.model import DashengTokenizer
 
 DEMO_TOKENIZER = Path(__file__).resolve().parents[2] / "generation" / "demo" / "pipeline" / "tokenizer"
 

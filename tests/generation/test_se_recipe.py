@@ -20,6 +20,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from dashflow.eval.enhancement import pesq_wb, si_sdr
+from dashflow.generation.cli.enhance import enhance_main
+from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
+from dashflow.generation.training.speech_enhancement import SEConfig, check_se_settings
+from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.audio import load_audio
 from dashflow.config import load_config
@@ -27,13 +32,8 @@ from dashflow.data import read_manifest, write_manifest
 from dashflow.errors import DashflowError
 from dashflow.mixing import MixingConfig, write_mixed_set
 from dashflow.training import read_metrics
-from eval.enhancement import pesq_wb, si_sdr
-from generation.enhance_cli import enhance_main
-from generation.se_pipeline import SpeechEnhancementPipeline
-from generation.se_training import SEConfig, check_se_settings
 from tests.conftest import SENTENCES, chirp, tone, tts, write_wav
 from tests.generation.test_train_recipe import launch_command, run_launch
-from tokenizer.model import DashengTokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "recipes" / "configs" / "se"

@@ -20,6 +20,27 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from dashflow.generation.pipelines.audio import load_pipeline
+from dashflow.generation.sampling.flow import LatentNormalizer
+from dashflow.generation.sampling.sampler import sample
+from dashflow.generation.training.data import (
+    LatentClipDataset,
+    batch_latents,
+    build_train_loader,
+    collate_latents,
+    require_captions,
+    split_batch,
+)
+from dashflow.generation.training.latent_cache import LatentCache, cache_latents
+from dashflow.generation.training.text_to_audio import (
+    Config,
+    build_model,
+    check_settings,
+    load_ema,
+    micro_batch_seeds,
+    save_ema,
+)
+from dashflow.tokenizer.model import DashengTokenizer
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -29,28 +50,7 @@ from dashflow.config import load_config
 from dashflow.data import read_manifest, write_manifest, write_shards
 from dashflow.errors import DashflowError
 from dashflow.training import read_metrics
-from generation.flow import LatentNormalizer
-from generation.latent_cache import LatentCache, cache_latents
-from generation.pipelines import load_pipeline
-from generation.sampler import sample
-from generation.train_data import (
-    LatentClipDataset,
-    batch_latents,
-    build_train_loader,
-    collate_latents,
-    require_captions,
-    split_batch,
-)
-from generation.training import (
-    Config,
-    build_model,
-    check_settings,
-    load_ema,
-    micro_batch_seeds,
-    save_ema,
-)
 from tests.conftest import chirp, tone, write_wav
-from tokenizer.model import DashengTokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "recipes" / "configs"

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 import torch
+from dashflow.text_encoders.minilm import MiniLMEncoder
 from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
-
-from text_encoders.minilm import MiniLMEncoder
 
 CAPTIONS = (
     "a dog barks in the distance", "rain falls on a tin roof", "a man speaks while birds chirp",

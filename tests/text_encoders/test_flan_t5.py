@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 import sentencepiece as spm
 import torch
+from dashflow.text_encoders import load_text_encoder
+from dashflow.text_encoders.t5 import FlanT5Encoder
 from safetensors.torch import load_file, save_file
 from transformers import T5Config, T5EncoderModel, T5ForConditionalGeneration
 
 from dashflow.errors import DashflowError
 from tests.text_encoders.conftest import CAPTIONS, save_official_layout
-from text_encoders import load_text_encoder
-from text_encoders.t5 import FlanT5Encoder
 
 ATOL = 1e-5  # fp32, different padded lengths
 

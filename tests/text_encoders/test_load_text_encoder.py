@@ -7,11 +7,11 @@ import shutil
 
 import huggingface_hub
 import pytest
+from dashflow.text_encoders import load_text_encoder
+from dashflow.text_encoders.minilm import MiniLMEncoder, bundled_minilm_folder
 from transformers import BertConfig, BertModel
 
 from dashflow.errors import DashflowError
-from text_encoders import load_text_encoder
-from text_encoders.minilm import MiniLMEncoder, bundled_minilm_folder
 
 
 def tiny_bert() -> BertModel:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dashflow.text_encoders import load_text_encoder
+from dashflow.text_encoders.minilm import MiniLMEncoder, bundled_minilm_folder
 from torch import nn
 from transformers import AutoTokenizer
 
 from dashflow.errors import DashflowError
-from text_encoders import load_text_encoder
-from text_encoders.minilm import MiniLMEncoder, bundled_minilm_folder
 
 PROMPTS = ["a dog barks", "rain falls on a tin roof while thunder rumbles far away", "Birds CHIRP!"]
 ATOL = 1e-5  # fp32 matmuls over different padded lengths may differ in the last bits

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dashflow.text_encoders import TextEmbeddingCache, load_text_encoder
 
 from tests.text_encoders.conftest import CAPTIONS, save_official_layout
-from text_encoders import TextEmbeddingCache, load_text_encoder
 
 ATOL = 1e-5  # cached items were encoded in other batches (other padded lengths)
 

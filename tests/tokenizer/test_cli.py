@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from dashflow.tokenizer import DashengTokenizer
+from dashflow.tokenizer import cli as tokenizer_cli
 
 from dashflow.cli import main
 from tests.conftest import chirp, tone, write_wav
-from tokenizer import DashengTokenizer
-from tokenizer import cli as tokenizer_cli
 
 SR = 16000
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.nn.utils import parametrize
-
-from tokenizer.discriminators import (
+from dashflow.tokenizer.discriminators import (
     MFD_FFT_SIZES,
     MFD_HOP_SIZES,
     MPD_PERIODS,
@@ -18,6 +16,7 @@ from tokenizer.discriminators import (
     SpectralDiscriminator,
     TokenizerDiscriminator,
 )
+from torch.nn.utils import parametrize
 
 
 def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:

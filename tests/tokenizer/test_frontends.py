@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from tests.conftest import chirp, noise, tone
-from tokenizer.frontends import (
+from dashflow.tokenizer.frontends import (
     AcousticFrontEnd,
     DashengFrontEnd,
     centre_pad,
     mel_filterbank,
 )
+
+from tests.conftest import chirp, noise, tone
 
 SR = 16000
 

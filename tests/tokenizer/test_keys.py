@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from dashflow.tokenizer import DashengTokenizer
+from dashflow.tokenizer.config import PRESETS
 from safetensors.torch import save_file
-
-from tokenizer import DashengTokenizer
-from tokenizer.config import PRESETS
 
 # state_dict of the reference DashengTokenizerModel at its default config (meta device), with
 # parameter counts per prefix; provenance in the file's "source" field

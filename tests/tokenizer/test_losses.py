@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-
-from tokenizer.frontends import mel_filterbank
-from tokenizer.losses import (
+from dashflow.tokenizer.frontends import mel_filterbank
+from dashflow.tokenizer.losses import (
     GeneratorLoss,
     MultiScaleMelLoss,
     discriminator_hinge_loss,

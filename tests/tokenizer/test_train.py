@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
@@ -15,6 +14,9 @@ import soundfile as sf
 import torch
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
+from dashflow.eval.enhancement import speech_scores
+from dashflow.tokenizer import gan
+from dashflow.tokenizer.model import DashengTokenizer
 from omegaconf import OmegaConf
 
 from dashflow.config import load_config
@@ -22,20 +24,11 @@ from dashflow.data import write_shards
 from dashflow.errors import DashflowError
 from dashflow.prepare import prepare_manifest, records_from_folder
 from dashflow.training import build_accelerator, list_checkpoints, read_metrics
-from tokenizer.model import DashengTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "tokenizer.py"
+RECIPE = ROOT / "recipes" / "tokenizer_gan.py"
 CONFIGS = ROOT / "recipes" / "configs" / "tokenizer"
 HELD_OUT = ("speech_7", "tone_3", "chirp_3", "noise_3")  # one clip of each kind
-
-
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("tokenizer_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -147,47 +140,43 @@ def test_two_process_ddp_trains_and_resumes_exactly(tmp_path, manifests):
 
 
 def test_configs_load_with_the_paper_settings():
-    recipe = load_recipe()
-    paper = load_config(recipe.Config, CONFIGS / "paper.yaml", ["data.train=x.jsonl"])
+    paper = load_config(gan.Config, CONFIGS / "paper.yaml", ["data.train=x.jsonl"])
     assert paper.model.preset == "paper" and paper.model.discriminator == "paper"
     assert (paper.optim.lr, list(paper.optim.betas), paper.optim.final_lr_ratio) == (5e-4, [0.8, 0.9], 0.1)
     assert (paper.loss.lambda_sem, paper.loss.lambda_mel, paper.loss.lambda_adv,
             paper.loss.lambda_fm) == (45.0, 45.0, 1.0, 1.0)
     assert paper.train.max_steps == 1_000_000 and paper.train.noise_tau == 0.0
-    tiny = load_config(recipe.Config, CONFIGS / "tiny.yaml", ["data.train=x.jsonl"])
+    tiny = load_config(gan.Config, CONFIGS / "tiny.yaml", ["data.train=x.jsonl"])
     assert tiny.model.preset == "tiny" and tiny.train.max_steps >= 200
 
 
 def test_speech_scores_use_the_eval_metrics(small_corpus):
-    recipe = load_recipe()
     speech = torch.from_numpy(sf.read(small_corpus / "speech_0.wav", dtype="float32")[0])
-    perfect = recipe.speech_scores(speech, speech)
+    perfect = speech_scores(speech, speech)
     assert perfect["pesq"] > 4.0 and perfect["stoi"] > 0.99
-    assert set(recipe.speech_scores(speech, torch.zeros_like(speech))) == {"stoi"}  # PESQ refuses silence
+    assert set(speech_scores(speech, torch.zeros_like(speech))) == {"stoi"}  # PESQ refuses silence
 
 
 def test_held_out_clips_are_spread_through_the_manifest(tmp_path):
-    recipe = load_recipe()
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(f'{{"audio_id": "c{i}", "audio": "c{i}.wav"}}\n' for i in range(10)))
-    train, val = recipe.split_data(recipe.DataConfig(train=str(manifest), val_clips=3))
+    train, val = gan.split_data(gan.DataConfig(train=str(manifest), val_clips=3))
     assert [r["audio_id"] for r in val] == ["c0", "c3", "c6"]
     assert len(train) == 7 and not {r["audio_id"] for r in train} & {"c0", "c3", "c6"}
     with pytest.raises(DashflowError, match="val_manifest is required"):
-        recipe.split_data(recipe.DataConfig(train=str(tmp_path / "shards"), val_clips=3))
+        gan.split_data(gan.DataConfig(train=str(tmp_path / "shards"), val_clips=3))
 
 
 def test_bf16_train_step_keeps_fp32_weights_and_finite_losses(tmp_path):
     """The GPU default (bf16 autocast), exercised with CPU autocast on the tiny config."""
-    recipe = load_recipe()
     AcceleratorState._reset_state(reset_partial_state=True)
-    cfg = load_config(recipe.Config, CONFIGS / "tiny.yaml", ["data.train=x.jsonl"])
+    cfg = load_config(gan.Config, CONFIGS / "tiny.yaml", ["data.train=x.jsonl"])
     accelerator = build_accelerator(tmp_path, "bf16", log_with=None, cpu=True)
-    gan = recipe.build_gan(cfg, accelerator)
+    gan = gan.build_gan(cfg, accelerator)
     head = accelerator.unwrap_model(gan.generator).tokenizer.decoder.head.out.weight
     before = head.detach().clone()
     wav, lengths = 0.1 * torch.randn(2, 8000), torch.tensor([8000, 6000])
-    logs = recipe.train_step(accelerator, gan, wav, lengths, cfg, adversarial=True)
+    logs = gan.train_step(accelerator, gan, wav, lengths, cfg, adversarial=True)
     AcceleratorState._reset_state(reset_partial_state=True)
     assert all(torch.isfinite(v).all() for v in logs.values())
     assert {"loss_d", "loss_g", "mel", "sem", "adv", "fm"} <= set(logs)
@@ -195,15 +184,14 @@ def test_bf16_train_step_keeps_fp32_weights_and_finite_losses(tmp_path):
 
 
 def test_generator_keeps_the_semantic_encoder_frozen_and_adds_latent_noise():
-    recipe = load_recipe()
-    tokenizer = recipe.build_tokenizer(recipe.ModelConfig(preset="tiny"))
+    tokenizer = gan.build_tokenizer(gan.ModelConfig(preset="tiny"))
     assert tokenizer.training and not tokenizer.semantic_encoder.training
     semantic = {id(p) for p in tokenizer.semantic_encoder.parameters()}
     trainable = {id(p) for p in tokenizer.trainable_parameters()}
     assert semantic and trainable and not semantic & trainable
     assert not any(p.requires_grad for p in tokenizer.semantic_encoder.parameters())
 
-    generator = recipe.Reconstructor(tokenizer).eval()
+    generator = gan.Reconstructor(tokenizer).eval()
     wav, lengths = 0.1 * torch.randn(2, 6000), torch.tensor([6000, 4000])
     with torch.no_grad():
         clean, encoding = generator(wav, lengths)

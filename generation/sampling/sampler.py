@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 
 import torch
+from dashflow.generation.model.audiogen import AudioGenModel, Conditioning
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from dashflow.errors import DashflowError
-from generation.model import AudioGenModel, Conditioning
 
 NOOP_SIGMA = 1e-6  # a final sigma this close to 0 makes the last Euler step a no-op
 

@@ -1,66 +1,47 @@
-"""Train the DashengTokenizer (acoustic branch + Vocos decoder) as a GAN with Accelerate.
-
-    accelerate launch recipes/tokenizer.py --config recipes/configs/tokenizer/paper.yaml \\
-        data.train=corpus/train.jsonl [dotted.key=value ...]
-
-Hardware comes from the Accelerate config: ``--config_file recipes/accelerate/{single_gpu,
-multi_gpu,fsdp,cpu}.yaml`` (or ``torchrun`` with ``ACCELERATE_USE_CPU=true`` for several CPU
-processes, as the tests do).
+"""GAN training of the DashengTokenizer (acoustic branch + Vocos decoder) with Accelerate: the
+recipe's config, the tokenizer as a generator, the discriminator and their two optimizers, one
+training step and validation. ``recipes/tokenizer_gan.py`` is the loop.
 
 One step: the generator reconstructs a batch of random crops; the discriminator (MPD +
 multi-frequency) takes a hinge step on real vs detached fake; the generator takes a step on
 45 L_sem + 45 L_mel + L_adv + L_fm. The Dasheng semantic encoder is frozen and stays in eval
-mode (it is in no optimizer). Checkpoints resume exactly (step, optimizers, schedulers, RNG,
-data position); ``<output_dir>/metrics.jsonl`` holds every logged number; the trained
-tokenizer is exported with ``save_pretrained`` to ``<output_dir>/final``.
+mode (it is in no optimizer). Validation scores come from the caller (so this package never
+imports ``eval``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-
-# This script shares its name with the ``tokenizer`` package: keep its own folder off the
-# import path so ``import tokenizer`` finds the package, not this file.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch
 import torch.nn.functional as F
-from accelerate.utils import send_to_device, set_seed
-from omegaconf import MISSING
-from torch import nn
-from tqdm.auto import tqdm
-
-from dashflow.config import recipe_config
-from dashflow.data import (
-    AudioClipDataset,
-    build_clip_loader,
-    collate_clips,
-    read_manifest,
-)
-from dashflow.errors import DashflowError
-from dashflow.training import (
-    METRICS_NAME,
-    MetricsLog,
-    build_accelerator,
-    cosine_schedule,
-    init_trackers,
-    log_audio,
-    log_spectrogram,
-    resume_training,
-    save_checkpoint,
-)
-from tokenizer.discriminators import TokenizerDiscriminator
-from tokenizer.losses import (
+from dashflow.tokenizer.discriminators import TokenizerDiscriminator
+from dashflow.tokenizer.losses import (
     GeneratorLoss,
     MelMagnitude,
     MultiScaleMelLoss,
     discriminator_hinge_loss,
 )
-from tokenizer.model import DashengTokenizer
+from dashflow.tokenizer.model import DashengTokenizer
+from omegaconf import MISSING
+from torch import nn
+
+from dashflow.data import AudioClipDataset, collate_clips, read_manifest
+from dashflow.errors import DashflowError
+from dashflow.training import (
+    OptimConfig,
+    TrainConfig,
+    adamw,
+    check_training,
+    log_audio,
+    log_spectrogram,
+    lr_schedule,
+    optimizer_step,
+)
 
 # ----------------------------------------------------------------------------- config
 
@@ -85,14 +66,12 @@ class DataConfig:
 
 
 @dataclass
-class OptimConfig:
+class GANOptimConfig(OptimConfig):
     lr: float = 5e-4                 # generator peak LR (AdamW)
     disc_lr: float = 5e-4            # discriminator peak LR (AdamW)
     betas: list[float] = field(default_factory=lambda: [0.8, 0.9])
-    weight_decay: float = 0.01
+    schedule: str = "cosine"         # to final_lr_ratio (10 % of the peak) at max_steps
     warmup_steps: int = 0
-    final_lr_ratio: float = 0.1      # cosine decay to 10 % of the peak
-    grad_clip: float = 1.0
 
 
 @dataclass
@@ -108,20 +87,16 @@ class LossConfig:
 
 
 @dataclass
-class TrainConfig:
+class GANTrainConfig(TrainConfig):
     output_dir: str = "runs/tokenizer"
     max_steps: int = 1_000_000
     seed: int = 4444
-    mixed_precision: str = "auto"    # auto = bf16 on CUDA, none on CPU
     # RAE-style latent noise: the decoder sees z + s * std(z) * eps, s ~ U(0, noise_tau) per
     # clip (std over the clip's latent), so it tolerates imperfect (e.g. DiT-sampled) latents.
     # 0 = off (the seed paper's recipe); RAE uses 0.8 on normalised latents.
     noise_tau: float = 0.0
-    log_every: int = 50
     val_every: int = 5000
-    checkpoint_every: int = 5000
     keep_checkpoints: int = 3        # 0 keeps all
-    resume: str = "latest"           # latest | "" (fresh) | a step_* folder
     audio_samples: int = 2           # validation clips logged as audio + mel images
     speech_metrics: bool = False     # PESQ / STOI in validation (needs pesq, pystoi)
 
@@ -130,12 +105,38 @@ class TrainConfig:
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: GANOptimConfig = field(default_factory=GANOptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: GANTrainConfig = field(default_factory=GANTrainConfig)
+
+
+def check_settings(cfg: Config) -> None:
+    """Raise one DashflowError line for settings the recipe cannot run with."""
+    check_training(cfg.train, cfg.optim, {"train.val_every": cfg.train.val_every,
+                                          "data.batch_size": cfg.data.batch_size,
+                                          "data.crop_seconds": cfg.data.crop_seconds,
+                                          "data.val_seconds": cfg.data.val_seconds})
+    if cfg.optim.gradient_accumulation_steps != 1:
+        raise DashflowError("optim.gradient_accumulation_steps: the GAN steps both networks on every "
+                            "batch; raise data.batch_size instead")
 
 
 # ----------------------------------------------------------------------------- pieces
+
+def split_data(cfg: DataConfig) -> tuple[str | list[dict], list[dict]]:
+    """(training source, held-out validation records)."""
+    if cfg.val_manifest:
+        return cfg.train, read_manifest(cfg.val_manifest)[:cfg.val_clips]
+    if not cfg.train.endswith((".jsonl", ".json")):
+        raise DashflowError("data.val_manifest is required when training from shards")
+    records = read_manifest(cfg.train)
+    if len(records) <= cfg.val_clips:
+        raise DashflowError(f"{cfg.train}: {len(records)} clips leave none for training after "
+                            f"holding out data.val_clips={cfg.val_clips}")
+    held = {len(records) * i // cfg.val_clips for i in range(cfg.val_clips)}  # spread out
+    return ([r for i, r in enumerate(records) if i not in held],
+            [r for i, r in enumerate(records) if i in held])
+
 
 class Reconstructor(nn.Module):
     """The tokenizer as a generator: wav [B, S] -> (recon [B, S], encoding), with optional
@@ -178,37 +179,6 @@ def split_real_fake(outputs: dict, batch: int) -> tuple[dict, dict]:
     return part(slice(None, batch)), part(slice(batch, None))
 
 
-def split_data(cfg: DataConfig) -> tuple[str | list[dict], list[dict]]:
-    """(training source, held-out validation records)."""
-    if cfg.val_manifest:
-        return cfg.train, read_manifest(cfg.val_manifest)[:cfg.val_clips]
-    if not cfg.train.endswith((".jsonl", ".json")):
-        raise DashflowError("data.val_manifest is required when training from shards")
-    records = read_manifest(cfg.train)
-    if len(records) <= cfg.val_clips:
-        raise DashflowError(f"{cfg.train}: {len(records)} clips leave none for training after "
-                            f"holding out data.val_clips={cfg.val_clips}")
-    held = {len(records) * i // cfg.val_clips for i in range(cfg.val_clips)}  # spread out
-    return ([r for i, r in enumerate(records) if i not in held],
-            [r for i, r in enumerate(records) if i in held])
-
-
-def speech_scores(reference: torch.Tensor, estimate: torch.Tensor) -> dict[str, float]:
-    """Wide-band PESQ and STOI of one clip pair [S] at 16 kHz (``eval.enhancement``); a metric
-    whose package is missing, or that rejects the clip (silence), is left out."""
-    from eval.enhancement import pesq_wb, stoi
-
-    scores = {}
-    for name, package, metric in (("pesq", "pesq", pesq_wb), ("stoi", "pystoi", stoi)):
-        if importlib.util.find_spec(package) is None:
-            continue
-        try:
-            scores[name] = metric(reference.double().numpy(), estimate.double().numpy())
-        except DashflowError:
-            continue
-    return scores
-
-
 @dataclass
 class GAN:
     """Everything a training step touches, prepared by Accelerate."""
@@ -231,13 +201,10 @@ def build_gan(cfg: Config, accelerator) -> GAN:
     mel_loss = MultiScaleMelLoss.preset(cfg.loss.mel).to(accelerator.device)
     generator_loss = GeneratorLoss(cfg.loss.lambda_sem, cfg.loss.lambda_mel, cfg.loss.lambda_adv,
                                    cfg.loss.lambda_fm, mel_loss, family_weights)
-    adamw = dict(betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
-    opt_g = torch.optim.AdamW(tokenizer.trainable_parameters(), cfg.optim.lr, **adamw)
-    opt_d = torch.optim.AdamW(discriminator.parameters(), cfg.optim.disc_lr, **adamw)
-    sched_g = cosine_schedule(opt_g, cfg.train.max_steps, cfg.optim.warmup_steps,
-                              cfg.optim.final_lr_ratio)
-    sched_d = cosine_schedule(opt_d, max(1, cfg.train.max_steps - cfg.loss.disc_start_step),
-                              cfg.optim.warmup_steps, cfg.optim.final_lr_ratio)
+    opt_g = adamw(tokenizer.trainable_parameters(), cfg.optim)
+    opt_d = adamw(discriminator.parameters(), cfg.optim, lr=cfg.optim.disc_lr)
+    sched_g = lr_schedule(opt_g, cfg.optim, cfg.train.max_steps)
+    sched_d = lr_schedule(opt_d, cfg.optim, max(1, cfg.train.max_steps - cfg.loss.disc_start_step))
     prepared = accelerator.prepare(Reconstructor(tokenizer), discriminator, opt_g, opt_d,
                                    sched_g, sched_d)
     return GAN(*prepared, generator_loss, family_weights)
@@ -256,12 +223,10 @@ def train_step(accelerator, gan: GAN, wav: torch.Tensor, lengths: torch.Tensor, 
         with accelerator.autocast():
             real, fake = split_real_fake(gan.discriminator(torch.cat([wav, recon.detach()])), len(wav))
             loss_d, d_parts = discriminator_hinge_loss(real, fake, gan.family_weights)
-        gan.opt_d.zero_grad(set_to_none=True)
+        gan.opt_d.zero_grad(set_to_none=True)  # drops what the last generator step left in D
         accelerator.backward(loss_d)
-        logs["grad_norm_d"] = accelerator.clip_grad_norm_(gan.discriminator.parameters(),
-                                                          cfg.optim.grad_clip)
-        gan.opt_d.step()
-        gan.sched_d.step()
+        logs["grad_norm_d"], _ = optimizer_step(accelerator, gan.discriminator, gan.opt_d, gan.sched_d,
+                                                cfg.optim.grad_clip)
         logs.update({"loss_d": loss_d, **{f"d_{k}": v for k, v in d_parts.items()}})
 
     # generator: semantic + mel (+ adversarial + feature matching against the updated D)
@@ -271,24 +236,25 @@ def train_step(accelerator, gan: GAN, wav: torch.Tensor, lengths: torch.Tensor, 
             real, fake = split_real_fake(gan.discriminator(torch.cat([wav, recon])), len(wav))
         loss_g, g_parts = gan.generator_loss(recon, wav, encoding.semantic, encoding.acoustic,
                                              encoding.mask, real, fake)
-    gan.opt_g.zero_grad(set_to_none=True)
     accelerator.backward(loss_g)
-    logs["grad_norm_g"] = accelerator.clip_grad_norm_(gan.generator.parameters(),
-                                                      cfg.optim.grad_clip)
-    gan.opt_g.step()
-    gan.sched_g.step()
+    logs["grad_norm_g"], _ = optimizer_step(accelerator, gan.generator, gan.opt_g, gan.sched_g,
+                                            cfg.optim.grad_clip)
     return logs | {"loss_g": loss_g, **g_parts}
 
 
 @torch.no_grad()
 def validate(accelerator, generator, val_set: AudioClipDataset, cfg: Config, step: int,
-             mel_distance: MultiScaleMelLoss, image_mel: MelMagnitude, min_samples: int) -> dict:
-    """Mean multi-scale mel distance (and PESQ/STOI) over the held-out clips, each process
-    taking every num_processes-th clip; logs the first clips as audio and mel images."""
+             score: Callable[[torch.Tensor, torch.Tensor], dict[str, float]], score_names: Sequence[str],
+             min_samples: int) -> dict[str, float]:
+    """``val/<name>``: the mean of each of ``score_names`` over the held-out clips, where
+    ``score(reference [S], reconstruction [S])`` gives {name: value} (mel distance, PESQ, ...) and
+    may leave a name out for a clip. Each process takes every num_processes-th clip; the first
+    clips are logged as audio and mel images."""
     generator.eval()
     size, world = cfg.data.batch_size, accelerator.num_processes
     mine = list(range(accelerator.process_index, len(val_set), world))
-    scores: dict[str, list[float]] = {"mel_distance": [], "pesq": [], "stoi": []}
+    scores: dict[str, list[float]] = defaultdict(list)
+    image_mel = MelMagnitude(n_fft=1024, hop_length=160, n_mels=80).to(accelerator.device)
     # every process runs as many forwards as the busiest one (sharded models gather in each);
     # a process out of clips re-runs clip 0 and scores nothing
     for start in range(0, math.ceil(len(val_set) / world), size):
@@ -299,18 +265,15 @@ def validate(accelerator, generator, val_set: AudioClipDataset, cfg: Config, ste
             recon, _ = generator(wav, batch["length"].to(wav.device).clamp(min=min_samples))
         recon = recon.float()
         for i, n in enumerate(lengths[:len(chunk)]):
-            scores["mel_distance"].append(float(mel_distance(recon[i:i + 1, :n], wav[i:i + 1, :n])))
-            if cfg.train.speech_metrics:
-                for name, value in speech_scores(wav[i, :n].cpu(), recon[i, :n].cpu()).items():
-                    scores[name].append(value)
+            for name, value in score(wav[i, :n], recon[i, :n]).items():
+                scores[name].append(value)
             if start == 0 and i < cfg.train.audio_samples and accelerator.is_main_process:
                 for kind, audio in (("target", wav[i, :n]), ("recon", recon[i, :n])):
                     log_audio(accelerator, f"val/{i}/{kind}", audio, step)
                     mel = image_mel(audio[None])[0].clamp(min=1e-5).log()
                     log_spectrogram(accelerator, f"val/{i}/{kind}_mel", mel, step)
     generator.train()
-    names = ["mel_distance"] + (["pesq", "stoi"] if cfg.train.speech_metrics else [])
-    return {f"val/{name}": _global_mean(accelerator, scores[name]) for name in names}
+    return {f"val/{name}": _global_mean(accelerator, scores[name]) for name in score_names}
 
 
 def _global_mean(accelerator, values: list[float]) -> float:
@@ -319,79 +282,3 @@ def _global_mean(accelerator, values: list[float]) -> float:
     return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 
 
-# ----------------------------------------------------------------------------- main
-
-def main(argv: list[str] | None = None) -> int:
-    cfg: Config = recipe_config(Config, "Train the DashengTokenizer (GAN).", "recipes/configs/tokenizer",
-                                argv)
-
-    accelerator = build_accelerator(cfg.train.output_dir, cfg.train.mixed_precision)
-    set_seed(cfg.train.seed)  # same initial weights on every process
-    device = accelerator.device
-
-    gan = build_gan(cfg, accelerator)
-    min_samples = accelerator.unwrap_model(gan.generator).tokenizer.min_samples
-    mel_distance = MultiScaleMelLoss().to(device)  # the validation metric, whatever trains
-    image_mel = MelMagnitude(n_fft=1024, hop_length=160, n_mels=80).to(device)
-    set_seed(cfg.train.seed, device_specific=True)  # per-process noise from here on
-
-    # resume: weights, optimisers, schedules, RNG; the data position is the step
-    start_step = resume_training(accelerator, cfg.train.output_dir, cfg.train.resume)
-
-    train_source, val_records = split_data(cfg.data)
-    val_set = AudioClipDataset(val_records, cfg.data.val_seconds, random_crop=False)
-    loader = build_clip_loader(train_source, cfg.data.batch_size, cfg.data.crop_seconds,
-                               cfg.train.seed, start_step, accelerator.process_index,
-                               accelerator.num_processes, cfg.data.num_workers)
-    metrics_log = MetricsLog(f"{cfg.train.output_dir}/{METRICS_NAME}", start_step,
-                             accelerator.is_main_process)
-    init_trackers(accelerator, "tokenizer", cfg)
-
-    def run_validation(step: int) -> None:
-        metrics = validate(accelerator, gan.generator, val_set, cfg, step, mel_distance, image_mel,
-                           min_samples)
-        accelerator.log(metrics, step=step)
-        metrics_log.write(step, metrics)
-        accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-
-    if start_step == 0:
-        run_validation(0)
-
-    progress = tqdm(total=cfg.train.max_steps, initial=start_step, desc="tokenizer",
-                    disable=not accelerator.is_local_main_process)
-    batches = iter(loader)
-    for step in range(start_step + 1, cfg.train.max_steps + 1):
-        batch = send_to_device(next(batches), device)
-        logs = train_step(accelerator, gan, batch["audio"], batch["length"].clamp(min=min_samples),
-                          cfg, adversarial=step > cfg.loss.disc_start_step)
-        progress.update(1)
-
-        if step % cfg.train.log_every == 0:  # the only place losses leave the device
-            values = {k: float(v.detach()) for k, v in logs.items()}
-            values["lr"] = gan.sched_g.get_last_lr()[0]
-            accelerator.log(values, step=step)
-            metrics_log.write(step, values)
-            progress.set_postfix(mel=f"{values['mel']:.3f}", refresh=False)
-        if step % cfg.train.val_every == 0 or step == cfg.train.max_steps:
-            run_validation(step)
-        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps:
-            save_checkpoint(accelerator, cfg.train.output_dir, step, cfg, cfg.train.keep_checkpoints)
-    progress.close()
-
-    # export the trained tokenizer (full weights gathered from every process, whatever sharding)
-    state = accelerator.get_state_dict(gan.generator)
-    if accelerator.is_main_process:
-        final = DashengTokenizer.from_config(accelerator.unwrap_model(gan.generator).tokenizer.config)
-        final.load_state_dict({k.removeprefix("tokenizer."): v for k, v in state.items()})
-        final.save_pretrained(f"{cfg.train.output_dir}/final")
-        accelerator.print(f"saved {cfg.train.output_dir}/final")
-    accelerator.end_training()
-    return 0
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DashflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)

@@ -26,21 +26,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
-# ModelMixin must be a name in this module (see generation.pipelines)
-from diffusers import DiffusionPipeline, ModelMixin  # noqa: F401
-from torch import Tensor
-
-from dashflow.errors import DashflowError
-from generation.model import AudioGenModel
-from generation.pipeline_components import (
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.model.denoiser import LatentDenoiser
+from dashflow.generation.pipelines.components import (
     load_guarded,
     record_component_modules,
     resolve_checkpoint,
 )
-from generation.sampler import sample
-from generation.se_denoiser import LatentDenoiser
-from tokenizer.model import DashengTokenizer
+from dashflow.generation.sampling.sampler import sample
+from dashflow.tokenizer.model import DashengTokenizer
+from diffusers import DiffusionPipeline
+from torch import Tensor
+
+from dashflow.errors import DashflowError
 
 PIPELINE_INDEX = "model_index.json"
 OUTPUTS = ("resynthesis", "mask")
@@ -85,7 +83,7 @@ class SpeechEnhancementPipeline(DiffusionPipeline):
         return pipeline
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
-        record_component_modules(self, __name__, OWN_COMPONENTS)
+        record_component_modules(self, __package__, OWN_COMPONENTS)
         super().save_pretrained(save_directory, **kwargs)
 
     @property

@@ -19,7 +19,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dashflow.cli import MAX_STEPS, run_guarded
+from dashflow.cli import (
+    MAX_STEPS,
+    checkpoint_label,
+    dashflow_version,
+    quiet_libraries,
+    run_guarded,
+    write_sidecar,
+)
 from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
 from dashflow.outputs import plan_audio_jobs
@@ -90,17 +97,13 @@ def enhance_command(args: argparse.Namespace) -> int:
         raise DashflowError(f"the bundled demo enhancer is missing ({DEMO_ENHANCER}); pass --checkpoint "
                             "SE_PIPELINE (a folder written by recipes/se.py)")
 
+    from dashflow.generation.pipelines.speech_enhancement import (
+        SpeechEnhancementPipeline,
+    )
     from tqdm.auto import tqdm
 
     from dashflow.audio_stream import stream_file
     from dashflow.device import resolve_device, resolve_dtype
-    from generation.cli import (
-        checkpoint_label,
-        dashflow_version,
-        quiet_libraries,
-        write_sidecar,
-    )
-    from generation.se_pipeline import SpeechEnhancementPipeline
 
     quiet_libraries()
     device = resolve_device(args.device)

@@ -1,8 +1,8 @@
-"""What the speech-enhancement recipe (``recipes/se.py``) needs beyond the shared pieces of
-:mod:`generation.training`: its config, the two enhancers and the loss of one micro-batch.
+"""What the speech-enhancement recipe (``recipes/se.py``) needs beyond :mod:`dashflow.training`:
+its config, the two enhancers and the loss of one micro-batch.
 
-Model A (``model.kind=denoiser``): :class:`~generation.se_denoiser.LatentDenoiser`, MSE between
-enhanced and clean latents. Model B (``model.kind=flow``): the flow-matching DiT conditioned on
+Model A (``model.kind=denoiser``): :class:`~dashflow.generation.model.denoiser.LatentDenoiser`,
+MSE between enhanced and clean latents. Model B (``model.kind=flow``): the flow-matching DiT conditioned on
 the noisy latents through the time-aligned path (one content frame per latent frame), trained
 with the reference objective (CFG dropout 0.2, duration losses 0.1); it samples with CFG 1.0.
 Both read batches of (noisy, clean) 16 kHz crops (:func:`dashflow.mixing.build_se_loader`:
@@ -17,29 +17,27 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from omegaconf import MISSING
-
-from dashflow.errors import DashflowError
-from dashflow.mixing import MixingConfig
-from generation.flow import (
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.model.denoiser import LatentDenoiser
+from dashflow.generation.sampling.flow import (
     FlowMatchingConfig,
     check_config,
     flow_matching_loss,
     masked_mse,
 )
-from generation.model import AudioGenModel
-from generation.se_denoiser import LatentDenoiser
-from generation.train_data import batch_latents
-from generation.training import (
-    EMAConfig,
+from dashflow.generation.training.data import batch_latents
+from dashflow.generation.training.text_to_audio import (
     ModelConfig,
-    OptimConfig,
-    TrainConfig,
     build_model,
     micro_batch_seeds,
 )
-from text_encoders import load_text_encoder
-from tokenizer.model import DashengTokenizer
+from dashflow.text_encoders import load_text_encoder
+from dashflow.tokenizer.model import DashengTokenizer
+from omegaconf import MISSING
+
+from dashflow.errors import DashflowError
+from dashflow.mixing import MixingConfig, check_mixing
+from dashflow.training import EMAConfig, OptimConfig, TrainConfig, check_training
 
 KINDS = ("denoiser", "flow")
 SE_INSTRUCTION = "Remove the background noise and reverberation, keep the speech."
@@ -85,13 +83,9 @@ def check_se_settings(cfg: SEConfig) -> None:
         check_config(cfg.flow)
         if cfg.flow.normalize_latents:
             raise DashflowError("flow.normalize_latents is not supported for speech enhancement")
-    sizes = {"train.max_steps": cfg.train.max_steps, "train.log_every": cfg.train.log_every,
-             "train.checkpoint_every": cfg.train.checkpoint_every, "data.batch_size": cfg.data.batch_size,
-             "data.max_seconds": cfg.data.max_seconds,
-             "optim.gradient_accumulation_steps": cfg.optim.gradient_accumulation_steps}
-    bad = [f"{name}={value}" for name, value in sizes.items() if value <= 0]
-    if bad:
-        raise DashflowError(f"{', '.join(bad)}: must be positive")
+    check_training(cfg.train, cfg.optim, {"data.batch_size": cfg.data.batch_size,
+                                          "data.max_seconds": cfg.data.max_seconds})
+    check_mixing(cfg.data.mixing)
 
 
 def build_enhancer(cfg: SEModelConfig, tokenizer: DashengTokenizer) -> LatentDenoiser | AudioGenModel:

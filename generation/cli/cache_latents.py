@@ -44,10 +44,10 @@ def cache_latents_command(args: argparse.Namespace) -> int:
     check_writable(args.out, folder=True, flag="--out")
 
     import torch
+    from dashflow.generation.training.latent_cache import cache_latents
+    from dashflow.tokenizer.model import DashengTokenizer
 
     from dashflow.data import read_manifest
-    from generation.latent_cache import cache_latents
-    from tokenizer.model import DashengTokenizer
 
     records = read_manifest(args.manifest)
     device = resolve_device(args.device)

@@ -31,28 +31,24 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-
-# ModelMixin must be a name in this module: diffusers' loader looks up the loadable base classes
-# in the module that model_index.json names, and save_pretrained names this one for every
-# component class re-exported here.
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, ModelMixin  # noqa: F401
-from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
-from torch import Tensor
-
-from dashflow.errors import DashflowError
-from generation.content_adapter import decode_global_duration
-from generation.flow import LatentNormalizer
-from generation.model import AudioGenModel
-from generation.pipeline_components import (
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.model.content_adapter import decode_global_duration
+from dashflow.generation.pipelines.components import (
     PipelineTextEncoder,
     load_guarded,
     read_json,
     record_component_modules,
     resolve_checkpoint,
 )
-from generation.sampler import sample
-from text_encoders import TextEncoder
-from tokenizer.model import DashengTokenizer
+from dashflow.generation.sampling.flow import LatentNormalizer
+from dashflow.generation.sampling.sampler import sample
+from dashflow.text_encoders import TextEncoder
+from dashflow.tokenizer.model import DashengTokenizer
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
+from torch import Tensor
+
+from dashflow.errors import DashflowError
 
 __all__ = [
     "PIPELINES",
@@ -177,7 +173,7 @@ class AudioGenerationPipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         """Component folders + ``model_index.json``. Classes re-exported by this module are
         recorded under it, so loading needs only ``import generation.pipelines``."""
-        record_component_modules(self, __name__, OWN_COMPONENTS)
+        record_component_modules(self, __package__, OWN_COMPONENTS)
         super().save_pretrained(save_directory, **kwargs)
 
     # --- generation --------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from dashflow.generation.training.latent_cache import LatentCache
+from dashflow.tokenizer.model import DashengTokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from dashflow.data import (
@@ -29,8 +31,6 @@ from dashflow.data import (
     read_manifest,
 )
 from dashflow.errors import DashflowError
-from generation.latent_cache import LatentCache
-from tokenizer.model import DashengTokenizer
 
 
 def is_manifest(source: str | os.PathLike) -> bool:

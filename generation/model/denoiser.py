@@ -16,13 +16,13 @@ Presets: ``paper`` (1280-d, 3 blocks, 8 heads, 41,006,080 parameters), ``tiny`` 
 from __future__ import annotations
 
 import torch
+from dashflow.tokenizer.semantic import Block
 from diffusers import ConfigMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from dashflow.errors import DashflowError
-from generation.weights import SafetensorsModelMixin
-from tokenizer.semantic import Block
+from dashflow.models import SafetensorsModelMixin
 
 PRESETS: dict[str, dict] = {
     "paper": {},

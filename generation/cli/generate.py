@@ -1,4 +1,4 @@
-"""The ``generate`` console script (``enhance`` lives in :mod:`generation.enhance_cli`).
+"""The ``generate`` console script (``enhance`` lives in :mod:`dashflow.generation.cli.enhance`).
 
     generate "a dog barking" -o dog.wav [--duration 5] [--steps 25] [--cfg 5.0] [--seed 0]
     generate --batch prompts.txt -o outdir/ [--task ttm] [--checkpoint PIPELINE] [--device cuda]
@@ -15,7 +15,6 @@ pipeline bundled in the package (``generation/demo/pipeline``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import secrets
@@ -24,8 +23,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from dashflow.audio import atomic_path
-from dashflow.cli import MAX_STEPS, run_guarded
+from dashflow.cli import (
+    MAX_STEPS,
+    checkpoint_label,
+    dashflow_version,
+    quiet_libraries,
+    run_guarded,
+    write_sidecar,
+)
 from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
 from dashflow.outputs import check_audio_output, check_writable
@@ -144,7 +149,6 @@ def generate_command(args: argparse.Namespace) -> int:
 
     from dashflow.audio import save_audio
     from dashflow.device import resolve_device, resolve_dtype
-    from generation.pipeline_components import state_dict_hash
 
     quiet_libraries()
     device = resolve_device(args.device)
@@ -159,7 +163,7 @@ def generate_command(args: argparse.Namespace) -> int:
     provenance = {
         "checkpoint": checkpoint_label(checkpoint),
         "task": pipe.task,
-        "model_weights_hash": state_dict_hash(pipe.transformer), "tokenizer_hash": pipe.tokenizer.weights_hash(),
+        "model_weights_hash": pipe.transformer.weights_hash(), "tokenizer_hash": pipe.tokenizer.weights_hash(),
         "text_encoder": pipe.text_encoder.name, "text_encoder_hash": pipe.text_encoder.weights_hash(),
         "prompt_template": pipe.prompt_template, "instruction": pipe.config.instruction,
         "device": str(device), "dtype": str(dtype).removeprefix("torch."), "dashflow_version": dashflow_version(),
@@ -196,9 +200,9 @@ def generate_command(args: argparse.Namespace) -> int:
 
 def load(checkpoint: str | Path, args: argparse.Namespace, dtype):
     """The pipeline of ``args.task`` from ``checkpoint``, with --tokenizer / --text-encoder swapped in."""
-    from generation.pipeline_components import PipelineTextEncoder
-    from generation.pipelines import load_pipeline
-    from tokenizer.model import DashengTokenizer
+    from dashflow.generation.pipelines.audio import load_pipeline
+    from dashflow.generation.pipelines.components import PipelineTextEncoder
+    from dashflow.tokenizer.model import DashengTokenizer
 
     components = {}
     if args.tokenizer:
@@ -206,37 +210,6 @@ def load(checkpoint: str | Path, args: argparse.Namespace, dtype):
     if args.text_encoder:
         components["text_encoder"] = PipelineTextEncoder(args.text_encoder)
     return load_pipeline(checkpoint, task=args.task, torch_dtype=dtype, **components)
-
-
-def quiet_libraries() -> None:
-    """Keep diffusers / transformers loading bars and notices off the terminal."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def checkpoint_label(checkpoint: str | Path) -> str:
-    """A local checkpoint's absolute path, else the hub id as given (for sidecars)."""
-    return str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint)
-
-
-def write_sidecar(wav_path: Path, record: dict) -> None:
-    """Write ``record`` atomically as the settings sidecar ``<name>.json`` beside ``wav_path``."""
-    with atomic_path(wav_path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-
-
-def dashflow_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("dashflow")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 if __name__ == "__main__":

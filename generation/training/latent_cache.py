@@ -35,7 +35,7 @@ from dashflow.audio import atomic_path, load_audio
 from dashflow.errors import DashflowError
 
 if TYPE_CHECKING:
-    from tokenizer.model import DashengTokenizer
+    from dashflow.tokenizer.model import DashengTokenizer
 
 INFO_NAME = "cache_info.json"
 SUFFIX = ".safetensors"

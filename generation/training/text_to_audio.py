@@ -1,8 +1,9 @@
 """What the text-to-audio and text-to-music recipes share (``recipes/tta.py``, ``recipes/ttm.py``).
 
-The config schema, the frozen parts (tokenizer, text encoder, optional latent normalizer), the
-DiT with its task instruction, the loss of one micro-batch, the EMA and its checkpoint files,
-fixed-prompt samples for the logs and the final export as pipelines.
+The config schema (its ``train`` / ``optim`` / ``ema`` sections are :mod:`dashflow.training`'s),
+the frozen parts (tokenizer, text encoder, optional latent normalizer), the DiT with its task
+instruction, the loss of one micro-batch, fixed-prompt samples for the logs and the pipeline a
+trained model is exported as.
 
 Randomness is keyed by sample position, not by process: each micro-batch draws its noise
 levels, noise, CFG dropout and module dropout from a seed of (``train.seed``, step, position of
@@ -14,7 +15,6 @@ resumed run the same numbers as an uninterrupted one.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -23,31 +23,36 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, ModelMixin
-from diffusers.training_utils import EMAModel
-from omegaconf import MISSING
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from torch.optim.lr_scheduler import LambdaLR
-
-from dashflow.audio import atomic_path, save_audio
-from dashflow.errors import DashflowError
-from dashflow.training import cosine_schedule, log_audio, log_spectrogram
-from generation.flow import (
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.pipelines.audio import PIPELINES, AudioGenerationPipeline
+from dashflow.generation.sampling.flow import (
     FlowMatchingConfig,
     LatentNormalizer,
     check_config,
     flow_matching_loss,
 )
-from generation.model import AudioGenModel
-from generation.pipelines import PIPELINES, AudioGenerationPipeline
-from generation.train_data import batch_latents, build_train_loader, has_caption
-from text_encoders import TextEmbeddingCache, TextEncoder, load_text_encoder
-from tokenizer.losses import MelMagnitude
-from tokenizer.model import DashengTokenizer
+from dashflow.generation.training.data import (
+    batch_latents,
+    build_train_loader,
+    has_caption,
+)
+from dashflow.text_encoders import TextEmbeddingCache, TextEncoder, load_text_encoder
+from dashflow.tokenizer.losses import MelMagnitude
+from dashflow.tokenizer.model import DashengTokenizer
+from diffusers import FlowMatchEulerDiscreteScheduler
+from omegaconf import MISSING
 
-EMA_NAME = "ema.safetensors"
+from dashflow.audio import atomic_path, save_audio
+from dashflow.errors import DashflowError
+from dashflow.training import (
+    EMAConfig,
+    OptimConfig,
+    TrainConfig,
+    check_training,
+    log_audio,
+    log_spectrogram,
+)
+
 NORMALIZER_DIR = "latent_normalizer"
 
 
@@ -78,25 +83,6 @@ class DataConfig:
 
 
 @dataclass
-class OptimConfig:
-    lr: float = 5e-5                 # AdamW peak LR
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.01
-    schedule: str = "constant_with_warmup"  # constant_with_warmup | cosine
-    warmup_steps: int = 10000
-    final_lr_ratio: float = 0.1      # cosine only: the LR at max_steps, relative to the peak
-    grad_clip: float = 1.0
-    gradient_accumulation_steps: int = 1
-
-
-@dataclass
-class EMAConfig:
-    enabled: bool = True
-    decay: float = 0.9999            # ceiling; diffusers ramps it as (1 + n) / (10 + n) before
-    update_after_step: int = 0
-
-
-@dataclass
 class SampleConfig:
     prompts: list[str] = field(default_factory=lambda: ["a dog barks", "rain falls on a tin roof"])
     every: int = 5000                # steps between logged samples (and the last step); 0 = none
@@ -108,18 +94,6 @@ class SampleConfig:
 
 
 @dataclass
-class TrainConfig:
-    output_dir: str = "runs/tta"
-    max_steps: int = 300_000
-    seed: int = 0
-    mixed_precision: str = "auto"    # auto = bf16 on CUDA, none on CPU
-    log_every: int = 50
-    checkpoint_every: int = 5000
-    keep_checkpoints: int = 2        # 0 keeps all
-    resume: str = "latest"           # latest | "" (fresh) | a step_* folder
-
-
-@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -127,19 +101,15 @@ class Config:
     flow: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/tta"))
 
 
 def check_settings(cfg: Config) -> None:
     """Raise one DashflowError line for settings the recipe cannot run with."""
     check_config(cfg.flow)
-    sizes = {"train.max_steps": cfg.train.max_steps, "train.log_every": cfg.train.log_every,
-             "train.checkpoint_every": cfg.train.checkpoint_every, "data.batch_size": cfg.data.batch_size,
-             "data.max_seconds": cfg.data.max_seconds, "sample.seconds": cfg.sample.seconds,
-             "optim.gradient_accumulation_steps": cfg.optim.gradient_accumulation_steps}
-    bad = [f"{name}={value}" for name, value in sizes.items() if value <= 0]
-    if bad:
-        raise DashflowError(f"{', '.join(bad)}: must be positive")
+    check_training(cfg.train, cfg.optim, {"data.batch_size": cfg.data.batch_size,
+                                          "data.max_seconds": cfg.data.max_seconds,
+                                          "sample.seconds": cfg.sample.seconds})
     if cfg.sample.every < 0:
         raise DashflowError(f"sample.every={cfg.sample.every}: must be 0 (no samples) or more")
 
@@ -229,14 +199,6 @@ def build_model(cfg: ModelConfig, tokenizer: DashengTokenizer, encoder: TextEnco
     return model.train()
 
 
-def lr_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> LambdaLR:
-    """Linear warm-up, then constant (``constant_with_warmup``) or cosine to ``final_lr_ratio``."""
-    if cfg.schedule not in ("constant_with_warmup", "cosine"):
-        raise DashflowError(f"optim.schedule={cfg.schedule!r}: use constant_with_warmup or cosine")
-    final = 1.0 if cfg.schedule == "constant_with_warmup" else cfg.final_lr_ratio
-    return cosine_schedule(optimizer, total_steps, cfg.warmup_steps, final)
-
-
 # ----------------------------------------------------------------------------- one micro-batch
 
 def micro_batch_seeds(seed: int, step: int, position: int) -> tuple[int, int]:
@@ -265,96 +227,7 @@ def micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], frozen: Froz
                                   normalizer=frozen.normalizer, generator=torch.Generator().manual_seed(draws))
 
 
-# ----------------------------------------------------------------------------- EMA
-
-def attach_ema(accelerator: Accelerator, model: torch.nn.Module, cfg: EMAConfig) -> EMAModel | None:
-    """An EMA of the (prepared) model's parameters, written into / read from every checkpoint as
-    safetensors (one file, or one per process under FSDP, whose parameters are shards)."""
-    if not cfg.enabled:
-        return None
-    core = accelerator.unwrap_model(model)
-    names = [name for name, _ in core.named_parameters()]
-    ema = EMAModel(core.parameters(), decay=cfg.decay, update_after_step=cfg.update_after_step, foreach=True)
-    sharded = accelerator.distributed_type == DistributedType.FSDP
-
-    def path(folder: str) -> Path:
-        return Path(folder) / (f"ema_{accelerator.process_index}.safetensors" if sharded else EMA_NAME)
-
-    def save_hook(models, weights, folder: str) -> None:
-        if sharded or accelerator.is_main_process:
-            save_ema(ema, names, path(folder))
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(lambda models, folder: load_ema(ema, names, path(folder)))
-    return ema
-
-
-def save_ema(ema: EMAModel, names: list[str], path: Path) -> None:
-    """Shadow weights by parameter name + the EMA counters (JSON metadata), atomically."""
-    state = {key: value for key, value in ema.state_dict().items() if key != "shadow_params"}
-    tensors = {name: p.detach().cpu().contiguous() for name, p in zip(names, ema.shadow_params)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"ema_state": json.dumps(state)})
-
-
-def load_ema(ema: EMAModel, names: list[str], path: Path) -> None:
-    """Restore what :func:`save_ema` wrote; DashflowError when missing or not this model's."""
-    if not path.is_file():
-        raise DashflowError(f"{path}: checkpoint has no EMA weights (resume with ema.enabled=false, "
-                            "or start fresh with train.resume='')")
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as handle:
-            state = json.loads(handle.metadata()["ema_state"])
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
-        raise DashflowError(f"{path}: unreadable EMA file ({exc})") from None
-    if sorted(tensors) != sorted(names):
-        raise DashflowError(f"{path}: EMA weights do not match the model's parameters")
-    device = ema.shadow_params[0].device
-    ema.load_state_dict({**state, "shadow_params": [tensors[name].to(device) for name in names]})
-
-
-def gather_weights(accelerator: Accelerator, model: torch.nn.Module,
-                   ema: EMAModel | None = None) -> dict[str, torch.Tensor]:
-    """Full CPU state dict of the model (its EMA weights when ``ema`` is given) on the main
-    process ({} elsewhere). Call on every process (FSDP gathers shards)."""
-    params = list(accelerator.unwrap_model(model).parameters())
-    if ema is not None:
-        ema.store(params)
-        ema.copy_to(params)
-    try:
-        state = accelerator.get_state_dict(model)
-        state = ({key: value.detach().cpu().clone() for key, value in state.items()}
-                 if accelerator.is_main_process else {})
-    finally:
-        if ema is not None:
-            ema.restore(params)
-    return state
-
-
-def model_from_weights(config: dict, state: dict[str, torch.Tensor], device: torch.device | str = "cpu",
-                       model_class: type[ModelMixin] = AudioGenModel) -> ModelMixin:
-    """A standalone eval-mode ``model_class`` of ``config`` holding ``state``."""
-    model = model_class.from_config(config)
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
-def optimizer_step(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                   scheduler: LambdaLR, ema: EMAModel | None, grad_clip: float) -> tuple[float, float]:
-    """Clip, step, schedule, zero the gradients and update the EMA after the micro-batches of
-    one step. Returns (gradient norm before clipping, the LR this update used)."""
-    grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
-    lr = scheduler.get_last_lr()[0]
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    if ema is not None:
-        ema.step(accelerator.unwrap_model(model).parameters())
-    return float(grad_norm), lr
-
-
-# ----------------------------------------------------------------------------- samples, export
+# ----------------------------------------------------------------------------- samples
 
 def make_pipeline(task: str, model: AudioGenModel, frozen: Frozen) -> AudioGenerationPipeline:
     """The ``tta`` / ``ttm`` pipeline of a trained model; its prompt template applies the
@@ -382,22 +255,3 @@ def log_samples(accelerator: Accelerator, pipeline: AudioGenerationPipeline, cfg
         save_audio(folder / f"{i}.wav", wav, out.sample_rate)
     with atomic_path(folder / "prompts.json") as tmp:
         tmp.write_text(json.dumps(list(cfg.prompts), indent=2) + "\n")
-
-
-def export_pipelines(accelerator: Accelerator, model: torch.nn.Module, ema: EMAModel | None,
-                     build: Callable[[ModelMixin], DiffusionPipeline], folder: str | Path) -> list[Path]:
-    """Save the trained model as pipelines (``build`` wraps a standalone model in one): raw
-    weights to ``<folder>/raw``, EMA weights (when kept) to ``<folder>/ema``. Call on every
-    process. Returns the folders."""
-    core = accelerator.unwrap_model(model)
-    config = dict(core.config)
-    written = []
-    for kind, average in (("raw", None), ("ema", ema)):
-        if kind == "ema" and ema is None:
-            continue
-        weights = gather_weights(accelerator, model, average)
-        if accelerator.is_main_process:
-            build(model_from_weights(config, weights, model_class=type(core))).save_pretrained(Path(folder) / kind)
-        written.append(Path(folder) / kind)
-    accelerator.wait_for_everyone()
-    return written

@@ -21,15 +21,18 @@ from dataclasses import dataclass
 
 import torch
 from accelerate.utils import extract_model_from_parallel
+from dashflow.generation.model.audiogen import time_aligned_flags
+from dashflow.generation.model.content_adapter import (
+    global_duration_target,
+    local_duration_target,
+)
 from diffusers import ConfigMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from dashflow.errors import DashflowError
-from generation.content_adapter import global_duration_target, local_duration_target
-from generation.model import time_aligned_flags
-from generation.weights import SafetensorsModelMixin
+from dashflow.models import SafetensorsModelMixin
 
 
 @dataclass

@@ -10,7 +10,6 @@ float32 (UniFlow / Dasheng-AudioGen run Flan-T5 in fp32; it overflows in fp16).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-import torch
+from dashflow.text_encoders import DEFAULT_TEXT_ENCODER, TextEncoder, load_text_encoder
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
@@ -27,7 +26,6 @@ from torch import Tensor
 from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError, first_line
 from dashflow.hub import resolve_folder
-from text_encoders import DEFAULT_TEXT_ENCODER, TextEncoder, load_text_encoder
 
 CONFIG_NAME = "config.json"
 COPY_FOLDER = "encoder"  # where a local-folder encoder is copied inside the component folder
@@ -48,17 +46,6 @@ def read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise DashflowError(f"{path}: expected a JSON object")
     return data
-
-
-def state_dict_hash(module: torch.nn.Module) -> str:
-    """16-hex sha256 over a module's state dict (names, dtypes, shapes, bytes), the same recipe
-    as ``DashengTokenizer.weights_hash``. Depends on the dtype the weights are held in."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)};".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 Loaded = TypeVar("Loaded")

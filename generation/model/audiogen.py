@@ -23,13 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers import ConfigMixin
-from diffusers.configuration_utils import register_to_config
-from diffusers.utils import BaseOutput
-from torch import Tensor, nn
-
-from dashflow.errors import DashflowError
-from generation.content_adapter import (
+from dashflow.generation.model.content_adapter import (
     AdapterOutput,
     CrossAttentionAdapter,
     DurationPredictor,
@@ -38,8 +32,14 @@ from generation.content_adapter import (
     expand_to_frames,
     lengths_to_mask,
 )
-from generation.dit import LayerFusionAudioDiT
-from generation.weights import SafetensorsModelMixin
+from dashflow.generation.model.dit import LayerFusionAudioDiT
+from diffusers import ConfigMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.utils import BaseOutput
+from torch import Tensor, nn
+
+from dashflow.errors import DashflowError
+from dashflow.models import SafetensorsModelMixin
 
 # Official config fields whose only implemented value is the released one.
 _FIXED_OPTIONS = {
