@@ -58,3 +58,12 @@ def resolve_folder(name: str | os.PathLike, what: str, patterns: Sequence[str] =
             raise DashflowError(f"{name}: not a local folder and not downloadable from the Hugging Face "
                                 f"Hub ({first_line(exc)})") from None
     return path / subfolder if subfolder else path
+
+
+def bundled_model(name: str) -> Path:
+    """The folder of a demo model shipped in the package (``pipeline``, ``enhancer``), found
+    without importing ``dashflow.generation``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("dashflow.generation")
+    return Path(next(iter(spec.submodule_search_locations))) / "demo" / name

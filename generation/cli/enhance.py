@@ -17,7 +17,6 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from dashflow.cli import (
     MAX_STEPS,
@@ -29,9 +28,10 @@ from dashflow.cli import (
 )
 from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
+from dashflow.hub import bundled_model
 from dashflow.outputs import plan_audio_jobs
 
-DEMO_ENHANCER = Path(__file__).resolve().parent / "demo" / "enhancer"
+DEMO_ENHANCER = bundled_model("enhancer")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,9 +33,10 @@ from dashflow.cli import (
 )
 from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
+from dashflow.hub import bundled_model
 from dashflow.outputs import check_audio_output, check_writable
 
-DEMO_PIPELINE = Path(__file__).resolve().parent / "demo" / "pipeline"
+DEMO_PIPELINE = bundled_model("pipeline")
 TAG = re.compile(r"<\|\w+\|>")
 MAX_PROMPT_CHARS = 2000
 

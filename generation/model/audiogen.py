@@ -32,7 +32,7 @@ from dashflow.generation.model.content_adapter import (
     expand_to_frames,
     lengths_to_mask,
 )
-from dashflow.generation.model.dit import LayerFusionAudioDiT
+from dashflow.generation.model.dit import LayerFusionAudioDiT, PreparedConditioning
 from diffusers import ConfigMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
@@ -294,16 +294,18 @@ class AudioGenModel(SafetensorsModelMixin, ConfigMixin):
     def condition(self, content: Tensor, content_mask: Tensor, *, content_kind: str = "text",
                   is_time_aligned: Tensor | None = None, instruction: Tensor | None = None,
                   instruction_mask: Tensor | None = None, durations: Tensor | None = None,
-                  latent_lengths: Tensor | None = None) -> Conditioning:
+                  latent_lengths: Tensor | None = None, adapted: AdapterOutput | None = None) -> Conditioning:
         """Inference conditioning.
 
         content [B, L, D_in] (text-encoder states, or latent frames for ``audio``),
         content_mask [B, L]; durations [B, L] seconds per token (default: decoded local
         predictions); latent_lengths [B] or one int, frames (default: decoded global prediction, or the
-        sum of local frames for time-aligned items; at least 1).
+        sum of local frames for time-aligned items; at least 1). ``adapted``: this content's
+        :meth:`adapt` output when the caller already has it (the adapter then does not run again).
         """
         ta = time_aligned_flags(is_time_aligned, content, content_kind)
-        out = self.adapt(content, content_mask, content_kind, instruction, instruction_mask)
+        out = adapted if adapted is not None else self.adapt(content, content_mask, content_kind, instruction,
+                                                             instruction_mask)
         mask = content_mask.bool()
         if durations is None:
             frames = decode_local_durations(out.local_duration, mask, self.latent_rate,
@@ -337,7 +339,15 @@ class AudioGenModel(SafetensorsModelMixin, ConfigMixin):
         return AudioGenOutput(velocity=velocity, global_duration=out.global_duration,
                               local_duration=out.local_duration)
 
-    def velocity(self, sample: Tensor, timesteps: Tensor, cond: Conditioning) -> Tensor:
-        """Backbone call: sample [B, C, T], timesteps [B] or scalar -> velocity [B, C, T]."""
+    def prepare(self, cond: Conditioning) -> PreparedConditioning:
+        """The backbone's per-generation constants of ``cond`` (see :meth:`velocity`)."""
+        return self.backbone.prepare(cond.time_aligned_context, cond.context, cond.latent_mask, cond.context_mask)
+
+    def velocity(self, sample: Tensor, timesteps: Tensor, cond: Conditioning,
+                 prepared: PreparedConditioning | None = None) -> Tensor:
+        """Backbone call: sample [B, C, T], timesteps [B] or scalar -> velocity [B, C, T].
+        ``prepared`` (:meth:`prepare` of ``cond``) skips what every sampling step shares."""
+        if prepared is not None:
+            return self.backbone(sample, timesteps, prepared=prepared)
         return self.backbone(sample, timesteps, cond.time_aligned_context, cond.context,
                              cond.latent_mask, cond.context_mask)

@@ -9,6 +9,7 @@ state-dict layout (``reference/generation.md`` §3-4) so official weights load s
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -48,12 +49,16 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         self.register_buffer("inv_freq", inv_freq)
 
-    def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        """q, k [B, H, L, hd] -> rotated q, k (same dtype)."""
-        pos = torch.arange(q.shape[-2], device=q.device, dtype=torch.float32)
+    def tables(self, length: int) -> tuple[Tensor, Tensor]:
+        """cos, sin [L, hd] fp32 for positions 0..L-1."""
+        pos = torch.arange(length, device=self.inv_freq.device, dtype=torch.float32)
         freqs = torch.outer(pos, self.inv_freq.float())
         emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos(), emb.sin()
+        return emb.cos(), emb.sin()
+
+    def forward(self, q: Tensor, k: Tensor, tables: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """q, k [B, H, L, hd] -> rotated q, k (same dtype); ``tables``: :meth:`tables` of L."""
+        cos, sin = tables if tables is not None else self.tables(q.shape[-2])
 
         def rotate(x: Tensor) -> Tensor:
             xf = x.float()
@@ -88,14 +93,20 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, -1).transpose(1, 2)
 
-    def forward(self, x: Tensor, context: Tensor | None = None, key_mask: Tensor | None = None) -> Tensor:
-        """x [B, Lq, D], context [B, Lk, Dc] or None, key_mask [B, Lk] bool -> [B, Lq, D]."""
-        kv = x if context is None else context
+    def keys_values(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """source [B, Lk, Dc] -> normed keys and values, each [B, H, Lk, hd]."""
+        return self.norm_k(self._heads(self.to_k(source))), self._heads(self.to_v(source))
+
+    def forward(self, x: Tensor, context: Tensor | None = None, key_mask: Tensor | None = None,
+                rope: tuple[Tensor, Tensor] | None = None, kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x [B, Lq, D], context [B, Lk, Dc] or None, key_mask [B, Lk] bool -> [B, Lq, D].
+
+        ``kv``: :meth:`keys_values` of the context, when the caller computed them already;
+        ``rope``: the rotary tables of Lq (self-attention)."""
         q = self.norm_q(self._heads(self.to_q(x)))
-        k = self.norm_k(self._heads(self.to_k(kv)))
-        v = self._heads(self.to_v(kv))
+        k, v = kv if kv is not None else self.keys_values(x if context is None else context)
         if self.rotary is not None:
-            q, k = self.rotary(q, k)
+            q, k = self.rotary(q, k, rope)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         b, _, n, _ = out.shape
@@ -142,6 +153,27 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
 
+@dataclass
+class BlockConditioning:
+    """A block's terms that depend on the conditioning alone: the projected time-aligned context
+    ``ta`` [B, T, D] and the cross-attention ``keys`` / ``values`` [B, H, L, hd]."""
+
+    ta: Tensor
+    keys: Tensor
+    values: Tensor
+
+
+@dataclass
+class PreparedConditioning:
+    """What every backbone call of one generation shares (:meth:`LayerFusionAudioDiT.prepare`):
+    the masks (None when all valid), the rotary tables of T and each block's conditioning."""
+
+    x_mask: Tensor | None
+    context_mask: Tensor | None
+    rope: tuple[Tensor, Tensor]
+    blocks: list[BlockConditioning]
+
+
 class LayerFusionDiTBlock(nn.Module):
     """One DiT block; out-blocks (``skip=True``) first fuse the U-Net long skip.
 
@@ -169,15 +201,26 @@ class LayerFusionDiTBlock(nn.Module):
         self.ta_context_norm = nn.LayerNorm(ta_context_dim)
         self.gradient_checkpointing = False
 
-    def forward(self, x: Tensor, time_token: Tensor, ta_context: Tensor, context: Tensor,
-                x_mask: Tensor | None, context_mask: Tensor | None, skip: Tensor | None = None) -> Tensor:
-        """x [B, T, D], time_token [B, D], ta_context [B, T, Dta], context [B, L, D] -> [B, T, D]."""
+    def condition(self, ta_context: Tensor | None, context: Tensor | None) -> BlockConditioning:
+        """ta_context [B, T, Dta], context [B, L, D] (embedded) -> this block's conditioning."""
+        keys, values = self.cross_attn.keys_values(self.norm_context(context))
+        return BlockConditioning(self.ta_context_projection(self.ta_context_norm(ta_context)), keys, values)
+
+    def forward(self, x: Tensor, time_token: Tensor, ta_context: Tensor | None, context: Tensor | None,
+                x_mask: Tensor | None, context_mask: Tensor | None, skip: Tensor | None = None,
+                rope: tuple[Tensor, Tensor] | None = None, conditioning: BlockConditioning | None = None) -> Tensor:
+        """x [B, T, D], time_token [B, D], ta_context [B, T, Dta], context [B, L, D] -> [B, T, D]
+        (``rope``: the rotary tables of T; ``conditioning``: :meth:`condition` of the contexts,
+        when prepared once for many calls)."""
+        if conditioning is None:
+            conditioning = self.condition(ta_context, context)
         if self.skip_linear is not None:
             x = self.skip_linear(self.skip_norm(torch.cat([x, skip], dim=-1)))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(time_token)
-        x = x + torch.tanh(1 - gate1) * self.attn(modulate(self.norm1(x), shift1, scale1), key_mask=x_mask)
-        x = x + self.ta_context_projection(self.ta_context_norm(ta_context))
-        x = x + self.cross_attn(self.norm2(x), self.norm_context(context), key_mask=context_mask)
+        attended = self.attn(modulate(self.norm1(x), shift1, scale1), key_mask=x_mask, rope=rope)
+        x = x + torch.tanh(1 - gate1) * attended
+        x = x + conditioning.ta
+        x = x + self.cross_attn(self.norm2(x), key_mask=context_mask, kv=(conditioning.keys, conditioning.values))
         return x + (1 - gate2) * self.mlp(modulate(self.norm3(x), shift2, scale2))
 
 
@@ -277,32 +320,57 @@ class LayerFusionAudioDiT(nn.Module):
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def forward(self, x: Tensor, timesteps: Tensor, time_aligned_context: Tensor, context: Tensor,
-                x_mask: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+    def prepare(self, time_aligned_context: Tensor, context: Tensor, x_mask: Tensor | None = None,
+                context_mask: Tensor | None = None) -> PreparedConditioning:
+        """Everything of a call that depends on the conditioning alone, for calls that share it
+        (the sampling steps): embedded context, each block's projected time-aligned context and
+        cross-attention keys / values, rotary tables, masks (one host sync, here)."""
+        ctx = self.context_embed(context)
+        return PreparedConditioning(
+            # all-valid masks are dropped so SDPA can pick its fastest (flash) kernel
+            None if x_mask is None or bool(x_mask.all()) else x_mask,
+            None if context_mask is None or bool(context_mask.all()) else context_mask,
+            # every block stores the same inv_freq (10000^(-2i/hd)): one table serves all
+            self.mid_block.attn.rotary.tables(time_aligned_context.shape[1]),
+            [blk.condition(time_aligned_context, ctx) for blk in self.blocks()])
+
+    def forward(self, x: Tensor, timesteps: Tensor, time_aligned_context: Tensor | None = None,
+                context: Tensor | None = None, x_mask: Tensor | None = None, context_mask: Tensor | None = None,
+                prepared: PreparedConditioning | None = None) -> Tensor:
         """Predict the flow velocity.
 
         x [B, C, T] noisy latents; timesteps [B] or a scalar, ``1000 * sigma`` as float (never
         truncated here: the official sampler's integer cast is reproduced by the sampler);
         time_aligned_context [B, T, Dta]; context [B, L, Dc]; x_mask [B, T] / context_mask
-        [B, L] bool (True = valid). Returns [B, C, T].
+        [B, L] bool (True = valid). Or, instead of the four, ``prepared`` (:meth:`prepare`).
+        Returns [B, C, T]. Without ``prepared`` each block computes its conditioning itself,
+        inside its gradient checkpoint.
         """
         b, _, t = x.shape
-        if time_aligned_context.shape[:2] != (b, t):
-            raise ValueError(f"time_aligned_context {tuple(time_aligned_context.shape)} does not "
-                             f"match latents [B={b}, T={t}]")
+        if prepared is None:
+            if time_aligned_context.shape[:2] != (b, t):
+                raise ValueError(f"time_aligned_context {tuple(time_aligned_context.shape)} does not "
+                                 f"match latents [B={b}, T={t}]")
+            ctx = self.context_embed(context)
+            x_mask = None if x_mask is None or bool(x_mask.all()) else x_mask
+            context_mask = None if context_mask is None or bool(context_mask.all()) else context_mask
+            rope = self.mid_block.attn.rotary.tables(t)
+            conditioning = [None] * len(self.blocks())
+        else:
+            ctx = time_aligned_context = None
+            x_mask, context_mask, rope = prepared.x_mask, prepared.context_mask, prepared.rope
+            conditioning = prepared.blocks
         if timesteps.dim() == 0:
             timesteps = timesteps.expand(b)
-        # all-valid masks are dropped so SDPA can pick its fastest (flash) kernel
-        x_mask = None if x_mask is None or bool(x_mask.all()) else x_mask
-        context_mask = None if context_mask is None or bool(context_mask.all()) else context_mask
         h = self.patch_embed(x)
-        ctx = self.context_embed(context)
         time_token = F.silu(self.time_embed(timesteps.to(x.device)))
+        inputs = (time_token, time_aligned_context, ctx, x_mask, context_mask)
+        half = len(self.in_blocks)
         skips = []
-        for blk in self.in_blocks:
-            h = self._run(blk, h, time_token, time_aligned_context, ctx, x_mask, context_mask)
+        for blk, cond in zip(self.in_blocks, conditioning[:half]):
+            h = self._run(blk, h, *inputs, None, rope, cond)
             skips.append(h)
-        h = self._run(self.mid_block, h, time_token, time_aligned_context, ctx, x_mask, context_mask)
-        for blk in self.out_blocks:
-            h = self._run(blk, h, time_token, time_aligned_context, ctx, x_mask, context_mask, skips.pop())
+        h = self._run(self.mid_block, h, *inputs, None, rope, conditioning[half])
+        for blk, cond in zip(self.out_blocks, conditioning[half + 1:]):
+            h = self._run(blk, h, *inputs, skips.pop(), rope, cond)
         return self.final_block(h, self.time_ada_final(time_token))

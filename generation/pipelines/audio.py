@@ -2,8 +2,8 @@
 
 Components: ``tokenizer`` (DashengTokenizer, decodes latents to 16 kHz audio), ``text_encoder``
 (PipelineTextEncoder around a frozen TextEncoder), ``transformer`` (AudioGenModel: DiT + content
-adapter), ``scheduler`` (FlowMatchEulerDiscreteScheduler; its ``shift`` is used, the sigmas are
-the sway schedule) and the optional ``latent_normalizer`` (LatentNormalizer, only for models
+adapter), ``scheduler`` (FlowMatchEulerDiscreteScheduler by default: the sampler steps with a copy
+of it set to the sway sigmas, so its settings and class take effect) and the optional ``latent_normalizer`` (LatentNormalizer, only for models
 trained on normalised latents). ``save_pretrained(dir)`` writes one folder per component plus
 ``model_index.json``; ``from_pretrained`` reads such a folder (or a hub id), and also a bare
 Dasheng-AudioGen model folder (``config.json`` + ``model.safetensors``), whose tokenizer and text
@@ -32,12 +32,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from dashflow.generation.model.audiogen import AudioGenModel
-from dashflow.generation.model.content_adapter import decode_global_duration
+from dashflow.generation.model.content_adapter import AdapterOutput, decode_global_duration
 from dashflow.generation.pipelines.components import (
     PipelineTextEncoder,
     load_guarded,
     read_json,
-    record_component_modules,
+    DashflowPipelineMixin,
+    index_class_name,
     resolve_checkpoint,
 )
 from dashflow.generation.sampling.flow import LatentNormalizer
@@ -63,8 +64,6 @@ __all__ = [
 CAPTION_TAG = "<|caption|>"
 PROMPT_FIELD = "{prompt}"
 PIPELINE_INDEX = "model_index.json"
-# our component classes: model_index.json records them under this module (see save_pretrained)
-OWN_COMPONENTS = (DashengTokenizer, PipelineTextEncoder, AudioGenModel, LatentNormalizer)
 
 
 def format_prompt(prompt: str, template: str = "<|caption|> {prompt}") -> str:
@@ -95,7 +94,7 @@ class AudioGenerationOutput(AudioPipelineOutput):
         return [audio[:length] for audio, length in zip(self.audios, self.lengths)]
 
 
-class AudioGenerationPipeline(DiffusionPipeline):
+class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
     """Shared logic of the text-conditioned pipelines; subclasses set the task defaults.
 
     ``default_prompt_template``: used when the config's ``prompt_template`` is None;
@@ -106,6 +105,7 @@ class AudioGenerationPipeline(DiffusionPipeline):
     default_prompt_template: ClassVar[str] = "<|caption|> {prompt}"
     max_duration: ClassVar[float] = 60.0
     _optional_components: ClassVar[list[str]] = ["latent_normalizer"]
+    own_components = (DashengTokenizer, PipelineTextEncoder, AudioGenModel, LatentNormalizer)
 
     def __init__(self, tokenizer: DashengTokenizer, text_encoder: PipelineTextEncoder | TextEncoder,
                  transformer: AudioGenModel, scheduler: FlowMatchEulerDiscreteScheduler,
@@ -170,12 +170,6 @@ class AudioGenerationPipeline(DiffusionPipeline):
         return cls(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer,
                    scheduler=scheduler, **pipeline_kwargs)
 
-    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
-        """Component folders + ``model_index.json``. Classes re-exported by this module are
-        recorded under it, so loading needs only ``import generation.pipelines``."""
-        record_component_modules(self, __package__, OWN_COMPONENTS)
-        super().save_pretrained(save_directory, **kwargs)
-
     # --- generation --------------------------------------------------------------------------
 
     @property
@@ -236,16 +230,17 @@ class AudioGenerationPipeline(DiffusionPipeline):
         device = self.transformer.device
         return (emb.to(device, dtype).expand(batch_size, -1, -1), mask.to(device).expand(batch_size, -1))
 
-    def _predicted_frames(self, content: Tensor, mask: Tensor, instruction, instruction_mask) -> Tensor:
-        """The model's global duration in latent frames [B], clamped to [1, max_duration]."""
-        out = self.transformer.adapt(content, mask, "text", instruction, instruction_mask)
+    def _latent_frames(self, adapted: AdapterOutput, requested: list[int | None]) -> Tensor:
+        """Latent frames [B]: the requested ones, else the model's global duration prediction
+        (from the adapter output ``adapted``), clamped to [1, max_duration]."""
         rate, offset = self.transformer.latent_rate, self.transformer.config.duration_offset
-        log_pred = torch.nan_to_num(out.global_duration.float(), nan=0.0)
+        log_pred = torch.nan_to_num(adapted.global_duration.float(), nan=0.0)
         log_pred = log_pred.clamp(max=math.log(self.max_duration + offset))
         no_alignment = torch.zeros_like(log_pred, dtype=torch.bool)  # text: the global prediction
-        frames = decode_global_duration(log_pred, torch.zeros_like(out.local_duration), no_alignment,
-                                        rate, offset)
-        return frames.clamp(1, int(self.max_duration * rate))
+        predicted = decode_global_duration(log_pred, torch.zeros_like(adapted.local_duration), no_alignment,
+                                           rate, offset).clamp(1, int(self.max_duration * rate))
+        given = torch.tensor([0 if f is None else f for f in requested], device=predicted.device)
+        return torch.where(torch.tensor([f is None for f in requested], device=predicted.device), predicted, given)
 
     @torch.no_grad()
     def __call__(self, prompt: str | Sequence[str], duration: float | Sequence[float | None] | None = None,
@@ -278,19 +273,20 @@ class AudioGenerationPipeline(DiffusionPipeline):
 
         model = self.transformer
         device, dtype = model.device, model.dtype
+        # 1. text: prompt states [B, L, D] and the task instruction
         content, mask = self.text_encoder.encode(prompts)
         content, mask = content.to(device, dtype), mask.to(device)
         instruction, instruction_mask = self._instruction(batch, dtype)
-        frames = torch.tensor([0 if f is None else f for f in requested], device=device)
-        if any(f is None for f in requested):
-            predicted = self._predicted_frames(content, mask, instruction, instruction_mask)
-            frames = torch.where(torch.tensor([f is None for f in requested], device=device), predicted, frames)
-        cond = model.condition(content, mask, instruction=instruction, instruction_mask=instruction_mask,
-                               latent_lengths=frames)
+        # 2. the content adapter, once: durations and the backbone's conditioning
+        adapted = model.adapt(content, mask, "text", instruction, instruction_mask)
+        frames = self._latent_frames(adapted, requested)
+        cond = model.condition(content, mask, latent_lengths=frames, adapted=adapted)
+        # 3. sampling with the scheduler component, from noise to latents [B, C, T]
         progress = not getattr(self, "_progress_bar_config", {}).get("disable", False)
         latents = sample(model, cond, num_steps=num_inference_steps, guidance_scale=guidance_scale,
-                         sway_coef=sway_coef, shift=self.scheduler.config.shift, generator=generator,
+                         sway_coef=sway_coef, scheduler=self.scheduler, generator=generator,
                          normalizer=self.latent_normalizer, progress=progress)
+        # 4. decoding to audio [B, S]
         audios = self.decode(latents, frames)
 
         lengths = [int(f) * self.samples_per_latent for f in frames.tolist()]
@@ -349,7 +345,7 @@ def pipeline_task(folder: str | Path) -> str | None:
     index = Path(folder) / PIPELINE_INDEX
     if not index.is_file():
         return None
-    name = read_json(index).get("_class_name")
+    name = index_class_name(read_json(index))
     return next((task for task, cls in PIPELINES.items() if cls.__name__ == name), None)
 
 

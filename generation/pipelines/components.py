@@ -1,4 +1,4 @@
-"""Pipeline plumbing: the text-encoder component, checkpoint hashing and folder resolution.
+"""Pipeline plumbing: saving and index reading, the text-encoder component, folder resolution.
 
 ``PipelineTextEncoder`` makes a frozen :class:`text_encoders.TextEncoder` a diffusers pipeline
 component. Its folder holds a small ``config.json`` naming the encoder: the bundled MiniLM
@@ -61,12 +61,49 @@ def load_guarded(load: Callable[[], Loaded], folder: Path) -> Loaded:
         raise DashflowError(f"{folder}: cannot load the pipeline ({first_line(exc)})") from exc
 
 
-def record_component_modules(pipeline, module: str, classes: tuple[type, ...]) -> None:
-    """Record the components of ``classes`` in ``model_index.json`` under ``module`` (which
-    must import them and ``ModelMixin``), so loading needs only ``import module``."""
-    for name, component in pipeline.components.items():
-        if type(component) in classes:
-            pipeline.register_to_config(**{name: (module, type(component).__name__)})
+ENTRY_FILE = "pipeline"  # <folder>/pipeline.py: what diffusers' generic loader imports
+
+
+class DashflowPipelineMixin:
+    """Saving and index reading shared by the dashflow pipelines (mixed into DiffusionPipeline).
+
+    ``save_pretrained`` records every component class in ``own_components`` under
+    ``dashflow.generation.pipelines`` (which re-exports them), and makes the folder open with
+    diffusers' generic loader: ``model_index.json`` names ``["pipeline", <class>]`` and a one-line
+    ``pipeline.py`` imports the class from the installed package, so
+    ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` returns this class
+    (diffusers asks ``trust_remote_code`` for any pipeline.py). The class's own ``from_pretrained``
+    never runs that file: it reads the class name and uses itself.
+    """
+
+    own_components: ClassVar[tuple[type, ...]] = ()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        package = __package__  # dashflow.generation.pipelines
+        for name, component in self.components.items():
+            if type(component) in self.own_components:
+                self.register_to_config(**{name: (package, type(component).__name__)})
+        super().save_pretrained(save_directory, **kwargs)
+        folder, name = Path(save_directory), type(self).__name__
+        with atomic_path(folder / f"{ENTRY_FILE}.py") as tmp:
+            tmp.write_text(f'"""Opens this folder with diffusers\' DiffusionPipeline (needs dashflow installed)."""\n\n'
+                           f"from {package} import {name}  # noqa: F401\n")
+        index = read_json(folder / "model_index.json") | {"_class_name": [ENTRY_FILE, name]}
+        with atomic_path(folder / "model_index.json") as tmp:
+            tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        config["_class_name"] = index_class_name(config)
+        return loaded
+
+
+def index_class_name(index: dict) -> str | None:
+    """The pipeline class a ``model_index.json`` names (plain, or ``[file, class]``)."""
+    name = index.get("_class_name")
+    return name[-1] if isinstance(name, (list, tuple)) else name
 
 
 def resolve_checkpoint(name: str | os.PathLike, what: str = "checkpoint") -> Path:

@@ -30,7 +30,7 @@ from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.model.denoiser import LatentDenoiser
 from dashflow.generation.pipelines.components import (
     load_guarded,
-    record_component_modules,
+    DashflowPipelineMixin,
     resolve_checkpoint,
 )
 from dashflow.generation.sampling.sampler import sample
@@ -43,12 +43,11 @@ from dashflow.errors import DashflowError
 PIPELINE_INDEX = "model_index.json"
 OUTPUTS = ("resynthesis", "mask")
 MASK_FFT, MASK_HOP = 512, 128  # 32 ms / 8 ms at 16 kHz
-OWN_COMPONENTS = (DashengTokenizer, LatentDenoiser, AudioGenModel)
-
-
-class SpeechEnhancementPipeline(DiffusionPipeline):
+class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
     """Components: ``tokenizer`` (DashengTokenizer) and ``enhancer`` (LatentDenoiser, or an
     AudioGenModel with an audio content encoder)."""
+
+    own_components = (DashengTokenizer, LatentDenoiser, AudioGenModel)
 
     def __init__(self, tokenizer: DashengTokenizer, enhancer: LatentDenoiser | AudioGenModel):
         super().__init__()
@@ -81,10 +80,6 @@ class SpeechEnhancementPipeline(DiffusionPipeline):
         if not isinstance(pipeline, cls):
             raise DashflowError(f"{folder}: holds a {type(pipeline).__name__}, not a speech-enhancement pipeline")
         return pipeline
-
-    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
-        record_component_modules(self, __package__, OWN_COMPONENTS)
-        super().save_pretrained(save_directory, **kwargs)
 
     @property
     def sample_rate(self) -> int:

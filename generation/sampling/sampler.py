@@ -14,11 +14,12 @@ feeds the exact ``1000 * sigma``. The Euler update always uses the exact sigmas,
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
 from dashflow.generation.model.audiogen import AudioGenModel, Conditioning
-from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers import FlowMatchEulerDiscreteScheduler, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -40,18 +41,25 @@ def sway_sigmas(num_steps: int, sway_coef: float | None = -1.0) -> Tensor:
     return 1.0 - t
 
 
-def make_scheduler(sigmas: Tensor, shift: float = 1.0,
-                   device: torch.device | str = "cpu") -> FlowMatchEulerDiscreteScheduler:
-    """A FlowMatchEulerDiscreteScheduler (1000 train steps) set to ``sigmas`` (+ final 0);
-    ``shift`` != 1 applies ``s sigma / (1 + (s - 1) sigma)`` (e.g. the RAE dimension shift)."""
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
-    scheduler.set_timesteps(sigmas=sigmas.cpu().numpy(), device=device)
-    return scheduler
+def make_scheduler(sigmas: Tensor, scheduler: SchedulerMixin | None = None,
+                   device: torch.device | str = "cpu") -> SchedulerMixin:
+    """A fresh copy of ``scheduler`` (default: FlowMatchEulerDiscreteScheduler, 1000 train steps)
+    set to ``sigmas`` (+ the final 0 it appends), so its own settings (e.g. ``shift`` != 1:
+    ``s sigma / (1 + (s - 1) sigma)``) apply. A scheduler that takes no custom sigmas (e.g. the
+    Heun one) spaces ``len(sigmas)`` steps its own way."""
+    template = scheduler if scheduler is not None else FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
+    fresh = type(template).from_config(template.config)
+    if "sigmas" in inspect.signature(fresh.set_timesteps).parameters:
+        fresh.set_timesteps(sigmas=sigmas.cpu().numpy(), device=device)
+    else:
+        fresh.set_timesteps(len(sigmas), device=device)
+    return fresh
 
 
 @torch.no_grad()
 def sample(model: AudioGenModel, cond: Conditioning, *, num_steps: int = 25, guidance_scale: float = 5.0,
-           sway_coef: float | None = -1.0, shift: float = 1.0, generator: torch.Generator | None = None,
+           sway_coef: float | None = -1.0, scheduler: SchedulerMixin | None = None,
+           generator: torch.Generator | None = None,
            noise: Tensor | None = None, skip_final_step: bool = False, truncate_timesteps: bool = True,
            normalizer=None, progress: bool = False) -> Tensor:
     """Integrate from noise to latents [B, C, T] (``T = cond.latent_mask.shape[1]``).
@@ -59,7 +67,9 @@ def sample(model: AudioGenModel, cond: Conditioning, *, num_steps: int = 25, gui
     guidance_scale 1 runs the conditional pass only (5.0 for TTA/TTM, 1.0 for SE); noise
     ``randn[B, C, T]`` from ``generator`` unless ``noise`` is given; frames past an item's
     length are computed but masked out of attention (trim them with ``cond.latent_mask``).
-    ``skip_final_step`` drops the last call when it is a no-op (|sigma| < 1e-6, sway only).
+    ``scheduler`` (a pipeline's component; default FlowMatchEulerDiscreteScheduler) is copied and
+    set to the sway sigmas, and steps the latents. ``skip_final_step`` drops the last call when it
+    is a no-op (|sigma| < 1e-6, sway only).
     ``normalizer`` (a LatentNormalizer) maps the result back to tokenizer latents.
     """
     if guidance_scale < 1:
@@ -74,14 +84,15 @@ def sample(model: AudioGenModel, cond: Conditioning, *, num_steps: int = 25, gui
     latents = noise.to(device=device, dtype=torch.float32)
     guided = guidance_scale > 1
     batch_cond = cond.null().cat(cond) if guided else cond
-    scheduler = make_scheduler(sway_sigmas(num_steps, sway_coef), shift, device)
+    scheduler = make_scheduler(sway_sigmas(num_steps, sway_coef), scheduler, device)
     timesteps = scheduler.timesteps
     if skip_final_step and abs(float(scheduler.sigmas[-2])) < NOOP_SIGMA:
         timesteps = timesteps[:-1]
+    prepared = model.prepare(batch_cond)  # what every step shares: computed once
     for step_t in tqdm(timesteps, delay=1.0, disable=not progress, desc="sampling", leave=False):
         x_in = torch.cat([latents, latents]) if guided else latents
         t_in = torch.trunc(step_t) if truncate_timesteps else step_t
-        v = model.velocity(x_in.to(dtype), t_in.expand(x_in.shape[0]), batch_cond).float()
+        v = model.velocity(x_in.to(dtype), t_in.expand(x_in.shape[0]), batch_cond, prepared).float()
         if guided:
             v_uncond, v_cond = v.chunk(2)
             v = v_uncond + guidance_scale * (v_cond - v_uncond)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from dashflow.generation.pipelines.audio import load_pipeline
-from dashflow.generation.pipelines.components import read_json
+from dashflow.generation.pipelines.components import index_class_name, read_json
 from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
 
 SIZE_LIMIT_MB = 40.0
@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--corpus-summary", type=Path, help="the corpus summary.json (text-to-audio card)")
     parser.add_argument("--evaluation", type=Path, help="recipes/demo/evaluate.py's output folder (measured quality)")
     args = parser.parse_args()
-    if read_json(args.source / "model_index.json").get("_class_name") == SpeechEnhancementPipeline.__name__:
+    if index_class_name(read_json(args.source / "model_index.json")) == SpeechEnhancementPipeline.__name__:
         pipeline = SpeechEnhancementPipeline.from_pretrained(args.source)
         trained, card = pipeline.enhancer, enhancer_card
     else:

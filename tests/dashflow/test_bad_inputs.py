@@ -26,7 +26,7 @@ from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.cli import main as dashflow_main
 from tests.conftest import tone, write_wav
-from tests.generation.test_pipelines import build_tiny_pipeline
+from tests.generation.pipelines.test_pipelines import build_tiny_pipeline
 
 SCRIPTS = {"generate": generate_main, "enhance": enhance_main, "dashflow": dashflow_main}
 

@@ -145,7 +145,7 @@ def test_missing_or_mismatched_files_are_one_line_errors(trained, tmp_path):
     shutil.copy(tmp_path / "five" / "model.safetensors", folder)
     assert "do not fit InhouseCNN" in load_error(folder) and "head" in load_error(folder)
     (folder / "model.safetensors").write_bytes(b"not safetensors")
-    assert "cannot read safetensors" in load_error(folder)
+    assert "unreadable weights" in load_error(folder)
     config = json.loads((trained["folder"] / "config.json").read_text())
     del config["labels"]
     (folder / "config.json").write_text(json.dumps(config))

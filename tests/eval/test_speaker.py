@@ -94,7 +94,7 @@ def test_bad_weight_files_fail_in_one_line(tmp_path):
     state = GE2EEncoder(**TINY).state_dict()
     state.pop("linear.bias")
     torch.save({"model_state": state}, tmp_path / "partial.pt")
-    with pytest.raises(DashflowError, match="partial.pt: does not fit GE2EEncoder \\(missing linear.bias\\)"):
+    with pytest.raises(DashflowError, match="partial.pt: weights do not fit GE2EEncoder: 1 missing keys \\(first: linear.bias\\)"):
         GE2EEncoder.from_weight_file(tmp_path / "partial.pt")
     torch.save({"model_state": {"linear.weight": torch.zeros(4, 4)}}, tmp_path / "nolstm.pt")
     with pytest.raises(DashflowError, match="not a GE2E speaker-encoder state dict \\(no lstm.weight_ih_l0\\)"):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 from dashflow.generation.model.audiogen import AudioGenModel, Conditioning
 from dashflow.generation.sampling.sampler import make_scheduler, sample, sway_sigmas
 
@@ -45,9 +46,9 @@ def condition(model: AudioGenModel, seed: int = 0, lengths=(6, 4)) -> Conditioni
 def spy(model: AudioGenModel, monkeypatch, fn=None) -> list:
     calls, real = [], model.velocity
 
-    def velocity(x, t, cond):
+    def velocity(x, t, cond, prepared=None):
         calls.append((x.shape[0], t.clone(), cond))
-        return real(x, t, cond) if fn is None else fn(x, t, cond)
+        return real(x, t, cond, prepared) if fn is None else fn(x, t, cond)
 
     monkeypatch.setattr(model, "velocity", velocity)
     return calls
@@ -71,7 +72,8 @@ def test_no_sway_falls_back_to_linspace(coef):
 
 
 def test_shift_goes_through_the_scheduler():
-    scheduler = make_scheduler(torch.tensor([1.0, 0.5, 0.25]), shift=3.0)
+    scheduler = make_scheduler(torch.tensor([1.0, 0.5, 0.25]),
+                               FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0))
     torch.testing.assert_close(scheduler.sigmas, torch.tensor([1.0, 0.75, 0.5, 0.0]))
 
 
@@ -118,7 +120,7 @@ def test_guidance_formula_and_scale_one_is_conditional_only(model, monkeypatch):
     assert all(batch == 2 for batch, _, _ in calls)  # no unconditional pass at scale 1
     torch.testing.assert_close(out, x, atol=1e-5, rtol=1e-5)
 
-    def fake(x, t, c):  # uncond rows get 1, cond rows 3: guided v = 1 + w (3 - 1)
+    def fake(x, t, c, prepared=None):  # uncond rows get 1, cond rows 3: guided v = 1 + w (3 - 1)
         rows = torch.tensor([1.0] * (x.shape[0] // 2) + [3.0] * (x.shape[0] // 2))
         return rows[:, None, None].expand_as(x).clone()
 

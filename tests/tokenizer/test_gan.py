@@ -172,11 +172,11 @@ def test_bf16_train_step_keeps_fp32_weights_and_finite_losses(tmp_path):
     AcceleratorState._reset_state(reset_partial_state=True)
     cfg = load_config(gan.Config, CONFIGS / "tiny.yaml", ["data.train=x.jsonl"])
     accelerator = build_accelerator(tmp_path, "bf16", log_with=None, cpu=True)
-    gan = gan.build_gan(cfg, accelerator)
-    head = accelerator.unwrap_model(gan.generator).tokenizer.decoder.head.out.weight
+    built = gan.build_gan(cfg, accelerator)
+    head = accelerator.unwrap_model(built.generator).tokenizer.decoder.head.out.weight
     before = head.detach().clone()
     wav, lengths = 0.1 * torch.randn(2, 8000), torch.tensor([8000, 6000])
-    logs = gan.train_step(accelerator, gan, wav, lengths, cfg, adversarial=True)
+    logs = gan.train_step(accelerator, built, wav, lengths, cfg, adversarial=True)
     AcceleratorState._reset_state(reset_partial_state=True)
     assert all(torch.isfinite(v).all() for v in logs.values())
     assert {"loss_d", "loss_g", "mel", "sem", "adv", "fm"} <= set(logs)

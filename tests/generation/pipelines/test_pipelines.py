@@ -81,7 +81,7 @@ def test_tiny_presets_fit_together(pipe):
 
 def test_save_writes_component_folders_and_a_text_encoder_reference(saved):
     index = json.loads((saved / "model_index.json").read_text())
-    assert index["_class_name"] == "TextToAudioPipeline"
+    assert index["_class_name"] == ["pipeline", "TextToAudioPipeline"]
     assert index["transformer"] == ["dashflow.generation.pipelines", "AudioGenModel"]
     assert index["tokenizer"] == ["dashflow.generation.pipelines", "DashengTokenizer"]
     assert index["text_encoder"] == ["dashflow.generation.pipelines", "PipelineTextEncoder"]
@@ -128,8 +128,8 @@ def test_guidance_one_runs_the_conditional_pass_only(pipe, monkeypatch):
     model = pipe.transformer
     batches = []
     velocity = model.velocity
-    monkeypatch.setattr(model, "velocity", lambda x, t, cond: batches.append(
-        (x.shape[0], bool(cond.context.abs().sum(dim=(1, 2)).eq(0).any()))) or velocity(x, t, cond))
+    monkeypatch.setattr(model, "velocity", lambda x, t, cond, prepared=None: batches.append(
+        (x.shape[0], bool(cond.context.abs().sum(dim=(1, 2)).eq(0).any()))) or velocity(x, t, cond, prepared))
 
     out = pipe("a dog barks", duration=1.0, num_inference_steps=STEPS, guidance_scale=1.0, seed=3)
     assert batches == [(1, False)] * (STEPS + 1)  # no null-condition half
@@ -224,7 +224,8 @@ def test_music_pipeline_defaults_and_task_switch(saved, tmp_path):
 
     ttm.register_to_config(prompt_template="{prompt}")  # a model trained on plain captions
     ttm.save_pretrained(tmp_path / "ttm")
-    assert json.loads((tmp_path / "ttm" / "model_index.json").read_text())["_class_name"] == "TextToMusicPipeline"
+    assert json.loads((tmp_path / "ttm" / "model_index.json").read_text())["_class_name"] == ["pipeline",
+                                                                                            "TextToMusicPipeline"]
     reloaded = load_pipeline(tmp_path / "ttm")
     assert isinstance(reloaded, TextToMusicPipeline) and reloaded.format_prompts("piano") == ["piano"]
     assert load(tmp_path / "ttm").format_prompts("piano") == ["piano"]

@@ -16,7 +16,7 @@ from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.errors import DashflowError
 
-DEMO_TOKENIZER = Path(__file__).resolve().parents[2] / "generation" / "demo" / "pipeline" / "tokenizer"
+DEMO_TOKENIZER = Path(__file__).resolve().parents[3] / "generation" / "demo" / "pipeline" / "tokenizer"
 
 
 def test_paper_denoiser_matches_the_reference_layout():

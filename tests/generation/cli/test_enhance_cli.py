@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from dashflow.eval.enhancement import pesq_wb, si_sdr
-from dashflow.generation import enhance_cli
+from dashflow.generation.cli import enhance as enhance_cli
 from dashflow.generation.cli.enhance import enhance_main
 from dashflow.generation.model.denoiser import LatentDenoiser
 from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
@@ -19,7 +19,7 @@ from dashflow.tokenizer.model import DashengTokenizer
 from dashflow.audio import load_audio
 from dashflow.mixing import mix_at_snr
 from tests.conftest import SENTENCES, noise, tone, write_wav
-from tests.generation.test_se_recipe import coloured_noise, speech
+from tests.generation.training.test_speech_enhancement import coloured_noise, speech
 
 FAST = ["--quiet", "--device", "cpu", "--chunk-seconds", "2", "--overlap-seconds", "0.4"]
 

@@ -52,9 +52,9 @@ def spy_velocity(model: AudioGenModel, fn=None) -> list:
     """Record (sample, timesteps, cond) of every backbone call; ``fn`` replaces the output."""
     calls, real = [], model.velocity
 
-    def velocity(sample, timesteps, cond):
+    def velocity(sample, timesteps, cond, prepared=None):
         calls.append((sample.detach().clone(), timesteps.clone(), cond))
-        return real(sample, timesteps, cond) if fn is None else fn(sample, timesteps, cond)
+        return real(sample, timesteps, cond, prepared) if fn is None else fn(sample, timesteps, cond)
 
     model.velocity = velocity
     return calls

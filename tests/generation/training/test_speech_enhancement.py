@@ -33,9 +33,9 @@ from dashflow.errors import DashflowError
 from dashflow.mixing import MixingConfig, write_mixed_set
 from dashflow.training import read_metrics
 from tests.conftest import SENTENCES, chirp, tone, tts, write_wav
-from tests.generation.test_train_recipe import launch_command, run_launch
+from tests.generation.training.test_text_to_audio import launch_command, run_launch
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "recipes" / "configs" / "se"
 DEMO_TOKENIZER = REPO / "generation" / "demo" / "pipeline" / "tokenizer"
 

@@ -36,9 +36,7 @@ from dashflow.generation.training.text_to_audio import (
     Config,
     build_model,
     check_settings,
-    load_ema,
     micro_batch_seeds,
-    save_ema,
 )
 from dashflow.tokenizer.model import DashengTokenizer
 from diffusers.training_utils import EMAModel
@@ -49,10 +47,10 @@ from dashflow.audio import load_audio
 from dashflow.config import load_config
 from dashflow.data import read_manifest, write_manifest, write_shards
 from dashflow.errors import DashflowError
-from dashflow.training import read_metrics
+from dashflow.training import load_ema, read_metrics, save_ema
 from tests.conftest import chirp, tone, write_wav
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "recipes" / "configs"
 TINY = CONFIGS / "tta" / "tiny.yaml"
 LOW, HIGH = "a low hum", "a high whistle"

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 from dashflow.eval.events import count_events
-from dashflow.generation import cli
+from dashflow.generation.cli import generate as cli
 from dashflow.generation.cli.generate import generate_main
 from dashflow.generation.model.audiogen import AudioGenModel
 
-from tests.generation.test_pipelines import MINILM_DIM, build_tiny_pipeline
+from tests.generation.pipelines.test_pipelines import MINILM_DIM, build_tiny_pipeline
 
 SIDECAR_KEYS = {
     "output", "prompt", "prompt_encoded", "duration_requested", "duration", "num_samples", "sample_rate",
@@ -122,7 +122,7 @@ def bad_checkpoints(checkpoint, tmp_path_factory) -> dict[str, Path]:
     (["a dog", "--checkpoint", "{tmp}/nowhere"], "pipeline folder not found"),
     (["a dog", "--checkpoint", "{not_a_pipeline}"], "not a pipeline folder (no model_index.json)"),
     (["a dog", "--checkpoint", "{mismatched}"], "the model generates 16-d latents but the tokenizer decodes 64-d"),
-    (["a dog", "--checkpoint", "{corrupt}"], "cannot read safetensors"),
+    (["a dog", "--checkpoint", "{corrupt}"], "unreadable weights"),
 ])
 def test_errors_are_one_line_exit_2_and_leave_no_file(args, message, checkpoint, bad_checkpoints, tmp_path, capfd):
     names = {"tmp": tmp_path, **bad_checkpoints}

@@ -1,0 +1,62 @@
+"""The installed layout: every package lives under the ``dashflow`` namespace, imports flow one
+way, and no script edits the import path."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"tokenizer": "tokenizer", "text_encoders": "text_encoders", "generation": "generation",
+           "eval": "eval", "plumbing": "dashflow"}
+# which dashflow packages each may import (the plumbing's CLI home registers every subcommand)
+ALLOWED = {"tokenizer": set(), "text_encoders": set(), "generation": {"tokenizer", "text_encoders"},
+           "eval": set(), "plumbing": set()}
+PACKAGES = {"tokenizer", "text_encoders", "generation", "eval"}
+
+
+def dashflow_imports(path: Path) -> set[str]:
+    """The dashflow packages a module imports (``dashflow.<package>...``), at any depth."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        if isinstance(node, ast.ImportFrom) and node.module == "dashflow":
+            names = [f"dashflow.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "dashflow" and len(parts) > 1 and parts[1] in PACKAGES:
+                found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FOLDERS))
+def test_imports_flow_one_way(package):
+    bad = {}
+    for path in (ROOT / FOLDERS[package]).rglob("*.py"):
+        if package == "plumbing" and path.name == "cli.py":
+            continue
+        own = {package} if package in PACKAGES else set()
+        extra = dashflow_imports(path) - ALLOWED[package] - own
+        if extra:
+            bad[str(path.relative_to(ROOT))] = sorted(extra)
+    assert not bad, bad
+
+
+def test_installed_names_are_namespaced(tmp_path):
+    """From a folder outside the repository only ``dashflow`` is importable, not generic names."""
+    code = ("import importlib.util as u, dashflow.tokenizer, dashflow.generation, dashflow.eval, "
+            "dashflow.text_encoders; print([n for n in ('tokenizer', 'eval', 'generation', 'text_encoders') "
+            "if u.find_spec(n)])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_no_script_edits_the_import_path():
+    edits = [str(path.relative_to(ROOT)) for folder in ("recipes", "benchmarks", *FOLDERS.values())
+             for path in (ROOT / folder).rglob("*.py") if "sys.path" in path.read_text()]
+    assert not edits
