@@ -1,19 +1,21 @@
-"""DiT training throughput, model FLOPs utilisation, peak memory and sampling latency.
+"""DiT training throughput, model FLOPs utilisation and peak memory.
 
     python -m benchmarks.dit_throughput                                  # paper preset, cuda, bf16
     python -m benchmarks.dit_throughput --preset tiny --device cpu --batch 4 --repeats 2
 
 Training: full AdamW steps of ``flow_matching_loss`` on 10 s clips (250 latent frames) with
 random weights and inputs, bf16 autocast over float32 weights on CUDA (float32 on CPU), once
-without and once with per-block gradient checkpointing. Sampling: 25 Euler steps with CFG 5.0
-([uncond; cond] batched, 26 model calls) for 1 and 16 clips, conditioning included.
+without and once with per-block gradient checkpointing. Sampling latency, end to end and in the
+dtype ``generate`` loads, is ``benchmarks/generate_latency.py``'s.
 
 FLOPs: ``flops_per_sample`` = 3 x the forward FLOPs that ``torch.utils.flop_counter`` counts
-(matmuls, convolutions, SDPA) for one clip (backward = 2 x forward; recomputation under
-gradient checkpointing is not counted, as usual for model FLOPs utilisation).
-MFU = flops_per_sample x samples/s / peak dense bf16 FLOP/s of the device (``--peak-tflops``,
-default from the device name; none on CPU). One JSON line per measurement is printed and
-appended to benchmarks/results/dit.jsonl.
+(matmuls, convolutions, SDPA) in one clip's training forward, the whole ``flow_matching_loss``:
+content adapter, context and time-aligned projections included (backward = 2 x forward;
+recomputation under gradient checkpointing is not counted, as usual for MFU).
+MFU = flops_per_sample x samples/s / the device's peak dense FLOP/s in the dtype the matmuls
+run in: bf16 tensor cores under autocast, plain fp32 with ``--no-autocast`` (``--peak-tflops``
+overrides; none on CPU). One JSON line per measurement is printed and appended to
+benchmarks/results/dit.jsonl.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.sampling.flow import flow_matching_loss
-from dashflow.generation.sampling.sampler import sample
 
 from benchmarks.common import git_commit
 
 RESULTS = ROOT / "benchmarks" / "results" / "dit.jsonl"
-PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1}
+# dense peak TFLOP/s by device-name substring, most specific first (NVIDIA data sheets)
+PEAK_TFLOPS = {"bf16": {"H100 NVL": 835.5, "H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0,
+                        "L40S": 362.1},
+               "fp32": {"H100 NVL": 60.0, "H100 PCIe": 51.2, "H100": 66.9, "H200": 66.9, "A100": 19.5,
+                        "L40S": 91.6}}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,14 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default="paper", help="paper, audiogen, small or tiny")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=16, help="training clips per step")
-    parser.add_argument("--sample-batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--frames", type=int, default=250, help="latent frames per clip (250 = 10 s)")
     parser.add_argument("--text-tokens", type=int, default=32, help="caption length in text-encoder tokens")
-    parser.add_argument("--steps", type=int, default=25, help="sampling steps")
-    parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=10, help="timed training steps / sampling runs")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak dense bf16 TFLOP/s")
+    parser.add_argument("--repeats", type=int, default=10, help="timed training steps")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak dense TFLOP/s in the run's dtype")
     parser.add_argument("--no-autocast", action="store_true", help="float32 on CUDA too")
     parser.add_argument("--results", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -78,11 +80,11 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def peak_tflops(args: argparse.Namespace, device: torch.device) -> float | None:
+def peak_tflops(args: argparse.Namespace, device: torch.device, dtype: str) -> float | None:
     if args.peak_tflops is not None or device.type != "cuda":
         return args.peak_tflops
     name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    return next((v for k, v in PEAK_TFLOPS[dtype].items() if k in name), None)
 
 
 
@@ -95,11 +97,10 @@ def make_batch(model: AudioGenModel, batch: int, args: argparse.Namespace, devic
 
 
 def forward_flops_per_sample(model: AudioGenModel, args: argparse.Namespace, device: torch.device) -> float:
-    latents, latent_mask, text, text_mask = make_batch(model, 1, args, device)
-    timesteps = torch.full((1,), 500.0, device=device)
+    """FLOPs of one clip's training forward (the whole flow-matching loss)."""
     counter = FlopCounterMode(display=False)
     with counter:  # (FlopCounterMode's module tracker fails under no_grad)
-        model(latents, timesteps, text, text_mask, latent_mask)
+        flow_matching_loss(model, *make_batch(model, 1, args, device), generator=torch.Generator().manual_seed(0))
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
@@ -131,20 +132,6 @@ def measure_training(model: AudioGenModel, args: argparse.Namespace, device: tor
     return {"step_s": step_s, "peak_mem_gib": peak}
 
 
-def measure_sampling(model: AudioGenModel, batch: int, args: argparse.Namespace, device: torch.device,
-                     autocast) -> float:
-    model.eval()
-    _, _, text, text_mask = make_batch(model, batch, args, device)
-
-    def run() -> None:
-        with torch.inference_mode(), autocast():
-            cond = model.condition(text, text_mask, latent_lengths=args.frames)
-            sample(model, cond, num_steps=args.steps, guidance_scale=args.guidance,
-                   generator=torch.Generator().manual_seed(0))
-
-    return timed(run, device, min(args.warmup, 1), max(1, args.repeats // 2))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -153,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         model = AudioGenModel.from_preset(args.preset)
     use_autocast = device.type == "cuda" and not args.no_autocast
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_autocast else contextlib.nullcontext
-    peak = peak_tflops(args, device)
+    peak = peak_tflops(args, device, "bf16" if use_autocast else "fp32")
     cfg = model.config
     common = {
         "preset": args.preset, "device": str(device),
@@ -178,15 +165,6 @@ def main(argv: list[str] | None = None) -> int:
             "flops_per_sample": flops, "achieved_tflops": round(achieved / 1e12, 4),
             "peak_tflops": peak, "mfu": None if peak is None else round(achieved / (peak * 1e12), 4),
             "peak_mem_gib": None if result["peak_mem_gib"] is None else round(result["peak_mem_gib"], 2)})
-    model.disable_gradient_checkpointing()
-    for batch in args.sample_batches:
-        latency = measure_sampling(model, batch, args, device, autocast)
-        calls = args.steps + 1
-        records.append({"benchmark": "dit_sample", "batch": batch, "steps": args.steps,
-                        "guidance": args.guidance, "model_calls": calls, "latency_s": round(latency, 4),
-                        "ms_per_call": round(1000 * latency / calls, 2),
-                        "clips_per_s": round(batch / latency, 3)})
-
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with args.results.open("a") as f:
         for record in records:

@@ -101,7 +101,8 @@ def save_weights(state: Mapping[str, torch.Tensor], folder: str | os.PathLike) -
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", HASH_KEY: digest})
+        # one metadata entry: safetensors writes several in no fixed order, so files would differ
+        save_file(tensors, str(tmp), metadata={HASH_KEY: digest})
     return digest
 
 

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="model dtype (default auto: bfloat16 on cuda, float32 on cpu)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the DiT (CUDA graphs on cuda): a slow first call, faster later ones")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -110,11 +112,14 @@ def enhance_command(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     pipe = SpeechEnhancementPipeline.from_pretrained(checkpoint, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
+    if args.compile:
+        pipe.compile()
     flow = {"steps": args.steps, "cfg": args.cfg, "samples": args.samples, "seed": args.seed}
     settings = {"checkpoint": checkpoint_label(checkpoint),
                 "enhancer": pipe.kind, "mode": args.mode, **(flow if pipe.kind == "flow" else {}),
                 "chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap_seconds, "device": str(device),
-                "dtype": str(dtype).removeprefix("torch."), "dashflow_version": dashflow_version()}
+                "dtype": str(dtype).removeprefix("torch."), "compile": args.compile,
+                "dashflow_version": dashflow_version()}
 
     failures = 0
     several = len(jobs) > 1

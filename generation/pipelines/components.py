@@ -77,6 +77,16 @@ class DashflowPipelineMixin:
     """
 
     own_components: ClassVar[tuple[type, ...]] = ()
+    trained_component: ClassVar[str] = "transformer"  # the component a recipe trains
+
+    def compile(self, mode: str | None = None) -> None:
+        """``torch.compile`` the trained network's backbone in place (mode default:
+        ``reduce-overhead``, i.e. CUDA graphs, on CUDA; ``default`` elsewhere). The first call of
+        each shape compiles (slow); later ones reuse it. Weights and saving are unchanged."""
+        model = getattr(self, self.trained_component)
+        network = getattr(model, "backbone", model)
+        cuda = next(network.parameters()).device.type == "cuda"
+        network.compile(mode=mode or ("reduce-overhead" if cuda else "default"), dynamic=False)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         package = __package__  # dashflow.generation.pipelines

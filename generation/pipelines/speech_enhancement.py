@@ -48,6 +48,7 @@ class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
     AudioGenModel with an audio content encoder)."""
 
     own_components = (DashengTokenizer, LatentDenoiser, AudioGenModel)
+    trained_component = "enhancer"
 
     def __init__(self, tokenizer: DashengTokenizer, enhancer: LatentDenoiser | AudioGenModel):
         super().__init__()
