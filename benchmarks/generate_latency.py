@@ -28,13 +28,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
-
-from benchmarks.common import git_commit
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.pipelines import TextToAudioPipeline
 from dashflow.text_encoders import TextEncoder, load_text_encoder
 from dashflow.tokenizer.model import DashengTokenizer
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from benchmarks.common import git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generate_latency.jsonl"
 PROMPT = "a dog barks twice while rain falls on a tin roof"

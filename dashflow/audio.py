@@ -7,7 +7,6 @@ oversized files raise :class:`DashflowError` naming the file; writes are atomic.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import soxr
 import torch
 
 from dashflow.errors import DashflowError, first_line
-from dashflow.outputs import audio_format
+from dashflow.outputs import atomic_path, audio_format
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
@@ -75,29 +74,6 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray,
         sf.write(str(tmp), np.clip(data, -1.0, 1.0), sample_rate, format=audio_type,
                  subtype="VORBIS" if audio_type == "OGG" else "PCM_16")
     return path
-
-
-class atomic_path:
-    """Context manager yielding a temporary sibling path that replaces ``path`` on success."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def list_audio_files(folder: str | os.PathLike) -> list[Path]:

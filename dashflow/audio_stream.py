@@ -26,9 +26,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError, first_line
-from dashflow.outputs import audio_format, check_audio_output
+from dashflow.outputs import atomic_path, audio_format, check_audio_output
 
 BLOCK_FRAMES = 1 << 16  # source frames read at a time (1.4 s at 48 kHz)
 RESAMPLE_QUALITY = "VHQ"  # as dashflow.audio.resample

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError
+from dashflow.outputs import atomic_path
 
 MAX_STEPS = 1000  # sampling steps any command accepts (25 is the default; > 100 rarely changes the audio)
 

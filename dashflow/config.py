@@ -11,8 +11,8 @@ from typing import TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError
+from dashflow.outputs import atomic_path
 
 T = TypeVar("T")
 

@@ -39,8 +39,9 @@ from torch.utils.data import (
     get_worker_info,
 )
 
-from dashflow.audio import SAMPLE_RATE, atomic_path, load_audio
+from dashflow.audio import SAMPLE_RATE, load_audio
 from dashflow.errors import DashflowError
+from dashflow.outputs import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ import numpy as np
 from dashflow.eval.weights import sha256_file
 from tqdm import tqdm
 
-from dashflow.audio import atomic_path, load_audio
+from dashflow.audio import load_audio
 from dashflow.errors import DashflowError
+from dashflow.outputs import atomic_path
 
 CACHE_ENV = "DASHFLOW_EVAL_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/dashflow/eval-features")

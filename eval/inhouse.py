@@ -31,10 +31,11 @@ from dashflow.eval.weights import sha256_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from dashflow.audio import SAMPLE_RATE, atomic_path, load_audio
+from dashflow.audio import SAMPLE_RATE, load_audio
 from dashflow.data import read_manifest
 from dashflow.device import resolve_device
 from dashflow.errors import DashflowError, first_line
+from dashflow.outputs import atomic_path
 from dashflow.weights import (
     CONFIG_NAME,
     WEIGHTS_NAME,

@@ -15,7 +15,7 @@ from typing import Any
 from dashflow.eval import plots
 from dashflow.eval.suite import INHOUSE_NOTE, METRIC_INFO
 
-from dashflow.audio import atomic_path
+from dashflow.outputs import atomic_path
 
 PACKAGES = ("dashflow", "torch", "numpy", "scipy", "soxr", "soundfile", "transformers", "diffusers",
             "pesq", "pystoi", "speechmos", "onnxruntime", "laion-clap", "resemblyzer")

@@ -140,7 +140,7 @@ def _allow_numpy():
 
 def download(key: str, folder: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Fetch official file ``key`` into the weights folder and verify its sha256 before keeping it."""
-    from dashflow.audio import atomic_path
+    from dashflow.outputs import atomic_path
 
     spec = OFFICIAL[key]
     target = weights_dir(folder) / spec.filename

@@ -34,7 +34,7 @@ Objective (``generation.flow``)::
 Sampler (``generation.sampler``)::
 
     latents = sample(model, cond, *, num_steps=25, guidance_scale=5.0, sway_coef=-1.0, scheduler=None,
-                     generator=None, noise=None, skip_final_step=False, truncate_timesteps=True,
+                     generator=None, noise=None, skip_final_step=True, truncate_timesteps=True,
                      normalizer=None, progress=False)  # [B, C, T]; trim with cond.latent_mask
 
 Text-to-audio / music: ``content`` is the text encoder's states and mask (the model projects

@@ -19,7 +19,7 @@ from dashflow.text_encoders.base import TextEncoder, check_prompts
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from dashflow.audio import atomic_path
+from dashflow.outputs import atomic_path
 
 
 class TextEmbeddingCache:

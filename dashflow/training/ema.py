@@ -13,8 +13,8 @@ from diffusers.training_utils import EMAModel
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError
+from dashflow.outputs import atomic_path
 from dashflow.training.config import EMAConfig
 
 EMA_NAME = "ema.safetensors"

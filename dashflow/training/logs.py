@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from dashflow.audio import atomic_path
+from dashflow.outputs import atomic_path
 
 METRICS_NAME = "metrics.jsonl"
 

@@ -32,13 +32,16 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from dashflow.generation.model.audiogen import AudioGenModel
-from dashflow.generation.model.content_adapter import AdapterOutput, decode_global_duration
+from dashflow.generation.model.content_adapter import (
+    AdapterOutput,
+    decode_global_duration,
+)
 from dashflow.generation.pipelines.components import (
+    DashflowPipelineMixin,
     PipelineTextEncoder,
+    index_class_name,
     load_guarded,
     read_json,
-    DashflowPipelineMixin,
-    index_class_name,
     resolve_checkpoint,
 )
 from dashflow.generation.sampling.flow import LatentNormalizer
@@ -252,7 +255,7 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
 
         duration: seconds (one for all, or one per prompt) in (0, max_duration]; None uses the
         model's predicted duration. Each item's length is its latent frames x 640 samples.
-        num_inference_steps >= 1 (Euler, sway schedule, N + 1 model calls), guidance_scale >= 1
+        num_inference_steps >= 1 (Euler, sway schedule, N model calls), guidance_scale >= 1
         (1 = no classifier-free guidance), sway_coef (0 / None = linear sigmas). seed: item i
         uses ``seed + i`` (or pass one seed per prompt); generator: torch generator(s) instead.
         output_type ``"np"`` or ``"pt"``. Returns AudioGenerationOutput (audios [B, S]).

@@ -23,9 +23,9 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
-from dashflow.audio import atomic_path
 from dashflow.errors import DashflowError, first_line
 from dashflow.hub import resolve_folder
+from dashflow.outputs import atomic_path
 
 CONFIG_NAME = "config.json"
 COPY_FOLDER = "encoder"  # where a local-folder encoder is copied inside the component folder

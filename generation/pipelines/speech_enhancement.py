@@ -29,8 +29,8 @@ import torch
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.model.denoiser import LatentDenoiser
 from dashflow.generation.pipelines.components import (
-    load_guarded,
     DashflowPipelineMixin,
+    load_guarded,
     resolve_checkpoint,
 )
 from dashflow.generation.sampling.sampler import sample

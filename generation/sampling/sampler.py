@@ -1,8 +1,10 @@
 """Euler flow sampler with sway sigmas and classifier-free guidance (``reference/generation.md`` §8).
 
 ``diffusers.FlowMatchEulerDiscreteScheduler`` takes the custom sigmas and appends a final 0, so
-a sway schedule of N steps (N + 1 sigmas) makes N + 1 model calls, the last at
-``sigma_N = cos(pi / 2) ~ -4e-8`` going to 0: a no-op that ``skip_final_step`` may drop.
+a sway schedule of N steps (N + 1 sigmas) would make N + 1 model calls, as the official loop
+does. The last sway sigma is ``1 - (1 + cos(pi / 2))``, exactly 0 in float32, so the last call's
+velocity is multiplied by 0 - 0: ``skip_final_step`` (default) leaves that call out, with
+bit-identical results (``benchmarks/results/sampler_final_step.json``).
 Guidance (scale > 1) runs ``[uncond; cond]`` as one batch; uncond zeroes the context and the
 time-aligned context and keeps the masks.
 
@@ -60,7 +62,7 @@ def make_scheduler(sigmas: Tensor, scheduler: SchedulerMixin | None = None,
 def sample(model: AudioGenModel, cond: Conditioning, *, num_steps: int = 25, guidance_scale: float = 5.0,
            sway_coef: float | None = -1.0, scheduler: SchedulerMixin | None = None,
            generator: torch.Generator | None = None,
-           noise: Tensor | None = None, skip_final_step: bool = False, truncate_timesteps: bool = True,
+           noise: Tensor | None = None, skip_final_step: bool = True, truncate_timesteps: bool = True,
            normalizer=None, progress: bool = False) -> Tensor:
     """Integrate from noise to latents [B, C, T] (``T = cond.latent_mask.shape[1]``).
 
@@ -68,8 +70,9 @@ def sample(model: AudioGenModel, cond: Conditioning, *, num_steps: int = 25, gui
     ``randn[B, C, T]`` from ``generator`` unless ``noise`` is given; frames past an item's
     length are computed but masked out of attention (trim them with ``cond.latent_mask``).
     ``scheduler`` (a pipeline's component; default FlowMatchEulerDiscreteScheduler) is copied and
-    set to the sway sigmas, and steps the latents. ``skip_final_step`` drops the last call when it
-    is a no-op (|sigma| < 1e-6, sway only).
+    set to the sway sigmas, and steps the latents. ``skip_final_step`` (default) leaves out the
+    last call when its step is a no-op (|sigma| < 1e-6: the sway schedule's last sigma is 0);
+    False makes the official N + 1 calls.
     ``normalizer`` (a LatentNormalizer) maps the result back to tokenizer latents.
     """
     if guidance_scale < 1:

@@ -31,8 +31,9 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dashflow.audio import atomic_path, load_audio
+from dashflow.audio import load_audio
 from dashflow.errors import DashflowError
+from dashflow.outputs import atomic_path
 
 if TYPE_CHECKING:
     from dashflow.tokenizer.model import DashengTokenizer

@@ -42,8 +42,9 @@ from dashflow.tokenizer.model import DashengTokenizer
 from diffusers import FlowMatchEulerDiscreteScheduler
 from omegaconf import MISSING
 
-from dashflow.audio import atomic_path, save_audio
+from dashflow.audio import save_audio
 from dashflow.errors import DashflowError
+from dashflow.outputs import atomic_path
 from dashflow.training import (
     EMAConfig,
     OptimConfig,

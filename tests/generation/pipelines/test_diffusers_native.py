@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from diffusers import DiffusionPipeline
-
 from dashflow.generation.cli.enhance import DEMO_ENHANCER
 from dashflow.generation.cli.generate import DEMO_PIPELINE
 from dashflow.generation.pipelines import SpeechEnhancementPipeline, TextToAudioPipeline
+from diffusers import DiffusionPipeline
+
 from tests.generation.pipelines.test_pipelines import build_tiny_pipeline
 
 SEED, STEPS = 3, 2

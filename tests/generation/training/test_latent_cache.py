@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from dashflow.generation.training import latent_cache
 from dashflow.generation.cli.cache_latents import cache_latents_command, register
+from dashflow.generation.training import latent_cache
 from dashflow.generation.training.latent_cache import (
     INFO_NAME,
     LatentCache,
