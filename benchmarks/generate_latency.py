@@ -3,7 +3,8 @@
     python -m benchmarks.generate_latency                              # paper DiT + tokenizer, cuda, bf16
     python -m benchmarks.generate_latency --device cpu --preset tiny --batches 1 2 --repeats 1
 
-Random weights at the preset's size (timing does not depend on them): the DiT preset, the
+Random weights at the preset's size (timing does not depend on them), or ``--checkpoint`` (a
+pipeline folder; ``demo`` is the bundled one): the DiT preset, the
 tokenizer preset of the same name (``tiny`` for ``tiny``, else the official size) and a text
 encoder of the preset's width (``tiny``: the bundled MiniLM; otherwise a randomly initialised
 Flan-T5-large encoder, with MiniLM's tokenizer, as no T5 files are reachable offline). Weights
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import torch
 from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.hub import bundled_model
 from dashflow.generation.pipelines import TextToAudioPipeline
 from dashflow.text_encoders import TextEncoder, load_text_encoder
 from dashflow.tokenizer.model import DashengTokenizer
@@ -43,6 +45,8 @@ PROMPT = "a dog barks twice while rain falls on a tin roof"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="paper", help="DiT preset: paper, audiogen, small or tiny")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a pipeline folder (or 'demo', the bundled one) instead of random weights")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="clips per call")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -66,6 +70,11 @@ def text_encoder(preset: str, device: torch.device) -> TextEncoder:
 
 
 def build(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> TextToAudioPipeline:
+    if args.checkpoint:
+        folder = bundled_model("pipeline") if args.checkpoint == "demo" else args.checkpoint
+        pipe = TextToAudioPipeline.from_pretrained(folder, torch_dtype=dtype).to(device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
     torch.manual_seed(0)
     tokenizer = DashengTokenizer.from_preset("tiny" if args.preset == "tiny" else "paper")
     encoder = text_encoder(args.preset, device)
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     pipe = build(args, device, dtype)
-    common = {"preset": args.preset, "device": str(device),
+    common = {"preset": args.checkpoint or args.preset, "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
               else platform.processor() or platform.machine(),
               "dtype": str(dtype).removeprefix("torch."), "seconds": args.seconds, "steps": args.steps,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
 from dashflow.outputs import atomic_path
 
@@ -30,6 +32,29 @@ def run_guarded(handler: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+# --- the sampling commands' shared arguments -------------------------------------------------------
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--dtype``, ``--compile`` and ``--quiet``, as ``generate`` and ``enhance`` take them."""
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="model dtype (default auto: bfloat16 on cuda, float32 on cpu)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the DiT (CUDA graphs on cuda): a slow first call, faster later ones")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def check_sampling_arguments(steps: int, cfg: float, seed: int | None) -> None:
+    """One DashflowError line for a ``--steps``, ``--cfg`` or ``--seed`` no sampler takes."""
+    if not 1 <= steps <= MAX_STEPS:
+        raise DashflowError(f"--steps must be in 1..{MAX_STEPS}, got {steps} (25 is the default; "
+                            "more than 100 rarely changes the audio)")
+    if not math.isfinite(cfg) or cfg < 1:
+        raise DashflowError(f"--cfg must be at least 1 (1 = no guidance), got {cfg}")
+    if seed is not None and not 0 <= seed < 2 ** 63:
+        raise DashflowError(f"--seed must be in [0, 2^63), got {seed}")
 
 
 # --- sidecars -------------------------------------------------------------------------------------

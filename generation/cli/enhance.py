@@ -14,19 +14,18 @@ exit status is 2. ``--checkpoint`` defaults to the demo enhancer bundled in the 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 
 from dashflow.cli import (
-    MAX_STEPS,
+    add_runtime_arguments,
+    check_sampling_arguments,
     checkpoint_label,
     dashflow_version,
     quiet_libraries,
     run_guarded,
     write_sidecar,
 )
-from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
 from dashflow.hub import bundled_model
 from dashflow.outputs import plan_audio_jobs
@@ -55,12 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="noise seed of a flow enhancer (default 0)")
     parser.add_argument("--chunk-seconds", type=float, default=10.0, help="chunk length (default 10)")
     parser.add_argument("--overlap-seconds", type=float, default=1.0, help="crossfaded overlap (default 1)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=DTYPES, default="auto",
-                        help="model dtype (default auto: bfloat16 on cuda, float32 on cpu)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the DiT (CUDA graphs on cuda): a slow first call, faster later ones")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -70,14 +64,9 @@ def enhance_main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    if not 1 <= args.steps <= MAX_STEPS:
-        raise DashflowError(f"--steps must be in 1..{MAX_STEPS}, got {args.steps}")
+    check_sampling_arguments(args.steps, args.cfg, args.seed)
     if args.samples < 1:
         raise DashflowError(f"--samples must be at least 1, got {args.samples}")
-    if not math.isfinite(args.cfg) or args.cfg < 1:
-        raise DashflowError(f"--cfg must be at least 1 (1 = no guidance), got {args.cfg}")
-    if not 0 <= args.seed < 2 ** 63:
-        raise DashflowError(f"--seed must be in [0, 2^63), got {args.seed}")
     from dashflow.audio_stream import chunk_plan
 
     chunk_plan(chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds)  # fail before loading

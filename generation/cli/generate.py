@@ -24,14 +24,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dashflow.cli import (
-    MAX_STEPS,
+    add_runtime_arguments,
+    check_sampling_arguments,
     checkpoint_label,
     dashflow_version,
     quiet_libraries,
     run_guarded,
     write_sidecar,
 )
-from dashflow.device import DTYPES
 from dashflow.errors import DashflowError
 from dashflow.hub import bundled_model
 from dashflow.outputs import check_audio_output, check_writable
@@ -63,13 +63,8 @@ def build_generate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokenizer", default=None, help="replace the checkpoint's DashengTokenizer (folder or hub id)")
     parser.add_argument("--text-encoder", default=None, help="replace the checkpoint's text encoder (minilm, "
                                                               "flan-t5-large or a folder)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=DTYPES, default="auto",
-                        help="DiT and tokenizer dtype (default auto: bfloat16 on cuda, float32 on cpu)")
     parser.add_argument("--batch-size", type=int, default=4, help="prompts generated together (default 4)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the DiT (CUDA graphs on cuda): a slow first call, faster later ones")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -108,17 +103,11 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 def check_settings(args: argparse.Namespace) -> None:
     if args.duration is not None and (not math.isfinite(args.duration) or args.duration <= 0):
         raise DashflowError(f"--duration must be a positive number of seconds, got {args.duration}")
-    if not 1 <= args.steps <= MAX_STEPS:
-        raise DashflowError(f"--steps must be in 1..{MAX_STEPS}, got {args.steps} (25 is the default; "
-                            "more than 100 rarely changes the audio)")
-    if not math.isfinite(args.cfg) or args.cfg < 1:
-        raise DashflowError(f"--cfg must be at least 1 (1 = no guidance), got {args.cfg}")
+    check_sampling_arguments(args.steps, args.cfg, args.seed)
     if not math.isfinite(args.sway):
         raise DashflowError(f"--sway must be a number, got {args.sway}")
     if args.batch_size < 1:
         raise DashflowError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.seed is not None and not 0 <= args.seed < 2 ** 63:
-        raise DashflowError(f"--seed must be in [0, 2^63), got {args.seed}")
 
 
 def slug(prompt: str, limit: int = 48) -> str:

@@ -4,11 +4,13 @@ the scheduler component is the one that steps, the content adapter runs once per
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from dashflow.generation.cli.enhance import DEMO_ENHANCER
 from dashflow.generation.cli.generate import DEMO_PIPELINE
 from dashflow.generation.pipelines import SpeechEnhancementPipeline, TextToAudioPipeline
@@ -97,3 +99,15 @@ def test_bundled_pipeline_gives_the_recorded_audio():
     recorded = json.loads((Path(__file__).parent / "data" / "demo_dog_seed0.json").read_text())
     np.testing.assert_allclose(out.audios[0, :len(recorded["head"])], recorded["head"], rtol=0, atol=1e-5)
     assert abs(float(np.abs(out.audios[0]).sum()) - recorded["abs_sum"]) < 1e-3 * recorded["abs_sum"]
+
+
+def test_bundled_enhancer_gives_the_recorded_audio():
+    """The bundled demo enhancer on a fixed noisy signal, recorded before the renovation."""
+    recorded = json.loads((Path(__file__).parent / "data" / "demo_enhancer.json").read_text())
+    pipe = SpeechEnhancementPipeline.from_pretrained(DEMO_ENHANCER)
+    generator = torch.Generator().manual_seed(0)
+    t = torch.arange(32000) / 16000
+    noisy = 0.3 * torch.sin(2 * math.pi * 220 * t) * torch.sin(2 * math.pi * 3 * t)
+    out = pipe((noisy + 0.05 * torch.randn(32000, generator=generator))[None])[0]
+    np.testing.assert_allclose(out[:len(recorded["head"])].numpy(), recorded["head"], rtol=0, atol=1e-5)
+    assert abs(float(out.abs().sum()) - recorded["abs_sum"]) < 1e-3 * recorded["abs_sum"]

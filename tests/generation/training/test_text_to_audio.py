@@ -432,6 +432,11 @@ def test_ttm_recipe_exports_music_pipeline(corpus, tmp_path):
         pipe = load_pipeline(out / "final" / kind)
         assert type(pipe).__name__ == "TextToMusicPipeline" and pipe.prompt_template == "{prompt}"
         assert torch.equal(pipe.latent_normalizer.mean, fitted.mean)
+    # the frozen components are written once: the EMA pipeline hard-links the raw one's files
+    raw, ema = out / "final" / "raw", out / "final" / "ema"
+    for frozen in ("tokenizer/model.safetensors", "latent_normalizer/model.safetensors", "scheduler/scheduler_config.json"):
+        assert (ema / frozen).samefile(raw / frozen)
+    assert not (ema / "transformer/model.safetensors").samefile(raw / "transformer/model.safetensors")
     model = pipe.transformer
     _, mask = pipe.text_encoder.encode([load_config(Config, config).model.instruction])
     assert int(model.instruction_lengths) == int(mask.sum()) == model.config.instruction_seq_len
