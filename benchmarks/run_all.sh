@@ -9,6 +9,7 @@
 #   benchmarks/run_all.sh                                # paper sizes, cuda
 #   benchmarks/run_all.sh --device cpu --preset tiny     # the same path at toy size (a test runs it)
 #   benchmarks/run_all.sh ... --results DIR              # write the JSON lines under DIR
+# The interpreter is $PYTHON (default: python on the PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,9 +30,9 @@ else
     rtf=() train=() latency=()
 fi
 
-python -m benchmarks.tokenizer_rtf --preset "$preset" --device "$device" --batch-sizes 1 32 "${rtf[@]}" \
+"${PYTHON:-python}" -m benchmarks.tokenizer_rtf --preset "$preset" --device "$device" --batch-sizes 1 32 "${rtf[@]}" \
     --results "$results/tokenizer_rtf.jsonl"
-python -m benchmarks.dit_throughput --preset "$preset" --device "$device" "${train[@]}" \
+"${PYTHON:-python}" -m benchmarks.dit_throughput --preset "$preset" --device "$device" "${train[@]}" \
     --results "$results/dit.jsonl"
-python -m benchmarks.generate_latency --preset "$preset" --device "$device" "${latency[@]}" \
+"${PYTHON:-python}" -m benchmarks.generate_latency --preset "$preset" --device "$device" "${latency[@]}" \
     --results "$results/generate_latency.jsonl"

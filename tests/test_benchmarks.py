@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_run_all_runs_end_to_end_on_cpu_at_tiny_size(tmp_path):
     done = subprocess.run([str(ROOT / "benchmarks" / "run_all.sh"), "--device", "cpu", "--preset", "tiny",
-                           "--results", str(tmp_path)], capture_output=True, text=True, timeout=1200, check=False)
+                           "--results", str(tmp_path)], capture_output=True, text=True, timeout=1200, check=False,
+                          env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {path.stem: [json.loads(line) for line in path.read_text().splitlines()]
             for path in tmp_path.glob("*.jsonl")}
