@@ -7,7 +7,8 @@ Each ``--command LABEL=COMMAND`` (``{out}`` is replaced by a fresh .wav path) ru
 times, the commands interleaved so load on the machine hits them alike. Reported per label:
 the median wall time of the whole process, and of the part spent sampling and decoding (the
 sidecar's ``elapsed_seconds``) and loading (its ``load_seconds``); the rest is start-up
-(interpreter, imports). One JSON line per label, appended to benchmarks/results/generate_wall.jsonl.
+(interpreter, imports). A command that writes no sidecar (say, only the imports the job needs,
+as a floor) reports its wall time alone. One JSON line per label, appended to benchmarks/results/generate_wall.jsonl.
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_once(command: str, folder: Path, index: int) -> dict[str, float]:
-    out = folder / f"clip_{index}.wav"
+def run_once(command: str, out: Path) -> dict[str, float]:
     start = time.perf_counter()
     subprocess.run(command.format(out=shlex.quote(str(out))), shell=True, check=True,
                    stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
-    sidecar = json.loads(out.with_suffix(".json").read_text())
-    return {"wall": wall, "sample_decode": sidecar["elapsed_seconds"], "load": sidecar["load_seconds"]}
+    sidecar = out.with_suffix(".json")
+    if not sidecar.is_file():  # a command that writes no clip (e.g. only the imports, for comparison)
+        return {"wall": wall, "sample_decode": 0.0, "load": 0.0}
+    record = json.loads(sidecar.read_text())
+    return {"wall": wall, "sample_decode": record["elapsed_seconds"], "load": record["load_seconds"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
             for label, command in commands.items():
-                runs[label].append(run_once(command, Path(tmp), len(runs[label]) + i * len(commands)))
+                runs[label].append(run_once(command, Path(tmp) / f"{label}_{i}.wav"))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with args.results.open("a") as handle:
         for label, measured in runs.items():
