@@ -1,11 +1,12 @@
 """Generation: the Dasheng-AudioGen / UniFlow-Audio DiT, its flow-matching objective and sampler.
 
 Nothing heavy is imported here (``dashflow`` imports this package for its subcommands); import
-the modules below directly. Shapes: B batch, C latent channels (1280), T latent frames (25 Hz),
+the subpackages below directly: ``model``, ``sampling``, ``pipelines``, ``training``, ``cli``
+(console scripts) and ``demo/`` (the bundled models). Shapes: B batch, C latent channels (1280), T latent frames (25 Hz),
 L content tokens, D_in text-encoder width. Latents are ``[B, C, T]`` throughout this package:
 transpose the tokenizer's ``[B, T, C]`` once on the way in and out.
 
-Model (``generation.model``)::
+Model (``dashflow.generation.model.audiogen``)::
 
     model = AudioGenModel.from_preset("paper" | "audiogen" | "small" | "tiny", **config_overrides)
     model = AudioGenModel.from_pretrained(folder_or_repo_id, torch_dtype=None, device="cpu")
@@ -19,8 +20,10 @@ Model (``generation.model``)::
                 content_kind="text", is_time_aligned=None, durations=None, instruction=None,
                 instruction_mask=None, drop_condition=None [B])   # .velocity/.global_/.local_duration
     v = model.velocity(sample, timesteps, cond)        # one backbone call
+    prepared = model.prepare(cond)                     # per-generation constants, computed once
+    v = model.velocity(sample, timesteps, cond, prepared)   # the same, without recomputing them
 
-Objective (``generation.flow``)::
+Objective (``dashflow.generation.sampling.flow``)::
 
     losses = flow_matching_loss(model_or_wrapped, latents [B, C, T], latent_mask [B, T],
                                 content [B, L, D_in], content_mask [B, L], *,
@@ -31,7 +34,7 @@ Objective (``generation.flow``)::
     normalizer = LatentNormalizer.fit(latents_or_(latents, mask)_iterable)   # only with
                                                        # FlowMatchingConfig(normalize_latents=True)
 
-Sampler (``generation.sampler``)::
+Sampler (``dashflow.generation.sampling.sampler``)::
 
     latents = sample(model, cond, *, num_steps=25, guidance_scale=5.0, sway_coef=-1.0, scheduler=None,
                      generator=None, noise=None, skip_final_step=True, truncate_timesteps=True,

@@ -12,7 +12,7 @@ Prompt handling, shared by every implementation:
   ``[CLS] [SEP]`` for BERT), so every mask row has at least one True. A tokenizer that adds no
   special tokens would leave an empty row with nothing to attend to; that raises DashflowError;
 - embeddings at padded positions are exactly zero, so a batch padded here and one padded by
-  :class:`text_encoders.cache.TextEmbeddingCache` are identical.
+  :class:`dashflow.text_encoders.cache.TextEmbeddingCache` are identical.
 """
 
 from __future__ import annotations

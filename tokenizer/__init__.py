@@ -1,6 +1,6 @@
 """DashengTokenizer: 16 kHz audio <-> 1280-d, 25 Hz latents (semantic + acoustic), Vocos decoder.
 
-Imports are lazy so ``dashflow --help`` stays fast: ``from tokenizer import DashengTokenizer``.
+Imports are lazy so ``dashflow --help`` stays fast: ``from dashflow.tokenizer import DashengTokenizer``.
 """
 
 from __future__ import annotations

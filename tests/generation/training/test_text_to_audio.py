@@ -1,4 +1,4 @@
-"""Text-to-audio / text-to-music training recipes (recipes/tta.py, ttm.py, generation.training).
+"""Text-to-audio / text-to-music training recipes (recipes/tta.py, ttm.py, dashflow.generation.training).
 
 Fast tests cover the data, the randomness keys, the EMA files and the configs (full sizes on
 the meta device). The slow ones run the tiny recipe under ``accelerate launch`` on CPU with a
