@@ -15,3 +15,16 @@ def git_commit() -> str | None:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def record(path: Path, values: dict) -> None:
+    """Print ``values`` (+ commit and UTC time) as one JSON line and append it to ``path``."""
+    import json
+    from datetime import datetime, timezone
+
+    line = json.dumps({**values, "commit": git_commit(),
+                       "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    print(line, flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(line + "\n")

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -37,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.sampling.flow import flow_matching_loss
 
-from benchmarks.common import git_commit
+from benchmarks.common import record
 
 RESULTS = ROOT / "benchmarks" / "results" / "dit.jsonl"
 # dense peak TFLOP/s by device-name substring, most specific first (NVIDIA data sheets)
@@ -149,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": "bf16-autocast" if use_autocast else "float32", "frames": args.frames,
         "text_tokens": args.text_tokens, "width": cfg.dit_embed_dim, "depth": cfg.dit_depth,
         "params_m": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "commit": git_commit(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     with autocast():
         flops = 3 * forward_flops_per_sample(model, args, device)
@@ -165,13 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             "flops_per_sample": flops, "achieved_tflops": round(achieved / 1e12, 4),
             "peak_tflops": peak, "mfu": None if peak is None else round(achieved / (peak * 1e12), 4),
             "peak_mem_gib": None if result["peak_mem_gib"] is None else round(result["peak_mem_gib"], 2)})
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with args.results.open("a") as f:
-        for record in records:
-            line = json.dumps({**record, **common,
-                               "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-            print(line, flush=True)
-            f.write(line + "\n")
+    for values in records:
+        record(args.results, {**values, **common})
     return 0
 
 

@@ -19,24 +19,22 @@ the process's peak resident memory.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from dashflow.generation.model.audiogen import AudioGenModel
-from dashflow.hub import bundled_model
 from dashflow.generation.pipelines import TextToAudioPipeline
 from dashflow.text_encoders import TextEncoder, load_text_encoder
 from dashflow.tokenizer.model import DashengTokenizer
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from benchmarks.common import git_commit
+from benchmarks.common import record
+from dashflow.hub import bundled_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generate_latency.jsonl"
 PROMPT = "a dog barks twice while rain falls on a tin roof"
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
               else platform.processor() or platform.machine(),
               "dtype": str(dtype).removeprefix("torch."), "seconds": args.seconds, "steps": args.steps,
               "guidance": 5.0, "text_encoder": pipe.text_encoder.name, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "commit": git_commit()}
+              "threads": torch.get_num_threads()}
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.compile]
     records = []
     for compiled in modes:
@@ -128,12 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                             "clips_per_s": round(batch / latency, 3),
                             "rtf": round(latency / (batch * args.seconds), 4),
                             "peak_mem_gib": round(peak_memory(device), 2)})
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with args.results.open("a") as handle:
-        for record in records:
-            line = json.dumps({**record, **common, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-            print(line, flush=True)
-            handle.write(line + "\n")
+    for values in records:
+        record(args.results, {**values, **common})
     return 0
 
 

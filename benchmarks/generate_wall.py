@@ -21,10 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.common import git_commit
+from benchmarks.common import record
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generate_wall.jsonl"
 
@@ -57,19 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             for label, command in commands.items():
                 runs[label].append(run_once(command, Path(tmp) / f"{label}_{i}.wav"))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with args.results.open("a") as handle:
-        for label, measured in runs.items():
-            median = {key: statistics.median(m[key] for m in measured) for key in measured[0]}
-            line = json.dumps({"benchmark": "generate_wall", "label": label, "command": commands[label],
-                               "runs": args.runs, "wall_s": round(median["wall"], 3),
-                               "sample_decode_s": round(median["sample_decode"], 3),
-                               "load_s": round(median["load"], 3),
-                               "outside_sample_decode_s": round(median["wall"] - median["sample_decode"], 3),
-                               "walls_s": [round(m["wall"], 3) for m in measured], "commit": git_commit(),
-                               "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-            print(line, flush=True)
-            handle.write(line + "\n")
+    for label, measured in runs.items():
+        median = {key: statistics.median(m[key] for m in measured) for key in measured[0]}
+        record(args.results, {"benchmark": "generate_wall", "label": label, "command": commands[label],
+                              "runs": args.runs, "wall_s": round(median["wall"], 3),
+                              "sample_decode_s": round(median["sample_decode"], 3),
+                              "load_s": round(median["load"], 3),
+                              "outside_sample_decode_s": round(median["wall"] - median["sample_decode"], 3),
+                              "walls_s": [round(m["wall"], 3) for m in measured]})
     return 0
 
 

@@ -13,16 +13,14 @@ line per (model, run), appended to benchmarks/results/load_time.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.common import git_commit
+from benchmarks.common import record
 
 RESULTS = Path(__file__).resolve().parent / "results" / "load_time.jsonl"
 MODELS = {"tokenizer": ("dashflow.tokenizer.model", "DashengTokenizer", "paper"),
@@ -73,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.folder / "hash_cache"
     shutil.rmtree(cache, ignore_errors=True)
     env = {**os.environ, "HOME": str(cache)}  # an empty hash cache for the first load
-    args.results.parent.mkdir(parents=True, exist_ok=True)
     for key in args.models:
         folder = args.folder / key
         write_official(key, folder)
@@ -85,13 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
             wall = time.perf_counter() - start
             imports, load, hashing = (float(x) for x in done.stdout.split()[-3:])
-            line = json.dumps({"benchmark": "load_time", "model": key, "run": run, "file_gb": round(size_gb, 2),
-                               "wall_s": round(wall, 2), "import_s": round(imports, 2), "load_s": round(load, 2),
-                               "hash_s": round(hashing, 3), "commit": git_commit(),
-                               "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-            print(line, flush=True)
-            with args.results.open("a") as handle:
-                handle.write(line + "\n")
+            record(args.results, {"benchmark": "load_time", "model": key, "run": run, "file_gb": round(size_gb, 2),
+                                  "wall_s": round(wall, 2), "import_s": round(imports, 2), "load_s": round(load, 2),
+                                  "hash_s": round(hashing, 3)})
     return 0
 
 

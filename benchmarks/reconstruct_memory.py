@@ -19,8 +19,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import git_commit
-from enhance_memory import write_test_file
+from benchmarks.common import git_commit
+from benchmarks.enhance_memory import write_test_file
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reconstruct_memory.jsonl"
 CHILD = """

@@ -15,19 +15,17 @@ benchmarks/results/sampling_constants.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-
-from benchmarks.common import git_commit
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.sampling.sampler import sample
+
+from benchmarks.common import record
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampling_constants.jsonl"
 
@@ -61,7 +59,6 @@ def run(model: AudioGenModel, cond, args: argparse.Namespace, prepared: bool) ->
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
     for preset in args.presets:
         torch.manual_seed(0)
         model = AudioGenModel.from_preset(preset).to(device).eval()
@@ -77,17 +74,13 @@ def main(argv: list[str] | None = None) -> int:
                     seconds, outputs[prepared] = run(model, cond, args, prepared)
                     times[prepared].append(seconds)
         per_call, once = statistics.median(times[False]), statistics.median(times[True])
-        line = json.dumps({
+        record(args.results, {
             "benchmark": "sampling_constants", "preset": preset, "device": str(device),
             "device_name": platform.processor() or platform.machine() if device.type == "cpu"
             else torch.cuda.get_device_name(device), "frames": args.frames, "steps": args.steps,
             "per_call_s": round(per_call, 3), "prepared_s": round(once, 3), "speedup": round(per_call / once, 3),
             "max_abs_diff": float((outputs[True] - outputs[False]).abs().max()),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": git_commit(),
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        print(line, flush=True)
-        with args.results.open("a") as handle:
-            handle.write(line + "\n")
+            "threads": torch.get_num_threads(), "torch": torch.__version__})
         del model
     return 0
 
