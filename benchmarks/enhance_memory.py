@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-from benchmarks.common import git_commit
+from benchmarks.common import record
 
 RESULTS = ROOT / "benchmarks" / "results" / "enhance_memory.jsonl"
 FORMATS = ((16000, 1), (48000, 2))  # (sample rate, channels) of the test files
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
               "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
               else platform.processor() or platform.machine(),
               "chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap_seconds,
-              "torch": torch.__version__, "commit": git_commit()}
+              "torch": torch.__version__}
     passthrough = ["--device", args.device, "--chunk-seconds", str(args.chunk_seconds),
                    "--overlap-seconds", str(args.overlap_seconds)]
     passthrough += ["--enhancer", args.enhancer] if args.enhancer else []
@@ -174,18 +173,15 @@ def main(argv: list[str] | None = None) -> int:
             for rate, channels in FORMATS:
                 source = Path(tmp) / f"noisy_{minutes:g}min_{rate}_{channels}ch.wav"
                 write_test_file(source, minutes, rate, channels)
-                run = subprocess.run([sys.executable, __file__, "--worker", str(source), str(source.with_suffix(".out.wav")),
-                                      *passthrough], check=False, capture_output=True, text=True)
+                run = subprocess.run([sys.executable, "-m", "benchmarks.enhance_memory", "--worker", str(source),
+                                      str(source.with_suffix(".out.wav")), *passthrough], cwd=ROOT, check=False,
+                                     capture_output=True, text=True)
                 if run.returncode:
                     sys.stderr.write(run.stderr)
                     return run.returncode
                 measured = json.loads(run.stdout.strip().splitlines()[-1])
-                record = {**common, "minutes": minutes, "input_mib": round(source.stat().st_size / 2 ** 20, 1),
-                          **measured, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-                line = json.dumps(record)
-                print(line, flush=True)
-                with args.results.open("a") as f:
-                    f.write(line + "\n")
+                record(args.results, {**common, "minutes": minutes,
+                                      "input_mib": round(source.stat().st_size / 2 ** 20, 1), **measured})
                 source.unlink()
                 source.with_suffix(".out.wav").unlink()
     return 0

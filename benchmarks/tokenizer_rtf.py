@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 from dashflow.tokenizer.model import DashengTokenizer
 
-from benchmarks.common import git_commit
+from benchmarks.common import record
 
 RESULTS = ROOT / "benchmarks" / "results" / "tokenizer_rtf.jsonl"
 
@@ -82,11 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "tokenizer_rtf", "preset": args.checkpoint or args.preset, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
         or platform.machine(), "dtype": "bf16-autocast" if use_autocast else "float32",
-        "clip_seconds": args.seconds, "torch": torch.__version__, "commit": git_commit(),
+        "clip_seconds": args.seconds, "torch": torch.__version__,
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "threads": torch.get_num_threads(),
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
     for batch in args.batch_sizes:
         wav = 0.1 * torch.randn(batch, samples, device=device)
         if device.type == "cuda":
@@ -97,15 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         audio_s = batch * args.seconds
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         for stage, seconds in (("encode", encode_s), ("decode", decode_s)):
-            record = {**common, "stage": stage, "batch": batch, "latents": encoding.latents.shape[1],
-                      "time_s": round(seconds, 5), "rtf": round(seconds / audio_s, 6),
-                      "x_realtime": round(audio_s / seconds, 1),
-                      "peak_mem_gib": None if peak is None else round(peak, 2),
-                      "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            line = json.dumps(record)
-            print(line, flush=True)
-            with args.results.open("a") as f:
-                f.write(line + "\n")
+            record(args.results, {**common, "stage": stage, "batch": batch, "latents": encoding.latents.shape[1],
+                                  "time_s": round(seconds, 5), "rtf": round(seconds / audio_s, 6),
+                                  "x_realtime": round(audio_s / seconds, 1),
+                                  "peak_mem_gib": None if peak is None else round(peak, 2)})
     return 0
 
 

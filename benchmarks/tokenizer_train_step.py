@@ -15,14 +15,12 @@ appended to benchmarks/results/tokenizer_train.jsonl (``peak_mem_gib``: CUDA all
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -30,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 from dashflow.tokenizer import gan as gan_pieces
 
-from benchmarks.common import git_commit
+from benchmarks.common import record
 from dashflow.config import load_config
 from dashflow.training import build_accelerator
 
@@ -83,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 times.append(time.perf_counter() - start)
         step_s = statistics.median(times)
         count = lambda params: sum(p.numel() for p in params)
-        record = {
+        values = {
             "benchmark": "tokenizer_train_step", "preset": args.preset, "batch": args.batch,
             "crop_seconds": args.seconds, "device": torch.cuda.get_device_name(device) if cuda
             else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
@@ -97,14 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             "frozen_params_m": round(count(tokenizer.semantic_encoder.parameters()) / 1e6, 2),
             "discriminator_params_m": round(count(gan.discriminator.parameters()) / 1e6, 2),
             "warmup": args.warmup, "repeats": args.repeats, "torch": torch.__version__,
-            "commit": git_commit(),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-    line = json.dumps(record)
-    print(line)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    with args.results.open("a") as handle:
-        handle.write(line + "\n")
+    record(args.results, values)
     return 0
 
 
