@@ -57,6 +57,23 @@ def check_sampling_arguments(steps: int, cfg: float, seed: int | None) -> None:
         raise DashflowError(f"--seed must be in [0, 2^63), got {seed}")
 
 
+def load_for_command(load: Callable, args: argparse.Namespace, progress: bool):
+    """Quiet the libraries, resolve ``--device`` / ``--dtype``, load a pipeline with
+    ``load(dtype)``, move it to the device and compile it on ``--compile``. Returns the pipeline
+    and the sidecar's runtime fields (device, dtype, compile, dashflow version)."""
+    from dashflow.device import resolve_device, resolve_dtype
+
+    quiet_libraries()
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    pipe = load(dtype).to(device)
+    pipe.set_progress_bar_config(disable=not progress)
+    if args.compile:
+        pipe.compile()
+    return pipe, {"device": str(device), "dtype": str(dtype).removeprefix("torch."), "compile": args.compile,
+                  "dashflow_version": dashflow_version()}
+
+
 # --- sidecars -------------------------------------------------------------------------------------
 
 def write_sidecar(wav_path: str | Path, record: dict) -> None:

@@ -21,8 +21,7 @@ from dashflow.cli import (
     add_runtime_arguments,
     check_sampling_arguments,
     checkpoint_label,
-    dashflow_version,
-    quiet_libraries,
+    load_for_command,
     run_guarded,
     write_sidecar,
 )
@@ -94,21 +93,13 @@ def enhance_command(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from dashflow.audio_stream import stream_file
-    from dashflow.device import resolve_device, resolve_dtype
 
-    quiet_libraries()
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    pipe = SpeechEnhancementPipeline.from_pretrained(checkpoint, torch_dtype=dtype).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    if args.compile:
-        pipe.compile()
+    pipe, runtime = load_for_command(lambda dtype: SpeechEnhancementPipeline.from_pretrained(
+        checkpoint, torch_dtype=dtype), args, progress=False)
     flow = {"steps": args.steps, "cfg": args.cfg, "samples": args.samples, "seed": args.seed}
     settings = {"checkpoint": checkpoint_label(checkpoint),
                 "enhancer": pipe.kind, "mode": args.mode, **(flow if pipe.kind == "flow" else {}),
-                "chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap_seconds, "device": str(device),
-                "dtype": str(dtype).removeprefix("torch."), "compile": args.compile,
-                "dashflow_version": dashflow_version()}
+                "chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap_seconds, **runtime}
 
     failures = 0
     several = len(jobs) > 1

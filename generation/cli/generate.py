@@ -27,8 +27,7 @@ from dashflow.cli import (
     add_runtime_arguments,
     check_sampling_arguments,
     checkpoint_label,
-    dashflow_version,
-    quiet_libraries,
+    load_for_command,
     run_guarded,
     write_sidecar,
 )
@@ -140,18 +139,10 @@ def generate_command(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from dashflow.audio import save_audio
-    from dashflow.device import resolve_device, resolve_dtype
 
-    quiet_libraries()
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
     seed = secrets.randbelow(2 ** 31) if args.seed is None else args.seed
-
     start = time.perf_counter()
-    pipe = load(checkpoint, args, dtype).to(device)
-    pipe.set_progress_bar_config(disable=args.quiet)
-    if args.compile:
-        pipe.compile()
+    pipe, runtime = load_for_command(lambda dtype: load(checkpoint, args, dtype), args, progress=not args.quiet)
     pipe.duration_frames(args.duration, 1)  # the task's maximum, before anything is written
     load_seconds = time.perf_counter() - start
     provenance = {
@@ -160,8 +151,7 @@ def generate_command(args: argparse.Namespace) -> int:
         "model_weights_hash": pipe.transformer.weights_hash(), "tokenizer_hash": pipe.tokenizer.weights_hash(),
         "text_encoder": pipe.text_encoder.name, "text_encoder_hash": pipe.text_encoder.weights_hash(),
         "prompt_template": pipe.prompt_template, "instruction": pipe.config.instruction,
-        "device": str(device), "dtype": str(dtype).removeprefix("torch."), "dashflow_version": dashflow_version(),
-        "compile": args.compile, "load_seconds": round(load_seconds, 3)}
+        **runtime, "load_seconds": round(load_seconds, 3)}
 
     bar = tqdm(delay=1.0, total=len(prompts), desc="prompts", unit="prompt", disable=args.quiet or len(prompts) == 1)
     for first in range(0, len(prompts), args.batch_size):
