@@ -111,3 +111,16 @@ def test_bundled_enhancer_gives_the_recorded_audio():
     out = pipe((noisy + 0.05 * torch.randn(32000, generator=generator))[None])[0]
     np.testing.assert_allclose(out[:len(recorded["head"])].numpy(), recorded["head"], rtol=0, atol=1e-5)
     assert abs(float(out.abs().sum()) - recorded["abs_sum"]) < 1e-3 * recorded["abs_sum"]
+
+
+@pytest.mark.slow
+def test_compiled_pipeline_matches_eager_and_keeps_its_weights(tmp_path):
+    """``pipe.compile()`` (torch.compile of the DiT, inductor on the CPU): same audio, same keys."""
+    pipe = build_tiny_pipeline()
+    eager = generate(pipe)
+    keys = sorted(pipe.transformer.state_dict())
+    pipe.compile()
+    np.testing.assert_allclose(generate(pipe), eager, rtol=0, atol=1e-4)
+    assert sorted(pipe.transformer.state_dict()) == keys
+    pipe.save_pretrained(tmp_path / "saved")  # a compiled pipeline still saves loadable weights
+    np.testing.assert_allclose(generate(TextToAudioPipeline.from_pretrained(tmp_path / "saved")), eager, rtol=0, atol=1e-5)
