@@ -7,7 +7,8 @@ Random weights at the preset's size (timing does not depend on them), or ``--che
 pipeline folder; ``demo`` is the bundled one): the DiT preset, the
 tokenizer preset of the same name (``tiny`` for ``tiny``, else the official size) and a text
 encoder of the preset's width (``tiny``: the bundled MiniLM; otherwise a randomly initialised
-Flan-T5-large encoder, with MiniLM's tokenizer, as no T5 files are reachable offline). Weights
+Flan-T5-large encoder with a word-level tokenizer built on the spot, as no T5 files are reachable
+offline and a bare GPU machine has no MiniLM either). Weights
 in bf16 on CUDA, float32 on CPU, exactly as ``generate`` loads them. Each measurement is the
 median wall time of ``pipe(prompts, duration, 25 steps, CFG 5.0)`` after a warm-up call, once
 eager and once with ``pipe.compile()`` (``--compile both``); the compile row also reports the
@@ -46,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", default=None,
                         help="a pipeline folder (or 'demo', the bundled one) instead of random weights")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--text-encoder", choices=("minilm", "random-t5-large"), default=None,
+                        help="default: minilm for the tiny preset, else random-t5-large")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="clips per call")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=25)
@@ -55,16 +58,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def text_encoder(preset: str, device: torch.device) -> TextEncoder:
-    minilm = load_text_encoder("minilm", device=device)
-    if preset == "tiny":
-        return minilm
-    from transformers import T5Config, T5EncoderModel
+def text_encoder(name: str, device: torch.device) -> TextEncoder:
+    """The bundled MiniLM, or a random Flan-T5-large-sized encoder with a word-level tokenizer
+    built here (no model files needed: what a bare GPU machine can run)."""
+    if name == "minilm":
+        return load_text_encoder("minilm", device=device)
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
+    vocab = {"<pad>": 0, "<unk>": 1} | {word: i + 2 for i, word in enumerate(dict.fromkeys(PROMPT.split()))}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, pad_token="<pad>", unk_token="<unk>")
     config = T5Config(d_model=1024, d_kv=64, d_ff=2816, num_layers=24, num_heads=16, vocab_size=32128,
                       feed_forward_proj="gated-gelu", is_encoder_decoder=False)
-    return TextEncoder(T5EncoderModel(config).to(device), minilm.tokenizer, name="random-flan-t5-large",
-                       max_length=512)
+    return TextEncoder(T5EncoderModel(config).to(device), tokenizer, name=name, max_length=512)
 
 
 def build(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> TextToAudioPipeline:
@@ -75,7 +83,7 @@ def build(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) ->
         return pipe
     torch.manual_seed(0)
     tokenizer = DashengTokenizer.from_preset("tiny" if args.preset == "tiny" else "paper")
-    encoder = text_encoder(args.preset, device)
+    encoder = text_encoder(args.text_encoder or ("minilm" if args.preset == "tiny" else "random-t5-large"), device)
     model = AudioGenModel.from_preset(args.preset, latent_dim=tokenizer.latent_dim, text_embed_dim=encoder.dim)
     pipe = TextToAudioPipeline(tokenizer=tokenizer.to(device, dtype), text_encoder=encoder,
                                transformer=model.to(device, dtype),
