@@ -97,7 +97,7 @@ def test_bundled_pipeline_gives_the_recorded_audio():
     pipe.set_progress_bar_config(disable=True)
     out = pipe("a dog barking", duration=1.0, num_inference_steps=25, seed=0)
     recorded = json.loads((Path(__file__).parent / "data" / "demo_dog_seed0.json").read_text())
-    np.testing.assert_allclose(out.audios[0, :len(recorded["head"])], recorded["head"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out.audios[0, :len(recorded["head"])], recorded["head"], rtol=0, atol=1e-4)  # other CPUs round differently
     assert abs(float(np.abs(out.audios[0]).sum()) - recorded["abs_sum"]) < 1e-3 * recorded["abs_sum"]
 
 
@@ -109,7 +109,7 @@ def test_bundled_enhancer_gives_the_recorded_audio():
     t = torch.arange(32000) / 16000
     noisy = 0.3 * torch.sin(2 * math.pi * 220 * t) * torch.sin(2 * math.pi * 3 * t)
     out = pipe((noisy + 0.05 * torch.randn(32000, generator=generator))[None])[0]
-    np.testing.assert_allclose(out[:len(recorded["head"])].numpy(), recorded["head"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out[:len(recorded["head"])].numpy(), recorded["head"], rtol=0, atol=1e-4)
     assert abs(float(out.abs().sum()) - recorded["abs_sum"]) < 1e-3 * recorded["abs_sum"]
 
 
