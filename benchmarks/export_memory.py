@@ -20,12 +20,16 @@ from functools import partial
 from pathlib import Path
 
 import torch
-
-from benchmarks.common import record
 from dashflow.generation.model.audiogen import AudioGenModel
-from dashflow.generation.training.text_to_audio import Frozen, TextConditioner, make_pipeline
+from dashflow.generation.training.text_to_audio import (
+    Frozen,
+    TextConditioner,
+    make_pipeline,
+)
 from dashflow.text_encoders import load_text_encoder
 from dashflow.tokenizer.model import DashengTokenizer
+
+from benchmarks.common import record
 from dashflow.training import EMAConfig, attach_ema, build_accelerator, export_pipelines
 
 RESULTS = Path(__file__).resolve().parent / "results" / "export_memory.jsonl"

@@ -18,7 +18,6 @@ from dashflow.errors import DashflowError, first_line
 from dashflow.outputs import atomic_path, audio_format
 
 SAMPLE_RATE = 16000
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
 # one hour at 48 kHz; anything longer is almost certainly a mistake and would exhaust memory
 MAX_SECONDS = 3600.0
 
@@ -74,13 +73,5 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray,
         sf.write(str(tmp), np.clip(data, -1.0, 1.0), sample_rate, format=audio_type,
                  subtype="VORBIS" if audio_type == "OGG" else "PCM_16")
     return path
-
-
-def list_audio_files(folder: str | os.PathLike) -> list[Path]:
-    """Sorted audio files directly under or below ``folder``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DashflowError(f"{folder}: not a folder")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 

@@ -36,10 +36,9 @@ from dashflow.data import (
     build_clip_loader,
     collate_clips,
     expand_shards,
-    read_manifest,
-    write_manifest,
 )
 from dashflow.errors import DashflowError, first_line
+from dashflow.manifests import read_manifest, write_manifest
 
 MIX_STREAM = 1              # separates mixing draws from the crop draws of dashflow.data
 MAX_RT60 = 3.0              # seconds; longer responses are almost certainly a typo

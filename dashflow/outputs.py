@@ -72,7 +72,7 @@ def plan_audio_jobs(source: str | os.PathLike, output: str | os.PathLike | None,
     A file gives one pair (``output`` defaults to ``<stem><default_suffix>`` beside it). A folder is
     mirrored into ``output`` (default ``<folder><default_suffix without extension>``) as WAV files.
     """
-    from dashflow.audio import list_audio_files
+    from dashflow.manifests import list_audio_files
 
     source = Path(source)
     if not source.exists():

@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dashflow.audio import list_audio_files
-from dashflow.data import read_manifest, write_manifest
 from dashflow.errors import DashflowError
+from dashflow.manifests import list_audio_files, read_manifest, write_manifest
 from dashflow.outputs import check_spares_inputs, check_writable
 
 logger = logging.getLogger(__name__)

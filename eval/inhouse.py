@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from dashflow.audio import SAMPLE_RATE, load_audio
-from dashflow.data import read_manifest
 from dashflow.device import resolve_device
 from dashflow.errors import DashflowError, first_line
+from dashflow.manifests import read_manifest
 from dashflow.outputs import atomic_path
 from dashflow.weights import (
     CONFIG_NAME,

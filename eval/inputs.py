@@ -15,8 +15,8 @@ from typing import Any
 
 import soundfile as sf
 
-from dashflow.audio import list_audio_files
 from dashflow.errors import DashflowError
+from dashflow.manifests import list_audio_files
 
 RUN_KEYS = ("steps", "cfg", "seed", "checkpoint", "train_step")
 _ID_KEYS = ("audio_id", "id", "name")

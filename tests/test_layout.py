@@ -60,3 +60,12 @@ def test_no_script_edits_the_import_path():
     edits = [str(path.relative_to(ROOT)) for folder in ("recipes", "benchmarks", *FOLDERS.values())
              for path in (ROOT / folder).rglob("*.py") if "sys.path" in path.read_text()]
     assert not edits
+
+
+def test_the_command_lines_parse_without_importing_torch():
+    """``dashflow``, ``generate`` and ``enhance`` build their parsers (and so answer --help and
+    reject bad arguments) before anything heavy is imported."""
+    code = ("import sys; from dashflow.cli import build_parser; from dashflow.generation.cli import generate, enhance; "
+            "build_parser(); generate.build_generate_parser(); enhance.build_parser(); "
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

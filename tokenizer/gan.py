@@ -30,8 +30,9 @@ from dashflow.tokenizer.model import DashengTokenizer
 from omegaconf import MISSING
 from torch import nn
 
-from dashflow.data import AudioClipDataset, collate_clips, read_manifest
+from dashflow.data import AudioClipDataset, collate_clips
 from dashflow.errors import DashflowError
+from dashflow.manifests import read_manifest
 from dashflow.training import (
     OptimConfig,
     TrainConfig,

@@ -47,7 +47,7 @@ def cache_latents_command(args: argparse.Namespace) -> int:
     from dashflow.generation.training.latent_cache import cache_latents
     from dashflow.tokenizer.model import DashengTokenizer
 
-    from dashflow.data import read_manifest
+    from dashflow.manifests import read_manifest
 
     records = read_manifest(args.manifest)
     device = resolve_device(args.device)

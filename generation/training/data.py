@@ -24,13 +24,9 @@ from dashflow.generation.training.latent_cache import LatentCache
 from dashflow.tokenizer.model import DashengTokenizer
 from torch.utils.data import DataLoader, Dataset
 
-from dashflow.data import (
-    ResumableBatchSampler,
-    build_clip_loader,
-    crop_offset,
-    read_manifest,
-)
+from dashflow.data import ResumableBatchSampler, build_clip_loader, crop_offset
 from dashflow.errors import DashflowError
+from dashflow.manifests import read_manifest
 
 
 def is_manifest(source: str | os.PathLike) -> bool:

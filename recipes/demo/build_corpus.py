@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 from dashflow.audio import SAMPLE_RATE, load_audio, save_audio
-from dashflow.data import write_manifest
 from dashflow.demo_corpus import (
     SPEAKERS,
     TRANSFORMS,
@@ -47,6 +46,7 @@ from dashflow.demo_corpus import (
     trim,
 )
 from dashflow.errors import DashflowError
+from dashflow.manifests import write_manifest
 
 SFX_PACKAGES = ("qabcs-data", "scratch", "sonic-pi-samples", "lmms-common", "tuxpaint-stamps-default",
                 "lugaru-data", "scorched3d-data", "hedgewars-data", "wesnoth-1.16-data", "trophy-data",

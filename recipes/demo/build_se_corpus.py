@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from dashflow.audio import SAMPLE_RATE, load_audio, save_audio
-from dashflow.data import read_manifest, write_manifest
 from dashflow.demo_corpus import (
     ENGINES,
     SPEAKERS,
@@ -36,6 +35,7 @@ from dashflow.demo_corpus import (
     synthesize,
 )
 from dashflow.errors import DashflowError
+from dashflow.manifests import read_manifest, write_manifest
 from dashflow.mixing import MixingConfig, write_mixed_set
 from dashflow.prepare import SPLIT_NAMES, split_disjoint, split_summary
 

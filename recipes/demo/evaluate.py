@@ -42,7 +42,7 @@ from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.audio import load_audio, save_audio
 from dashflow.cli import write_sidecar
-from dashflow.data import read_manifest
+from dashflow.manifests import read_manifest
 
 SEEDS = (0, 1, 2)
 REFERENCE_PER_CLASS = 6

@@ -5,8 +5,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from dashflow.audio import list_audio_files, load_audio, save_audio
+from dashflow.audio import load_audio, save_audio
 from dashflow.errors import DashflowError
+from dashflow.manifests import list_audio_files
 from tests.conftest import tone, write_wav
 
 

@@ -19,11 +19,10 @@ from dashflow.data import (
     collate_clips,
     crop_offset,
     expand_shards,
-    read_manifest,
-    write_manifest,
     write_shards,
 )
 from dashflow.errors import DashflowError
+from dashflow.manifests import read_manifest, write_manifest
 from tests.conftest import noise, tone, write_wav
 
 SR = 16000

@@ -13,8 +13,9 @@ import soundfile as sf
 import torch
 
 from dashflow import mixing
-from dashflow.data import read_manifest, write_manifest, write_shards
+from dashflow.data import write_shards
 from dashflow.errors import DashflowError
+from dashflow.manifests import read_manifest, write_manifest
 from dashflow.mixing import (
     DRR_DB,
     PEAK,

@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 
 from dashflow.cli import main as cli
-from dashflow.data import read_manifest
 from dashflow.errors import DashflowError
+from dashflow.manifests import read_manifest
 from dashflow.prepare import (
     caption_from_name,
     prepare_manifest,

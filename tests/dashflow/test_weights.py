@@ -7,12 +7,12 @@ import os
 
 import pytest
 import torch
+from dashflow.tokenizer.model import DashengTokenizer
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dashflow import weights
 from dashflow.errors import DashflowError
-from dashflow.tokenizer.model import DashengTokenizer
 
 
 @pytest.fixture(autouse=True)

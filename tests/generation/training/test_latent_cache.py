@@ -18,8 +18,8 @@ from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.audio import load_audio
 from dashflow.cli import build_parser, run_guarded
-from dashflow.data import write_manifest
 from dashflow.errors import DashflowError
+from dashflow.manifests import write_manifest
 from tests.conftest import chirp, noise, tone, write_wav
 
 ATOL = 1e-5  # a clip in a zero-padded batch vs alone: fp32 rounding only

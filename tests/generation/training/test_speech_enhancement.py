@@ -28,8 +28,8 @@ from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.audio import load_audio
 from dashflow.config import load_config
-from dashflow.data import read_manifest, write_manifest
 from dashflow.errors import DashflowError
+from dashflow.manifests import read_manifest, write_manifest
 from dashflow.mixing import MixingConfig, write_mixed_set
 from dashflow.training import read_metrics
 from tests.conftest import SENTENCES, chirp, tone, tts, write_wav

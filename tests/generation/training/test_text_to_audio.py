@@ -45,8 +45,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dashflow.audio import load_audio
 from dashflow.config import load_config
-from dashflow.data import read_manifest, write_manifest, write_shards
+from dashflow.data import write_shards
 from dashflow.errors import DashflowError
+from dashflow.manifests import read_manifest, write_manifest
 from dashflow.training import load_ema, read_metrics, save_ema
 from tests.conftest import chirp, tone, write_wav
 
