@@ -25,15 +25,6 @@ from dashflow.errors import DashflowError
 C, T, L, DT = 16, 8, 3, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny-tensor loops run fastest on one thread (and do not fight other test workers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny() -> AudioGenModel:
     torch.manual_seed(0)
     return AudioGenModel.from_preset("tiny")

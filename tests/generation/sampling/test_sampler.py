@@ -15,15 +15,6 @@ from dashflow.errors import DashflowError
 C = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny-tensor loops run fastest on one thread (and do not fight other test workers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model(one_thread) -> AudioGenModel:
     torch.manual_seed(0)
