@@ -91,8 +91,8 @@ def test_the_content_adapter_runs_once_per_call(saved):
 
 
 def test_bundled_pipeline_gives_the_recorded_audio():
-    """The bundled demo's first samples for one seed, recorded before the package was renamed
-    and regrouped (see the test's data file): the renovation changed no number."""
+    """The bundled demo's first samples for one seed, recorded when the demo was last trained (see
+    the test's data file): a change that alters the bundled audio must re-record it on purpose."""
     pipe = TextToAudioPipeline.from_pretrained(DEMO_PIPELINE)
     pipe.set_progress_bar_config(disable=True)
     out = pipe("a dog barking", duration=1.0, num_inference_steps=25, seed=0)
