@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 work="${1:-runs/demo}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+start=$SECONDS
 launch=(accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no)
 
 [ -f "$work/corpus/summary.json" ] || python recipes/demo/build_corpus.py --install --out "$work/corpus"
@@ -28,4 +29,4 @@ package=(python recipes/demo/package.py "$work/tta/final/ema" generation/demo/pi
 "${package[@]}"
 python recipes/demo/evaluate.py --corpus "$work/corpus" --classifier "$work/classifier" \
     --pipeline generation/demo/pipeline --out "$work/eval"
-"${package[@]}" --evaluation "$work/eval"   # the same weights again, now with the measured card
+"${package[@]}" --evaluation "$work/eval" --train-seconds $((SECONDS - start))   # the same weights, measured card
