@@ -5,8 +5,8 @@
 Classes (reference/offline_data.md): 10 sound-event classes with at least 8 distinct source
 recordings each, 5 music styles rendered from MMA grooves and 6 solo instruments playing MMA
 melodies, both with fluidsynth and the TimGM6mb General MIDI soundfont (each song a source), and
-speech (flite / espeak-ng voices, each voice a source). Clips are 3-6 s of natural event length: short recordings are repeated with random
-gaps (a dog barks several times), long ones are cropped; each clip is augmented (gain,
+speech (flite / espeak-ng voices, each voice a source). Clips are 3-6 s of natural event length:
+short recordings are repeated with random gaps (a dog barks several times), long ones are cropped; each clip is augmented (gain,
 +-2 semitones, sometimes a synthetic room or a quiet noise floor).
 
 The split is by source recording, deterministic: about 40 % of the sources of every class (at
@@ -184,18 +184,19 @@ def music_sources(work: Path, rng: np.random.Generator) -> tuple[list[Source], d
             progression = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
             bars = [chord(d, key) for d in progression] * 3
             if label in MUSIC:
-                _, grooves, heard = MUSIC[label]
+                phrasings, grooves, heard = MUSIC[label]
                 tempo += 30 if label == "waltz" else 0
                 groove = grooves[number % len(grooves)]
                 part, played = f"Groove {groove}\n", f"MMA groove {groove}"
-                caption = f"{MUSIC[label][0][0]}, {groove} groove at {tempo} BPM in {key} major, {heard}"
+                caption = f"{phrasings[0]}, {groove} groove at {tempo} BPM in {key} major, {heard}"
             else:
                 (phrasings, voice), rhythm = INSTRUMENTS[label], SOLO_RHYTHMS[number % len(SOLO_RHYTHMS)]
                 part = (f"Begin Arpeggio\n Voice {voice}\n Sequence {{{rhythm}}}\n Octave 5\n Range 2\n"
                         f" Direction Random\nEnd\n")
                 played = f"MMA solo arpeggio ({voice}, random direction)"
                 caption = f"{phrasings[0]}, a melody in {key} major at {tempo} BPM"
-            song = f"Tempo {tempo}\nKeySig {key}\n{part}" + "".join(f"{i + 1} {c}\n" for i, c in enumerate(bars))
+            # MMA seeds its own randomness (velocities, arpeggio order) afresh unless told
+            song = f"RndSeed {len(sources)}\nTempo {tempo}\nKeySig {key}\n{part}" + "".join(f"{i + 1} {c}\n" for i, c in enumerate(bars))
             source_id = f"mma_{label.replace(' ', '_')}_{number:02d}"
             sources.append(Source(label, source_id, "mma", f"{played}, {tempo} BPM, {key} major, chords "
                                   f"{'-'.join(bars[:4])}, rendered with fluidsynth + TimGM6mb",
@@ -228,8 +229,7 @@ def build(out: Path, seconds_per_class: float, seed: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         music, music_captions = music_sources(Path(tmp), rng)
         sources = sfx_sources() + music + speech_sources(Path(tmp), per_voice=12)
-    phrasings = {**{k: v[0] for k, v in SFX.items()}, **{k: v[0] for k, v in MUSIC.items()},
-                 **{k: v[0] for k, v in INSTRUMENTS.items()}, "speech": SPEECH}
+    phrasings = {**{label: spec[0] for label, spec in {**SFX, **MUSIC, **INSTRUMENTS}.items()}, "speech": SPEECH}
     counts = {label: sum(s.label == label for s in sources) for label in phrasings}
     thin = [f"{label} ({n})" for label, n in counts.items() if n < 8]
     if thin:
