@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dashflow.eval.spectral import mel_filterbank
 from dashflow.eval.weights import load_state_dict
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
@@ -22,6 +21,7 @@ from torch import nn
 
 from dashflow.errors import DashflowError
 from dashflow.weights import load_strict
+from dashflow.spectral import mel_filterbank
 
 OFFICIAL_CHANNELS = (64, 128, 256, 512, 1024, 2048)
 AMIN = 1e-10
@@ -58,8 +58,8 @@ class _Spectrogram(nn.Module):
 class _LogMel(nn.Module):
     def __init__(self, sample_rate: int, n_fft: int, mel_bins: int, fmin: float, fmax: float):
         super().__init__()
-        melw = mel_filterbank(sample_rate, n_fft, mel_bins, fmin, fmax).T
-        self.melW = nn.Parameter(torch.from_numpy(np.ascontiguousarray(melw)), requires_grad=False)
+        melw = mel_filterbank(sample_rate, n_fft, mel_bins, fmin, fmax)  # [F, mel_bins]
+        self.melW = nn.Parameter(melw, requires_grad=False)
 
     def forward(self, power: torch.Tensor) -> torch.Tensor:
         """[B, 1, T, F] -> log-mel in dB [B, 1, T, mel_bins] (ref 1.0, no top_db)."""

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dashflow.eval.spectral import mel_filterbank, stft_magnitude
 from dashflow.eval.weights import sha256_file
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -36,6 +35,7 @@ from dashflow.device import resolve_device
 from dashflow.errors import DashflowError, first_line
 from dashflow.manifests import read_manifest
 from dashflow.outputs import atomic_path
+from dashflow.spectral import mel_filterbank, stft_magnitude
 from dashflow.weights import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -77,8 +77,8 @@ class InhouseCNN(nn.Module):
     def __init__(self, n_classes: int, arch: Architecture = Architecture(), mel: MelSettings = MelSettings()):
         super().__init__()
         self.mel = mel
-        filters = mel_filterbank(SAMPLE_RATE, mel.win_length, mel.n_mels, mel.fmin, mel.fmax)
-        self.register_buffer("filters", torch.from_numpy(filters), persistent=False)
+        filters = mel_filterbank(SAMPLE_RATE, mel.win_length, mel.n_mels, mel.fmin, mel.fmax).T
+        self.register_buffer("filters", filters.contiguous(), persistent=False)
         self.norm = nn.BatchNorm1d(mel.n_mels)  # per mel bin, as PANNs' bn0
         blocks, width = [], 1
         for channels in arch.channels:

@@ -12,11 +12,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from dashflow.eval.spectral import log_mel_image
+import torch
 from matplotlib.ticker import MaxNLocator
 
 from dashflow.audio import load_audio
 from dashflow.errors import DashflowError
+from dashflow.spectral import mel_filterbank, stft_magnitude
 
 SPECTROGRAM_RATE = 16000
 SPECTROGRAM_HOP = 256
@@ -143,3 +144,15 @@ def _image(path: str | Path | None) -> np.ndarray | None:
                              hop_length=SPECTROGRAM_HOP)
     except DashflowError:
         return None
+
+
+def log_mel_image(wav: np.ndarray, sample_rate: int, n_mels: int = 80,
+                  window_length: int = 1024, hop_length: int = 256) -> np.ndarray:
+    """A dB-scaled mel spectrogram [n_mels, T] for plots (80 dB dynamic range)."""
+    x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None]
+    if x.shape[-1] <= window_length // 2:
+        x = torch.nn.functional.pad(x, (0, window_length // 2 + 1 - x.shape[-1]))
+    mag = stft_magnitude(x, window_length, hop_length)[0].numpy()
+    mel = mel_filterbank(sample_rate, window_length, n_mels).T.numpy() @ (mag ** 2)
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    return np.maximum(db, db.max() - 80.0)

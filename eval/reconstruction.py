@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from dashflow.eval.spectral import mel_filterbank, stft_magnitude
 
 from dashflow.errors import DashflowError
+from dashflow.spectral import mel_filterbank, stft_magnitude
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def spectral_distance(estimate: np.ndarray, reference: np.ndarray, sample_rate: 
     for i, window in enumerate(spec.window_lengths):
         mag = stft_magnitude(pair, window, window // 4)  # [2, F, T]
         if spec.n_mels is not None:
-            mel = torch.from_numpy(mel_filterbank(sample_rate, window, spec.n_mels[i]))
+            mel = mel_filterbank(sample_rate, window, spec.n_mels[i]).T  # [n_mels, F]
             mag = mel @ mag
         log = mag.clamp(min=spec.clamp_eps).pow(spec.pow).log10()
         total += spec.log_weight * (log[0] - log[1]).abs().mean().item()

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dashflow.eval.spectral import mel_filterbank
 from dashflow.eval.weights import sha256_file
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
@@ -42,6 +41,7 @@ from torch import nn
 
 from dashflow.errors import DashflowError
 from dashflow.weights import load_strict
+from dashflow.spectral import mel_filterbank
 
 SAMPLE_RATE = 16000
 N_MELS = 40
@@ -60,7 +60,7 @@ TRAINING_ONLY_KEYS = ("similarity_weight", "similarity_bias")
 MISSING_WEIGHTS = ("no GE2E speaker-encoder weights: pass --speaker-weights PATH (resemblyzer's pretrained.pt) "
                    "or `pip install --no-deps resemblyzer`, whose wheel bundles them")
 
-_MEL = torch.from_numpy(mel_filterbank(SAMPLE_RATE, WINDOW, N_MELS))  # [40, 201]
+_MEL = mel_filterbank(SAMPLE_RATE, WINDOW, N_MELS).T.contiguous()  # [40, 201]
 
 
 class GE2EEncoder(ModelMixin, ConfigMixin):

@@ -1,4 +1,4 @@
-"""Train a latent speech enhancer on DashengTokenizer latents.
+"""Train a latent speech enhancer on a codec's latents (the DashengTokenizer's by default).
 
     accelerate launch recipes/se.py --config recipes/configs/se/denoiser.yaml \\
         data.train=train_clean.jsonl data.noise=train_noise.jsonl model.tokenizer=TOKENIZER_DIR
@@ -30,10 +30,10 @@ from dashflow.generation.training.speech_enhancement import (
     check_se_settings,
     se_micro_batch_loss,
 )
-from dashflow.tokenizer.model import DashengTokenizer
 from omegaconf import OmegaConf
 
 from dashflow.cli import run_guarded
+from dashflow.codecs import load_codec
 from dashflow.config import recipe_config
 from dashflow.mixing import build_se_loader
 from dashflow.training import (
@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     set_seed(cfg.train.seed)  # same initial weights on every process
 
     # frozen tokenizer; trainable enhancer, optimiser, schedule, EMA
-    tokenizer = DashengTokenizer.from_pretrained(cfg.model.tokenizer, device=accelerator.device)
-    tokenizer = tokenizer.requires_grad_(False).eval()
+    tokenizer = load_codec(cfg.model.tokenizer, device=accelerator.device)
     model = build_enhancer(cfg.model, tokenizer)
     optimizer = adamw(model.parameters(), cfg.optim)
     scheduler = lr_schedule(optimizer, cfg.optim, cfg.train.max_steps)

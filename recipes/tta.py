@@ -1,4 +1,4 @@
-"""Train the text-to-audio DiT (UniFlow-Audio / Dasheng-AudioGen) on DashengTokenizer latents.
+"""Train the text-to-audio DiT (UniFlow-Audio / Dasheng-AudioGen) on a codec's latents (the DashengTokenizer's by default).
 
     accelerate launch recipes/tta.py --config recipes/configs/tta/paper.yaml \\
         data.train=audiocaps/train.jsonl model.tokenizer=TOKENIZER_DIR [dotted.key=value ...]

@@ -79,3 +79,26 @@ def small_corpus(tmp_path_factory) -> Path:
         write_wav(root / f"chirp_{i}.wav", chirp(100 + 50 * i, 4000.0, 2.0))
         write_wav(root / f"noise_{i}.wav", noise(2.0, seed=i))
     return root
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def frame_codec_plugin(tmp_path_factory) -> dict[str, str]:
+    """Install ``tests.generation.frame_codec.FrameCodec`` as a codec plugin the way a package
+    would (a ``dashflow.codecs`` entry point in its dist-info), for this process and for
+    subprocesses run with the returned environment."""
+    import importlib
+    import os
+    import sys
+
+    site = tmp_path_factory.mktemp("plugin_site")
+    info = site / "dashflow_frame_codec-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dashflow-frame-codec\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[dashflow.codecs]\nFrameCodec = tests.generation.frame_codec:FrameCodec\n")
+    sys.path[:0] = [str(site), str(REPO)]
+    importlib.invalidate_caches()
+    path = os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": path}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from dashflow.tokenizer.frontends import register_recomputable_buffer
+from dashflow.spectral import register_recomputable_buffer
 from torch import Tensor, nn
 
 

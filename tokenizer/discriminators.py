@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from dashflow.tokenizer.frontends import Spectrogram
+from dashflow.spectral import Spectrogram
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn

@@ -20,33 +20,15 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from dashflow.tokenizer.discriminators import FamilyOutput
-from dashflow.tokenizer.frontends import Spectrogram, mel_filterbank
 from torch import nn
+
+from dashflow.spectral import MelMagnitude
 
 XCODEC2_WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
 XCODEC2_MELS = (5, 10, 20, 40, 80, 160, 320)
 
 
 # ----------------------------------------------------------------------------- mel
-
-class MelMagnitude(nn.Module):
-    """Magnitude (power 1) mel spectrogram: wav [B, S] -> mel [B, n_mels, S // hop + 1].
-
-    Hann window of ``n_fft``, centred with reflect padding (:class:`tokenizer.frontends.
-    Spectrogram`), Slaney or HTK filters; fp32 with autocast off.
-    """
-
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop_length: int = 256,
-                 n_mels: int = 100, scale: str = "slaney", norm: str | None = "slaney"):
-        super().__init__()
-        self.spectrogram = Spectrogram(n_fft, hop_length, power=1.0)
-        self.register_buffer("filters", mel_filterbank(sample_rate, n_fft, n_mels, scale=scale,
-                                                       norm=norm), persistent=False)
-
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(wav.device.type, enabled=False):
-            return torch.einsum("bft,fm->bmt", self.spectrogram(wav.float()), self.filters)
-
 
 MEL_PRESETS: dict[str, dict] = {
     "xcodec2": dict(windows=XCODEC2_WINDOWS, n_mels=XCODEC2_MELS, log="ln", clamp=1e-5,

@@ -29,6 +29,7 @@ from diffusers import ConfigMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
+from dashflow.codecs import LatentEncoding
 from dashflow.errors import DashflowError
 from dashflow.models import SafetensorsModelMixin
 from dashflow.weights import CONFIG_NAME, load_strict
@@ -43,18 +44,16 @@ DASHENG_FIXED = {"n_mels": 64, "hop_size": 160, "win_size": 512, "n_fft": 512, "
 
 
 @dataclass
-class TokenizerEncoding:
+class TokenizerEncoding(LatentEncoding):
     """Output of :meth:`DashengTokenizer.encode`. Positions where ``mask`` is False are zero.
 
-    latents [B, T, D] = semantic + acoustic; semantic [B, T, D] from the frozen encoder (no
-    gradient); acoustic [B, T, D] the LayerNorm-ed acoustic term (carries gradients);
-    mask [B, T] bool, True for frames inside each clip.
+    latents [B, T, D] = semantic + acoustic; mask [B, T] bool, True for frames inside each clip;
+    semantic [B, T, D] from the frozen encoder (no gradient); acoustic [B, T, D] the LayerNorm-ed
+    acoustic term (carries gradients).
     """
 
-    latents: Tensor
     semantic: Tensor
     acoustic: Tensor
-    mask: Tensor
 
 
 class TokenizerEncoder(nn.Module):
@@ -91,7 +90,7 @@ class TokenizerEncoder(nn.Module):
             mask = torch.arange(n_latents, device=wav.device)[None, :] < clip_latents[:, None]
             acoustic = acoustic * mask[..., None]
         semantic = semantic.to(acoustic.dtype)
-        return TokenizerEncoding(semantic + acoustic, semantic, acoustic, mask)
+        return TokenizerEncoding(semantic + acoustic, mask, semantic, acoustic)
 
 
 class DashengTokenizer(SafetensorsModelMixin, ConfigMixin):

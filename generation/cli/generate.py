@@ -59,7 +59,7 @@ def build_generate_parser() -> argparse.ArgumentParser:
                              "(default: the bundled demo pipeline)")
     parser.add_argument("--task", choices=("tta", "ttm"), default=None,
                         help="text-to-audio or text-to-music (default: the checkpoint's)")
-    parser.add_argument("--tokenizer", default=None, help="replace the checkpoint's DashengTokenizer (folder or hub id)")
+    parser.add_argument("--tokenizer", default=None, help="replace the checkpoint's codec (folder or hub id)")
     parser.add_argument("--text-encoder", default=None, help="replace the checkpoint's text encoder (minilm, "
                                                               "flan-t5-large or a folder)")
     parser.add_argument("--batch-size", type=int, default=4, help="prompts generated together (default 4)")
@@ -184,13 +184,13 @@ def generate_command(args: argparse.Namespace) -> int:
 
 def load(checkpoint: str | Path, args: argparse.Namespace, dtype):
     """The pipeline of ``args.task`` from ``checkpoint``, with --tokenizer / --text-encoder swapped in."""
+    from dashflow.codecs import load_codec
     from dashflow.generation.pipelines.audio import load_pipeline
     from dashflow.generation.pipelines.components import PipelineTextEncoder
-    from dashflow.tokenizer.model import DashengTokenizer
 
     components = {}
     if args.tokenizer:
-        components["tokenizer"] = DashengTokenizer.from_pretrained(args.tokenizer, torch_dtype=dtype)
+        components["tokenizer"] = load_codec(args.tokenizer, torch_dtype=dtype)
     if args.text_encoder:
         components["text_encoder"] = PipelineTextEncoder(args.text_encoder)
     return load_pipeline(checkpoint, task=args.task, torch_dtype=dtype, **components)

@@ -1,6 +1,6 @@
 """Text-to-audio and text-to-music pipelines (``diffusers.DiffusionPipeline`` subclasses).
 
-Components: ``tokenizer`` (DashengTokenizer, decodes latents to 16 kHz audio), ``text_encoder``
+Components: ``tokenizer`` (any :class:`dashflow.codecs.LatentCodec`: decodes latents to audio), ``text_encoder``
 (PipelineTextEncoder around a frozen TextEncoder), ``transformer`` (AudioGenModel: DiT + content
 adapter), ``scheduler`` (FlowMatchEulerDiscreteScheduler by default: the sampler steps with a copy
 of it set to the sway sigmas, so its settings and class take effect) and the optional ``latent_normalizer`` (LatentNormalizer, only for models
@@ -47,11 +47,11 @@ from dashflow.generation.pipelines.components import (
 from dashflow.generation.sampling.flow import LatentNormalizer
 from dashflow.generation.sampling.sampler import sample
 from dashflow.text_encoders import TextEncoder
-from dashflow.tokenizer.model import DashengTokenizer
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from torch import Tensor
 
+from dashflow.codecs import LatentCodec, load_codec
 from dashflow.errors import DashflowError
 
 __all__ = [
@@ -108,9 +108,9 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
     default_prompt_template: ClassVar[str] = "<|caption|> {prompt}"
     max_duration: ClassVar[float] = 60.0
     _optional_components: ClassVar[list[str]] = ["latent_normalizer"]
-    own_components = (DashengTokenizer, PipelineTextEncoder, AudioGenModel, LatentNormalizer)
+    own_components = (PipelineTextEncoder, AudioGenModel, LatentNormalizer)
 
-    def __init__(self, tokenizer: DashengTokenizer, text_encoder: PipelineTextEncoder | TextEncoder,
+    def __init__(self, tokenizer: LatentCodec, text_encoder: PipelineTextEncoder | TextEncoder,
                  transformer: AudioGenModel, scheduler: FlowMatchEulerDiscreteScheduler,
                  latent_normalizer: LatentNormalizer | None = None, prompt_template: str | None = None,
                  instruction: str | None = None):
@@ -158,7 +158,7 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
 
     @classmethod
     def from_model_folder(cls, folder: str | Path, torch_dtype: torch.dtype | None = None,
-                          tokenizer: DashengTokenizer | None = None,
+                          tokenizer: LatentCodec | None = None,
                           text_encoder: PipelineTextEncoder | TextEncoder | None = None,
                           **pipeline_kwargs) -> AudioGenerationPipeline:
         """A pipeline around a bare AudioGenModel folder (e.g. a local ``mispeech/Dasheng-AudioGen``):
@@ -166,7 +166,7 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
         dtype = torch_dtype or torch.float32
         transformer = AudioGenModel.from_pretrained(folder, torch_dtype=dtype)
         if tokenizer is None:
-            tokenizer = DashengTokenizer.from_pretrained(transformer.config.tokenizer_name, torch_dtype=dtype)
+            tokenizer = load_codec(transformer.config.tokenizer_name, torch_dtype=dtype)
         if text_encoder is None:
             text_encoder = PipelineTextEncoder(transformer.config.text_encoder_name)
         scheduler = pipeline_kwargs.pop("scheduler", None) or FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
@@ -362,7 +362,7 @@ def load_pipeline(checkpoint: str | Path, task: str | None = None, torch_dtype: 
     return PIPELINES[task].from_pretrained(folder, torch_dtype=torch_dtype, **kwargs)
 
 
-def check_components(tokenizer: DashengTokenizer, text_encoder: PipelineTextEncoder, transformer: AudioGenModel,
+def check_components(tokenizer: LatentCodec, text_encoder: PipelineTextEncoder, transformer: AudioGenModel,
                      scheduler: FlowMatchEulerDiscreteScheduler, latent_normalizer: LatentNormalizer | None) -> None:
     """Raise one DashflowError line when the components do not fit together."""
     cfg = transformer.config

@@ -62,13 +62,15 @@ def load_guarded(load: Callable[[], Loaded], folder: Path) -> Loaded:
 
 
 ENTRY_FILE = "pipeline"  # <folder>/pipeline.py: what diffusers' generic loader imports
+CODEC_COMPONENT, CODEC_LIBRARY = "tokenizer", "dashflow.codecs"  # any codec, through the codec registry
 
 
 class DashflowPipelineMixin:
     """Saving and index reading shared by the dashflow pipelines (mixed into DiffusionPipeline).
 
     ``save_pretrained`` records every component class in ``own_components`` under
-    ``dashflow.generation.pipelines`` (which re-exports them), and makes the folder open with
+    ``dashflow.generation.pipelines`` (which re-exports them) and the codec (``tokenizer``, any
+    registered :class:`dashflow.codecs.LatentCodec`) under ``dashflow.codecs``, and makes the folder open with
     diffusers' generic loader: ``model_index.json`` names ``["pipeline", <class>]`` and a one-line
     ``pipeline.py`` imports the class from the installed package, so
     ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` returns this class
@@ -91,7 +93,9 @@ class DashflowPipelineMixin:
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         package = __package__  # dashflow.generation.pipelines
         for name, component in self.components.items():
-            if type(component) in self.own_components:
+            if name == CODEC_COMPONENT:
+                self.register_to_config(**{name: (CODEC_LIBRARY, type(component).__name__)})
+            elif type(component) in self.own_components:
                 self.register_to_config(**{name: (package, type(component).__name__)})
         super().save_pretrained(save_directory, **kwargs)
         folder, name = Path(save_directory), type(self).__name__

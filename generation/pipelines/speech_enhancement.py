@@ -34,23 +34,23 @@ from dashflow.generation.pipelines.components import (
     resolve_checkpoint,
 )
 from dashflow.generation.sampling.sampler import sample
-from dashflow.tokenizer.model import DashengTokenizer
 from diffusers import DiffusionPipeline
 from torch import Tensor
 
+from dashflow.codecs import LatentCodec
 from dashflow.errors import DashflowError
 
 PIPELINE_INDEX = "model_index.json"
 OUTPUTS = ("resynthesis", "mask")
 MASK_FFT, MASK_HOP = 512, 128  # 32 ms / 8 ms at 16 kHz
 class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
-    """Components: ``tokenizer`` (DashengTokenizer) and ``enhancer`` (LatentDenoiser, or an
+    """Components: ``tokenizer`` (a :class:`dashflow.codecs.LatentCodec`) and ``enhancer`` (LatentDenoiser, or an
     AudioGenModel with an audio content encoder)."""
 
-    own_components = (DashengTokenizer, LatentDenoiser, AudioGenModel)
+    own_components = (LatentDenoiser, AudioGenModel)
     trained_component = "enhancer"
 
-    def __init__(self, tokenizer: DashengTokenizer, enhancer: LatentDenoiser | AudioGenModel):
+    def __init__(self, tokenizer: LatentCodec, enhancer: LatentDenoiser | AudioGenModel):
         super().__init__()
         if not isinstance(enhancer, (LatentDenoiser, AudioGenModel)):
             raise DashflowError(f"the enhancer must be a LatentDenoiser or an AudioGenModel, not "

@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 from dashflow.generation.training.latent_cache import LatentCache
-from dashflow.tokenizer.model import DashengTokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from dashflow.data import ResumableBatchSampler, build_clip_loader, crop_offset
+from dashflow.codecs import LatentCodec
 from dashflow.errors import DashflowError
 from dashflow.manifests import read_manifest
 
@@ -85,7 +85,7 @@ def collate_latents(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "audio_id": [item["audio_id"] for item in items]}
 
 
-def build_train_loader(source: str, tokenizer: DashengTokenizer, max_seconds: float, batch_size: int,
+def build_train_loader(source: str, tokenizer: LatentCodec, max_seconds: float, batch_size: int,
                        latent_cache: str = "", seed: int = 0, start_step: int = 0, rank: int = 0,
                        world_size: int = 1, num_workers: int = 0) -> DataLoader:
     """Endless batches of ``batch_size`` clips for process ``rank``, from step ``start_step`` on.
@@ -117,7 +117,7 @@ def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def batch_latents(batch: dict[str, Any], tokenizer: DashengTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_latents(batch: dict[str, Any], tokenizer: LatentCodec) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean latents [B, C, T] float32 and latent mask [B, T] of a (micro-)batch on the
     tokenizer's device, cut after the longest clip.
 

@@ -8,7 +8,7 @@ Layout (written by ``dashflow cache-latents``)::
     cache_dir/<weights_hash>/cache_info.json          which tokenizer built this folder
     cache_dir/<weights_hash>/<audio_id>.safetensors   "latents" [T, D] + metadata
 
-``weights_hash`` is :meth:`DashengTokenizer.weights_hash`, so latents of another tokenizer live
+``weights_hash`` is the codec's ``weights_hash()``, so latents of another tokenizer live
 in another folder and are never read by mistake. ``audio_id`` is percent-encoded into a safe
 file name (``/`` -> ``%2F``). Metadata (strings): ``audio_id``, ``audio``, ``duration`` (s),
 ``sample_rate``, ``frames``, ``weights_hash``.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,10 +32,10 @@ from tqdm import tqdm
 
 from dashflow.audio import load_audio
 from dashflow.errors import DashflowError
-from dashflow.outputs import atomic_path
+from dashflow.outputs import atomic_path, warn_skipped
 
 if TYPE_CHECKING:
-    from dashflow.tokenizer.model import DashengTokenizer
+    from dashflow.codecs import LatentCodec
 
 INFO_NAME = "cache_info.json"
 SUFFIX = ".safetensors"
@@ -63,7 +62,7 @@ class LatentCache:
 
     @classmethod
     def for_tokenizer(cls, cache_dir: str | os.PathLike, tokenizer) -> LatentCache:
-        """The cache of ``tokenizer`` (a DashengTokenizer) under ``cache_dir``."""
+        """The cache of ``tokenizer`` (a LatentCodec) under ``cache_dir``."""
         return cls(cache_dir, tokenizer.weights_hash())
 
     def path(self, audio_id: str) -> Path:
@@ -117,7 +116,7 @@ class LatentCache:
         return "it has " + ", ".join(described)
 
 
-def cache_latents(records: Sequence[dict], tokenizer: DashengTokenizer, cache_dir: str | os.PathLike,
+def cache_latents(records: Sequence[dict], tokenizer: LatentCodec, cache_dir: str | os.PathLike,
                   batch_size: int = 8, num_workers: int = 0, dtype: torch.dtype = torch.float32,
                   source: str = "") -> list[str]:
     """Encode every manifest record not yet in ``cache_dir/<weights_hash>/`` and store its latents.
@@ -149,7 +148,7 @@ def cache_latents(records: Sequence[dict], tokenizer: DashengTokenizer, cache_di
                 _encode_and_write(tokenizer, cache, good, dtype)
             bar.update(len(batch))
     for failure in failures:  # after the bar, so no line is drawn into it
-        print(f"warning: skipped {failure}", file=sys.stderr)
+        warn_skipped(failure)
     return failures
 
 
@@ -175,7 +174,7 @@ class _ClipReader(Dataset):
 
 
 @torch.inference_mode()
-def _encode_and_write(tokenizer: DashengTokenizer, cache: LatentCache,
+def _encode_and_write(tokenizer: LatentCodec, cache: LatentCache,
                       clips: list[tuple[dict, torch.Tensor]], dtype: torch.dtype) -> None:
     """Encode ``clips`` (record, wav [S]) as one zero-padded batch and write each clip's [T_i, D]."""
     lengths = torch.tensor([wav.numel() for _, wav in clips])

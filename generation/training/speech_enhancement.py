@@ -32,9 +32,9 @@ from dashflow.generation.training.text_to_audio import (
     micro_batch_seeds,
 )
 from dashflow.text_encoders import load_text_encoder
-from dashflow.tokenizer.model import DashengTokenizer
 from omegaconf import MISSING
 
+from dashflow.codecs import LatentCodec
 from dashflow.errors import DashflowError
 from dashflow.mixing import MixingConfig, check_mixing
 from dashflow.training import EMAConfig, OptimConfig, TrainConfig, check_training
@@ -49,7 +49,7 @@ class SEModelConfig:
     preset: str = "paper"            # LatentDenoiser preset (paper | tiny) or AudioGenModel preset
     overrides: dict[str, Any] = field(default_factory=dict)  # model config fields over the preset
     init_from: str = ""              # a saved enhancer folder to fine-tune instead of a fresh preset
-    tokenizer: str = MISSING         # DashengTokenizer folder (frozen)
+    tokenizer: str = MISSING         # codec folder or hub id (frozen; dashflow.codecs.load_codec)
     text_encoder: str = "minilm"     # flow only: encodes the instruction once (frozen, not kept)
     instruction: str = SE_INSTRUCTION  # flow only: the task phrase stored in the model
     gradient_checkpointing: bool = False  # flow only
@@ -88,7 +88,7 @@ def check_se_settings(cfg: SEConfig) -> None:
     check_mixing(cfg.data.mixing)
 
 
-def build_enhancer(cfg: SEModelConfig, tokenizer: DashengTokenizer) -> LatentDenoiser | AudioGenModel:
+def build_enhancer(cfg: SEModelConfig, tokenizer: LatentCodec) -> LatentDenoiser | AudioGenModel:
     """A fresh preset sized to the tokenizer (or ``init_from``), in training mode."""
     sizes = {"latent_dim": tokenizer.latent_dim, "sample_rate": tokenizer.sample_rate,
              "downsampling_ratio": tokenizer.samples_per_latent}
@@ -115,7 +115,7 @@ def build_enhancer(cfg: SEModelConfig, tokenizer: DashengTokenizer) -> LatentDen
     return model.train()
 
 
-def se_micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], tokenizer: DashengTokenizer, kind: str,
+def se_micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], tokenizer: LatentCodec, kind: str,
                         flow: FlowMatchingConfig, seed: int, step: int, position: int,
                         accelerator: Accelerator) -> dict[str, torch.Tensor]:
     """Losses of one micro-batch (``audio`` = clean target [B, S], ``noisy`` [B, S], ``length``):

@@ -37,13 +37,13 @@ from dashflow.generation.training.data import (
     has_caption,
 )
 from dashflow.text_encoders import TextEmbeddingCache, TextEncoder, load_text_encoder
-from dashflow.tokenizer.losses import MelMagnitude
-from dashflow.tokenizer.model import DashengTokenizer
 from diffusers import FlowMatchEulerDiscreteScheduler
 from omegaconf import MISSING
 
 from dashflow.audio import save_audio
+from dashflow.codecs import LatentCodec, load_codec
 from dashflow.errors import DashflowError
+from dashflow.spectral import MelMagnitude
 from dashflow.outputs import atomic_path
 from dashflow.training import (
     EMAConfig,
@@ -64,7 +64,7 @@ class ModelConfig:
     preset: str = "paper"            # AudioGenModel preset: audiogen | paper | small | tiny
     overrides: dict[str, Any] = field(default_factory=dict)  # AudioGenModel fields over the preset
     init_from: str = ""              # AudioGenModel folder to fine-tune instead of a fresh preset
-    tokenizer: str = MISSING         # DashengTokenizer folder (frozen; e.g. the official weights)
+    tokenizer: str = MISSING         # codec folder or hub id (frozen; e.g. the official DashengTokenizer)
     text_encoder: str = "flan-t5-large"  # minilm | flan-t5-large | a local model folder (frozen)
     instruction: str = ""            # task phrase stored as the adapter instruction ("" keeps the model's)
     gradient_checkpointing: bool = False
@@ -134,7 +134,7 @@ class Frozen:
     """What surrounds the trained DiT, all frozen: the tokenizer (latents in, audio out), the text
     conditioner and, with ``flow.normalize_latents``, the per-channel latent normalizer."""
 
-    tokenizer: DashengTokenizer
+    tokenizer: LatentCodec
     text: TextConditioner
     normalizer: LatentNormalizer | None = None
 
@@ -142,7 +142,7 @@ class Frozen:
 def load_frozen(cfg: Config, device: torch.device) -> Frozen:
     """The frozen tokenizer and text conditioner, in eval mode on ``device`` (no normalizer yet:
     see :func:`prepare_normalizer`)."""
-    tokenizer = DashengTokenizer.from_pretrained(cfg.model.tokenizer, device=device).requires_grad_(False)
+    tokenizer = load_codec(cfg.model.tokenizer, device=device)
     encoder = load_text_encoder(cfg.model.text_encoder, device=device)
     return Frozen(tokenizer.eval(), TextConditioner(encoder, cfg.data.text_cache, cfg.data.prompt_prefix))
 
@@ -170,7 +170,7 @@ def prepare_normalizer(cfg: Config, frozen: Frozen, resumed: bool, is_main_proce
     frozen.normalizer = normalizer.to(frozen.tokenizer.device)
 
 
-def build_model(cfg: ModelConfig, tokenizer: DashengTokenizer, encoder: TextEncoder) -> AudioGenModel:
+def build_model(cfg: ModelConfig, tokenizer: LatentCodec, encoder: TextEncoder) -> AudioGenModel:
     """A fresh preset sized to the tokenizer and text encoder (or ``init_from``), with the task
     instruction stored, in training mode."""
     instruction = None

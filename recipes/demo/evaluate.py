@@ -35,10 +35,9 @@ import torch
 from dashflow.eval.events import count_events
 from dashflow.eval.inhouse import InhouseClassifier
 from dashflow.eval.reconstruction import mel_distance
-from dashflow.eval.spectral import log_mel_image
+from dashflow.eval.plots import log_mel_image
 from dashflow.generation.pipelines.audio import load_pipeline
 from dashflow.tokenizer.cli import reconstruct
-from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.audio import load_audio, save_audio
 from dashflow.cli import write_sidecar
@@ -89,7 +88,7 @@ def reconstruction_scores(tokenizers: dict[str, Path], clips: list[dict]) -> dic
     """Mean Mel-16k distance of each tokenizer over ``clips``; keeps the reconstructions' audio."""
     scores, audio = {}, {}
     for name, folder in tokenizers.items():
-        model = DashengTokenizer.from_pretrained(folder).float()
+        model = load_codec(folder)
         distances = []
         for record in clips:
             wav = load_audio(record["audio"])

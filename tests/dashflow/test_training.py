@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from dashflow.tokenizer.frontends import register_recomputable_buffer
+from dashflow.spectral import register_recomputable_buffer
 
 from dashflow.config import load_config
 from dashflow.errors import DashflowError

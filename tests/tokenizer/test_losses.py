@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from dashflow.tokenizer.frontends import mel_filterbank
+from dashflow.spectral import mel_filterbank
 from dashflow.tokenizer.losses import (
     GeneratorLoss,
     MultiScaleMelLoss,
