@@ -50,7 +50,7 @@ def _dac_encode(model, wav: Tensor, quantized: bool) -> Tensor:
 
 def _mimi_encode(model, wav: Tensor, quantized: bool) -> Tensor:
     z = model.encoder(wav).latents
-    return model.quantizer.decode(model.quantizer.encode(z)) if quantized else z
+    return model.quantizer.decode(model.quantizer.encode(z).transpose(0, 1)) if quantized else z  # codes [B, K, T]
 
 
 # model_type -> (encode(model, wav [B, 1, S], quantized) -> [B, D, T], decode(model, z) -> [B, 1, S'],
@@ -137,7 +137,7 @@ class TransformersCodec(ModelMixin):
         if lengths is not None:  # zero each clip's padding, as if encoded alone then zero-padded
             inside = torch.arange(padded.shape[-1], device=wav.device)[None] < lengths.to(wav.device)[:, None]
             padded = padded * inside
-        z = self._encode(self.model, padded[:, None].to(self.dtype), self.latents).transpose(1, 2)
+        z = self._encode(self.model, padded[:, None].to(self.dtype), self.latents == "quantized").transpose(1, 2)
         z = F.pad(z, (0, 0, 0, max(0, frames - z.shape[1])))[:, :frames]
         if lengths is None:
             mask = torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)
