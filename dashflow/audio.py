@@ -1,12 +1,17 @@
 """Audio I/O with one-line errors: soundfile to read and write, soxr to resample.
 
 Every loaded clip is mono float32 at the requested rate. Corrupt, empty, non-finite or
-oversized files raise :class:`DashflowError` naming the file; writes are atomic.
+oversized files raise :class:`DashflowError` naming the file; writes are atomic. Decoders' own
+notes (mpg123's "Illegal Audio-MPEG-Header ...") are kept off the terminal by :func:`quiet_stderr`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,37 @@ from dashflow.outputs import atomic_path, audio_format
 SAMPLE_RATE = 16000
 # one hour at 48 kHz; anything longer is almost certainly a mistake and would exhaust memory
 MAX_SECONDS = 3600.0
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_saved_stderr: int | None = None
+
+
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null inside the block, for C libraries that print there.
+
+    Wrap only the library call and raise after the block, so Python's own message still shows.
+    Thread-safe: the first thread in redirects, the last one out restores.
+    """
+    global _quiet_depth, _saved_stderr
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            sys.stderr.flush()
+            _saved_stderr = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                os.dup2(_saved_stderr, 2)
+                os.close(_saved_stderr)
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -38,7 +74,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
     """
     path = Path(path)
     try:
-        info = sf.info(str(path))
+        with quiet_stderr():
+            info = sf.info(str(path))
     except Exception as exc:  # soundfile raises several types for missing/corrupt files
         raise DashflowError(f"{path}: cannot read audio ({first_line(exc)})") from None
     if info.frames == 0 or info.samplerate <= 0:
@@ -47,7 +84,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
         raise DashflowError(f"{path}: {info.frames / info.samplerate:.0f} s is longer than the "
                             f"{max_seconds:.0f} s limit")
     try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with quiet_stderr():
+            wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:
         raise DashflowError(f"{path}: cannot decode audio ({first_line(exc)})") from None
     if wav.shape[0] == 0:

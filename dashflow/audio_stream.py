@@ -26,6 +26,7 @@ import soundfile as sf
 import soxr
 import torch
 
+from dashflow.audio import quiet_stderr
 from dashflow.errors import DashflowError, first_line
 from dashflow.outputs import atomic_path, audio_format, check_audio_output
 
@@ -239,7 +240,8 @@ def open_source(path: Path) -> sf.SoundFile:
     if not path.is_file():
         raise DashflowError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     try:
-        return sf.SoundFile(str(path))
+        with quiet_stderr():
+            return sf.SoundFile(str(path))
     except DECODE_ERRORS as exc:
         raise DashflowError(f"{path}: cannot read audio ({first_line(exc)})") from None
 
@@ -247,7 +249,8 @@ def open_source(path: Path) -> sf.SoundFile:
 def read_block(reader: sf.SoundFile, path: Path) -> np.ndarray:
     """Next block [n, channels] float32 (n = 0 at the end)."""
     try:
-        return reader.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+        with quiet_stderr():
+            return reader.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
     except DECODE_ERRORS as exc:
         raise DashflowError(f"{path}: cannot decode audio ({first_line(exc)})") from None
 

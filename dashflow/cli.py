@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,8 +24,20 @@ from dashflow.outputs import atomic_path
 MAX_STEPS = 1000  # sampling steps any command accepts (25 is the default; > 100 rarely changes the audio)
 
 
+class Terminated(BaseException):
+    """SIGTERM inside :func:`run_guarded`: unwinds like Ctrl-C, so temporary files are removed."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def run_guarded(handler: Callable[[], int | None]) -> int:
-    """Run ``handler``; a DashflowError becomes one ``error:`` line and exit status 2."""
+    """Run ``handler``; a DashflowError becomes one ``error:`` line and exit status 2. SIGINT (Ctrl-C)
+    and SIGTERM (service managers, containers) unwind it, then exit 130 / 143 with one line."""
+    catch = (threading.current_thread() is threading.main_thread()
+             and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)  # else an outer caller owns SIGTERM
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if catch else None
     try:
         return handler() or 0
     except DashflowError as exc:
@@ -32,6 +46,12 @@ def run_guarded(handler: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if catch:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # --- the sampling commands' shared arguments -------------------------------------------------------

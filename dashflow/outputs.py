@@ -5,13 +5,17 @@
 - Two inputs that would write one output (``take.wav`` and ``take.flac``) are refused.
 - The output's folder must exist or be creatable, and be writable; a parent that is a file is refused.
 - Audio is written in the format its suffix names (``.wav``, ``.flac``, ``.ogg``); other suffixes are refused.
+- A command over many inputs writes the good ones, names each bad one on a ``warning:`` line, then
+  ends with one ``error:`` line counting the failures (exit status 2): :func:`run_each`,
+  :func:`warn_skipped`, :func:`check_failures`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dashflow.errors import DashflowError
@@ -107,15 +111,49 @@ class atomic_path:
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
         self.tmp = Path(name)
+        os.close(fd)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-            os.replace(self.tmp, self.path)
-        else:
+        try:
+            if exc_type is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
+                os.replace(self.tmp, self.path)
+        finally:  # also when the rename itself fails or a signal interrupts it
             self.tmp.unlink(missing_ok=True)
+
+
+def warn_skipped(message: str) -> None:
+    """One ``warning: skipped <message>`` line on stderr (print it after any progress bar closes)."""
+    print(f"warning: skipped {message}", file=sys.stderr)
+
+
+def check_failures(failed: int, total: int, where: str | os.PathLike | None) -> None:
+    """A many-input command's closing line: DashflowError when ``failed`` of ``total`` inputs failed
+    (each already named on a warning line); ``where`` says where the other results are."""
+    if failed:
+        rest = f"; the other {total - failed} are in {where}" if failed < total and where else ""
+        raise DashflowError(f"{failed} of {total} files failed (see warnings above){rest}")
+
+
+def run_each(jobs: Sequence[tuple[Path, Path]], work: Callable[[Path, Path], object], desc: str,
+             progress: bool = True) -> None:
+    """Call ``work(source, target)`` for every job of a folder command under a progress bar; a
+    DashflowError skips that job and becomes one warning line after the bar; then :func:`check_failures`."""
+    from tqdm.auto import tqdm
+
+    failed: dict[Path, str] = {}
+    with tqdm(jobs, delay=1.0, desc=desc, unit="file", disable=not progress) as bar:
+        for source, target in bar:
+            try:
+                work(source, target)
+            except DashflowError as exc:
+                failed[target] = str(exc)
+                bar.set_postfix(failed=len(failed), refresh=False)
+    for message in failed.values():  # not through tqdm.write: it draws a bar still in its delay, unended
+        warn_skipped(message)
+    written = [target.parent for _, target in jobs if target not in failed]
+    check_failures(len(failed), len(jobs), os.path.commonpath(written) if written else None)

@@ -9,9 +9,11 @@
     dashflow prepare split --clean C --noise N [--test-fraction 0.2] [--seed 0] -o OUT_DIR
     dashflow prepare mix --clean C --noise N [--snr -5 20] [--reverb-prob 0] [--seed 0] -o OUT_DIR
 
-Durations come from ``soundfile.info``; unreadable or missing files are reported one line each
-and left out; manifests are written atomically. ``split`` puts whole speakers and whole noise
-files on one side; ``mix`` writes a fixed noisy/clean test set (dashflow.mixing.NoiseMixer).
+Durations come from ``soundfile.info``; missing files are named on one warning line each and
+left out; unreadable ones too, and then one ``error:`` line counts them (exit status 2, as for
+every many-input command: ``dashflow.outputs``); manifests are written atomically. ``split`` puts
+whole speakers and whole noise files on one side; ``mix`` writes a fixed noisy/clean test set
+(dashflow.mixing.NoiseMixer).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dashflow.errors import DashflowError
+from dashflow.audio import quiet_stderr
+from dashflow.errors import DashflowError, first_line
 from dashflow.manifests import list_audio_files, read_manifest, write_manifest
-from dashflow.outputs import check_spares_inputs, check_writable
+from dashflow.outputs import check_failures, check_spares_inputs, check_writable, warn_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -88,21 +91,24 @@ class AudioFinder:
         return None
 
 
-def with_durations(records: Iterable[dict]) -> Iterator[dict]:
-    """Add ``duration`` (seconds, from ``soundfile.info``); unreadable files reported, dropped."""
+def with_durations(records: Iterable[dict], failures: list[str] | None = None) -> Iterator[dict]:
+    """Add ``duration`` (seconds, from ``soundfile.info``); an unreadable or empty file is named on a
+    warning line, appended to ``failures`` and dropped."""
     for record in records:
         try:
-            info = sf.info(str(record["audio"]))
-            if record.get("noisy"):
-                sf.info(str(record["noisy"]))
+            with quiet_stderr():
+                info = sf.info(str(record["audio"]))
+                if record.get("noisy"):
+                    sf.info(str(record["noisy"]))
+            problem = f"{record['audio']} is empty" if info.frames == 0 else None
         except Exception as exc:  # soundfile raises several types for missing or corrupt files
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            logger.warning("skipping %s: %s", record["audio_id"], reason)
+            problem = f"cannot read audio ({first_line(exc)})"
+        if problem is None:
+            yield {**record, "duration": round(info.frames / info.samplerate, 3)}
             continue
-        if info.frames == 0:
-            logger.warning("skipping %s: %s is empty", record["audio_id"], record["audio"])
-            continue
-        yield {**record, "duration": round(info.frames / info.samplerate, 3)}
+        warn_skipped(f"{record['audio_id']}: {problem}")
+        if failures is not None:
+            failures.append(record["audio_id"])
 
 
 def youtube_names(ytid: str, start: str) -> tuple[str, ...]:
@@ -349,10 +355,11 @@ def split_summary(parts: dict[str, list[dict]], shown: int = 12) -> list[str]:
 
 # ----------------------------------------------------------------------------- command
 
-def prepare_manifest(records: Iterable[dict], output: str | Path) -> int:
-    """Fill durations, check ids are unique, write ``output`` atomically; returns the count."""
+def prepare_manifest(records: Iterable[dict], output: str | Path, failures: list[str] | None = None) -> int:
+    """Fill durations, check ids are unique, write ``output`` atomically; returns the count. The ids
+    of unreadable files are appended to ``failures``."""
     kept, seen = [], set()
-    for record in with_durations(records):
+    for record in with_durations(records, failures):
         if record["audio_id"] in seen:
             raise DashflowError(f"duplicate audio_id {record['audio_id']!r} ({record['audio']})")
         seen.add(record["audio_id"])
@@ -369,7 +376,7 @@ FOLDER_OUTPUTS = {"dns": ("clean.jsonl", "noise.jsonl", "paired.jsonl"),
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     names = FOLDER_OUTPUTS.get(args.format)
     output = check_writable(args.output, folder=names is not None)
     inputs = [Path(value) for key in ("csv", "json", "captions", "clean", "noise") if (value := getattr(args, key, None))]
@@ -384,15 +391,22 @@ def _run(args: argparse.Namespace) -> int:
         "musiccaps": lambda: records_from_musiccaps(args.csv, args.audio_dir, args.caption_column),
         "voicebank": lambda: records_from_voicebank(args.root),
     }
-    count = prepare_manifest(sources[args.format](), args.output)
+    failures: list[str] = []
+    count = prepare_manifest(sources[args.format](), args.output, failures)
+    check_failures(len(failures), count + len(failures), args.output)
     print(f"wrote {count} clips to {args.output}", file=sys.stderr)
     return 0
 
 
 def _run_dns(args: argparse.Namespace) -> int:
+    failures: list[str] = []
+    count = 0
     for name, records in records_from_dns(args.root).items():
         path = Path(args.output) / f"{name}.jsonl"
-        print(f"wrote {prepare_manifest(records, path)} clips to {path}", file=sys.stderr)
+        written = prepare_manifest(records, path, failures)
+        count += written
+        print(f"wrote {written} clips to {path}", file=sys.stderr)
+    check_failures(len(failures), count + len(failures), args.output)
     return 0
 
 

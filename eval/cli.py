@@ -9,7 +9,7 @@ from pathlib import Path
 from dashflow.eval.weights import OFFICIAL, WEIGHTS_ENV
 
 from dashflow.errors import DashflowError
-from dashflow.outputs import check_writable
+from dashflow.outputs import check_failures, check_writable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -130,6 +130,9 @@ def run_eval(args: argparse.Namespace) -> int:
     for line in issue_lines(report):
         print(f"warning: {line}", file=sys.stderr)
     print(f"report: {', '.join(str(p) for p in paths)}")
+    unreadable = [reference.get("unreadable", {}), *(run["issues"]["unreadable"] for run in runs)]  # named above
+    check_failures(sum(map(len, unreadable)), reference["n_files"] + sum(run["n_files"] for run in runs),
+                   f"the report in {args.out}")
     return 0
 
 

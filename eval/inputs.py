@@ -15,6 +15,7 @@ from typing import Any
 
 import soundfile as sf
 
+from dashflow.audio import quiet_stderr
 from dashflow.errors import DashflowError
 from dashflow.manifests import list_audio_files
 
@@ -66,8 +67,9 @@ def audio_summary(folder: ClipFolder) -> dict[str, Any]:
     seconds, rates = [], set()
     for path in folder.clips.values():
         try:
-            info = sf.info(str(path))
-        except Exception:  # unreadable files are reported where they are decoded
+            with quiet_stderr():  # decoders' notes; unreadable files are reported where they are decoded
+                info = sf.info(str(path))
+        except Exception:
             continue
         if info.samplerate > 0 and info.frames > 0:
             seconds.append(info.frames / info.samplerate)

@@ -14,7 +14,6 @@ up to one chunk gives exactly the one-shot reconstruction. Output paths follow
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,7 @@ import numpy as np
 from dashflow.device import resolve_device
 from dashflow.errors import DashflowError
 from dashflow.hub import bundled_model
-from dashflow.outputs import check_audio_output, plan_audio_jobs
+from dashflow.outputs import check_audio_output, plan_audio_jobs, run_each
 
 if TYPE_CHECKING:
     import torch
@@ -81,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
     from dashflow.tokenizer.model import DashengTokenizer
-    from tqdm import tqdm
 
     from dashflow.audio import save_audio
     from dashflow.audio_stream import stream_file
@@ -101,21 +99,12 @@ def run(args: argparse.Namespace) -> int:
                     hop_multiple=model.samples_per_latent, min_samples=1, output_rate=model.sample_rate,
                     progress=len(jobs) == 1)
 
-    if len(jobs) == 1:
+    if not Path(args.input).is_dir():
         reconstruct_file(*jobs[0])
         print(f"wrote {jobs[0][1]}")
         return 0
-    failed = 0
-    for source, target in tqdm(jobs, delay=1.0, desc="reconstruct", unit="file"):
-        try:
-            reconstruct_file(source, target)
-        except DashflowError as exc:
-            failed += 1
-            tqdm.write(f"warning: skipped {exc}", file=sys.stderr)
-    if failed:
-        raise DashflowError(f"{failed} of {len(jobs)} files failed (see above); "
-                            f"the other {len(jobs) - failed} are in {jobs[0][1].parent}")
-    print(f"wrote {len(jobs)} files to {jobs[0][1].parent}")
+    run_each(jobs, reconstruct_file, "reconstruct")
+    print(f"wrote {len(jobs)} files to {output}")
     return 0
 
 

@@ -7,15 +7,18 @@
 Any length: files stream through the model in overlapping chunks (bounded memory), and the
 output has the input's sample rate and number of frames (mono), with a ``<name>.json`` sidecar of
 the settings that made it (read by ``dashflow eval``). A folder is processed file by
-file; a bad file is reported on one line and skipped, the others are still written, and the
-exit status is 2. ``--checkpoint`` defaults to the demo enhancer bundled in the package.
+file; a bad file is named on a ``warning:`` line and skipped, the others are still written, and
+one closing ``error:`` line counts the failures (exit status 2; ``dashflow.outputs.run_each``).
+``--checkpoint`` defaults to the demo enhancer bundled in the package.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dashflow.cli import (
     add_runtime_arguments,
@@ -27,7 +30,7 @@ from dashflow.cli import (
 )
 from dashflow.errors import DashflowError
 from dashflow.hub import bundled_model
-from dashflow.outputs import plan_audio_jobs
+from dashflow.outputs import plan_audio_jobs, run_each
 
 DEMO_ENHANCER = bundled_model("enhancer")
 
@@ -90,7 +93,6 @@ def enhance_command(args: argparse.Namespace) -> int:
     from dashflow.generation.pipelines.speech_enhancement import (
         SpeechEnhancementPipeline,
     )
-    from tqdm.auto import tqdm
 
     from dashflow.audio_stream import stream_file
 
@@ -101,29 +103,25 @@ def enhance_command(args: argparse.Namespace) -> int:
                 "enhancer": pipe.kind, "mode": args.mode, **(flow if pipe.kind == "flow" else {}),
                 "chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap_seconds, **runtime}
 
-    failures = 0
-    several = len(jobs) > 1
-    bar = tqdm(jobs, delay=1.0, desc="files", unit="file", disable=args.quiet or not several)
-    for source, target in bar:
-        try:
-            info = stream_file(chunk_enhancer(pipe, args), source, target, model_rate=pipe.sample_rate,
-                                chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
-                                hop_multiple=pipe.samples_per_latent, progress=not (args.quiet or several))
-        except DashflowError as exc:
-            if not several:
-                raise
-            failures += 1
-            tqdm.write(f"error: {exc}", file=sys.stderr)
-            continue
+    folder = Path(args.input).is_dir()
+
+    def enhance_file(source: Path, target: Path) -> dict:
+        info = stream_file(chunk_enhancer(pipe, args), source, target, model_rate=pipe.sample_rate,
+                           chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
+                           hop_multiple=pipe.samples_per_latent, progress=not (args.quiet or folder))
         write_sidecar(target, {"output": target.name, "input": str(source), "seconds": info["seconds"],
                                "sample_rate": info["sample_rate"], **settings})
-        if not several:
-            print(f"wrote {target} ({info['seconds']:.2f} s at {info['sample_rate']} Hz) and its settings "
-                  f"{target.with_suffix('.json').name}")
-    if several:
-        print(f"wrote {len(jobs) - failures} of {len(jobs)} files to {jobs[0][1].parent}"
-              + (f"; {failures} failed (see above)" if failures else ""))
-    return 2 if failures else 0
+        return info
+
+    if folder:
+        run_each(jobs, enhance_file, "files", progress=not args.quiet)
+        print(f"wrote {len(jobs)} files and their settings to {os.path.commonpath([t.parent for _, t in jobs])}")
+        return 0
+    [(source, target)] = jobs
+    info = enhance_file(source, target)
+    print(f"wrote {target} ({info['seconds']:.2f} s at {info['sample_rate']} Hz) and its settings "
+          f"{target.with_suffix('.json').name}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """dashflow.audio: every clip comes back mono 16 kHz float32, bad files give one named error."""
 
+import os
+import threading
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from dashflow.audio import load_audio, save_audio
+from dashflow.audio import load_audio, quiet_stderr, save_audio
+from dashflow.audio_stream import stream_file
 from dashflow.errors import DashflowError
 from dashflow.manifests import list_audio_files
 from tests.conftest import tone, write_wav
@@ -67,3 +71,64 @@ def test_atomic_write_uses_the_umask_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def garbage_mp3(path, decodable: bool = False):
+    """Random bytes with MPEG frame headers: every 417 bytes mpg123 decodes them (printing errors as
+    it goes); every 1000 bytes its probe fails, printing "Illegal Audio-MPEG-Header" notes."""
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    for start in range(0, len(data), 417 if decodable else 1000):
+        data[start:start + 4] = b"\xff\xfb\x90\x64"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_decoder_notes_stay_off_stderr(tmp_path, capfd):
+    bad, noisy = garbage_mp3(tmp_path / "bad.mp3"), garbage_mp3(tmp_path / "noisy.mp3", decodable=True)
+    with pytest.raises(sf.LibsndfileError):
+        sf.info(str(bad))
+    if "Illegal Audio-MPEG-Header" not in capfd.readouterr().err:
+        pytest.skip("this libsndfile has no chattering MP3 decoder")
+    for read in (load_audio, lambda path: stream_file(lambda chunk: chunk, path, tmp_path / "copy.wav")):
+        with pytest.raises(DashflowError, match="bad.mp3: cannot read audio"):
+            read(bad)
+        read(noisy)  # decodes, while mpg123 complains about every frame
+    assert sf.info(str(tmp_path / "copy.wav")).frames > 0
+    assert capfd.readouterr().err == ""
+
+
+def test_quiet_stderr_restores_descriptor_2(capfd):
+    with quiet_stderr():
+        os.write(2, b"C library note\n")
+        with quiet_stderr():
+            os.write(2, b"nested\n")
+        os.write(2, b"still quiet\n")
+    os.write(2, b"after\n")
+    with pytest.raises(ValueError), quiet_stderr():
+        raise ValueError("raised inside")
+    os.write(2, b"restored\n")
+    assert capfd.readouterr().err == "after\nrestored\n"
+
+
+def test_quiet_stderr_lasts_until_the_last_thread_leaves(capfd):
+    inside, first_left = threading.Barrier(2), threading.Event()
+
+    def first():
+        with quiet_stderr():
+            inside.wait()
+        first_left.set()
+
+    def second():
+        with quiet_stderr():
+            inside.wait()
+            first_left.wait()
+            os.write(2, b"still quiet\n")
+
+    threads = [threading.Thread(target=run) for run in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    os.write(2, b"back\n")
+    assert capfd.readouterr().err == "back\n"

@@ -87,18 +87,18 @@ def test_captions_file_needs_its_columns(tmp_path):
 
 
 def test_unreadable_files_are_reported_and_left_out(tmp_path):
-    """Run as a user would: each bad file is one stderr line, then the summary."""
+    """Run as a user would: each bad file is one warning line, then one error line counts them."""
     wav(tmp_path / "good.wav")
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
     out = tmp_path / "m.jsonl"
     done = subprocess.run([sys.executable, "-m", "dashflow.cli", "prepare", "folder",
                            str(tmp_path), "-o", str(out)],
                           capture_output=True, text=True, check=False)
-    assert done.returncode == 0 and list(by_id(out)) == ["good"]
+    assert done.returncode == 2 and list(by_id(out)) == ["good"]
     err = done.stderr.splitlines()
     assert len(err) == 2
-    assert err[0].startswith("skipping bad: ") and "bad.wav" in err[0]
-    assert err[1] == f"wrote 1 clips to {out}"
+    assert err[0].startswith("warning: skipped bad: cannot read audio (") and "bad.wav" in err[0]
+    assert err[1] == f"error: 1 of 2 files failed (see warnings above); the other 1 are in {out}"
 
 
 def test_audiocaps_csv(tmp_path, caplog):

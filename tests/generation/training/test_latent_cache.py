@@ -74,7 +74,7 @@ def test_caches_good_clips_reports_bad_ones_and_exits_nonzero(setup, capsys):
     assert run(tmp_path, manifest, "--batch-size", "3") == 2  # default 2 reader processes
     err = capsys.readouterr().err
     assert "warning: skipped bad:" in err and "bad.wav" in err and "warning: skipped short:" in err
-    assert err.strip().splitlines()[-1].startswith("error: 2 of 5 clips could not be cached")
+    assert err.strip().splitlines()[-1].startswith("error: 2 of 5 files failed (see warnings above); the other 3 are in ")
 
     cache = LatentCache.for_tokenizer(tmp_path / "cache", tokenizer)
     assert cache.folder.name == tokenizer.weights_hash()
