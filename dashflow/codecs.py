@@ -156,3 +156,21 @@ def load_codec(name_or_path: str | os.PathLike, torch_dtype=None, device=None, *
         raise DashflowError(f"{folder}: {exc}") from None
     codec = _import(target).from_pretrained(folder, torch_dtype=torch_dtype, device=device)
     return codec.requires_grad_(False).eval()
+
+
+def reconstruct(model: LatentCodec, wav):
+    """wav [S] at the codec's rate -> reconstruction [S] (float32, CPU).
+
+    The clip is zero-padded to whole latent frames (and to the codec's shortest input), so its
+    tail is encoded too.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size = wav.shape[-1]
+    step = model.samples_per_latent
+    target = max(-(-size // step) * step, -(-model.min_samples // step) * step)
+    batch = F.pad(wav.float(), (0, target - size))[None].to(model.device, model.dtype)
+    with torch.inference_mode():
+        recon = model.decode(model.encode(batch).latents)
+    return F.pad(recon.float(), (0, max(0, size - recon.shape[-1])))[0, :size].cpu()

@@ -1,10 +1,10 @@
-"""`dashflow reconstruct`: encode and decode audio through a DashengTokenizer.
+"""`dashflow reconstruct`: encode and decode audio through any latent codec (the bundled demo tokenizer by default).
 
     dashflow reconstruct in.wav -o out.wav          # one file
     dashflow reconstruct clips/ -o recon/           # a folder, mirrored (progress bar)
     dashflow reconstruct --demo-signal -o demo.wav  # a synthetic chord + chirp (input saved too)
 
-Outputs are mono 16 kHz (the tokenizer's rate) of the input's duration, in the format the output suffix names
+Outputs are mono at the codec's rate (16 kHz for the DashengTokenizer) of the input's duration, in the format the output suffix names
 (``.wav`` / ``.flac`` / ``.ogg``). Files stream through the tokenizer in 10 s chunks with 1 s
 crossfades (``dashflow.audio_stream``), so memory does not grow with the file's length; a clip of
 up to one chunk gives exactly the one-shot reconstruction. Output paths follow
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,9 +23,6 @@ from dashflow.errors import DashflowError
 from dashflow.hub import bundled_model
 from dashflow.outputs import check_audio_output, plan_audio_jobs, run_each
 
-if TYPE_CHECKING:
-    import torch
-    from dashflow.tokenizer.model import DashengTokenizer
 
 DEMO_SECONDS = 4.0
 CHUNK_SECONDS, OVERLAP_SECONDS = 10.0, 1.0  # as enhance
@@ -35,11 +31,12 @@ CHUNK_SECONDS, OVERLAP_SECONDS = 10.0, 1.0  # as enhance
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "reconstruct", help="encode + decode audio through the tokenizer",
-        description="Reconstruct audio through a DashengTokenizer (encode -> decode).")
+        description="Reconstruct audio through a latent codec (encode -> decode).")
     parser.add_argument("input", nargs="?", help="audio file or folder (omit with --demo-signal)")
     parser.add_argument("-o", "--output", required=True, help="output file (or folder for a folder input)")
     parser.add_argument("--checkpoint", default=None,
-                        help="tokenizer folder or Hugging Face id (default: the bundled demo tokenizer)")
+                        help="codec folder or Hugging Face id: DashengTokenizer, EnCodec, DAC, Mimi, ... "
+                             "(default: the bundled demo tokenizer)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--demo-signal", action="store_true",
                         help=f"reconstruct a synthetic {DEMO_SECONDS:.0f} s chord + chirp instead of INPUT")
@@ -79,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
         jobs = plan_audio_jobs(args.input, output, "_reconstructed.wav")
 
     import torch
-    from dashflow.tokenizer.model import DashengTokenizer
 
     from dashflow.audio import save_audio
+    from dashflow.codecs import load_codec, reconstruct
     from dashflow.audio_stream import stream_file
 
     device = resolve_device(args.device)
-    model = DashengTokenizer.from_pretrained(checkpoint, device=device)
+    model = load_codec(checkpoint, device=device)
     if args.demo_signal:
         wav = torch.from_numpy(demo_signal(model.sample_rate))
         save_audio(output, reconstruct(model, wav), model.sample_rate)
@@ -106,21 +103,3 @@ def run(args: argparse.Namespace) -> int:
     run_each(jobs, reconstruct_file, "reconstruct")
     print(f"wrote {len(jobs)} files to {output}")
     return 0
-
-
-def reconstruct(model: DashengTokenizer, wav: torch.Tensor) -> torch.Tensor:
-    """wav [S] 16 kHz -> reconstruction [S].
-
-    The clip is zero-padded to whole latent frames, so its tail is encoded too.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    size = wav.shape[-1]
-    step = model.samples_per_latent
-    target = -(-size // step) * step
-    device = next(model.parameters()).device
-    batch = F.pad(wav.float(), (0, target - size))[None].to(device)
-    with torch.inference_mode():
-        recon, _ = model(batch)
-    return recon[0, :size].cpu()

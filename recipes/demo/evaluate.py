@@ -37,10 +37,10 @@ from dashflow.eval.inhouse import InhouseClassifier
 from dashflow.eval.reconstruction import mel_distance
 from dashflow.eval.plots import log_mel_image
 from dashflow.generation.pipelines.audio import load_pipeline
-from dashflow.tokenizer.cli import reconstruct
 
 from dashflow.audio import load_audio, save_audio
 from dashflow.cli import write_sidecar
+from dashflow.codecs import load_codec, reconstruct
 from dashflow.manifests import read_manifest
 
 SEEDS = (0, 1, 2)

@@ -90,7 +90,7 @@ def test_demo_signal_is_a_chord_then_a_chirp():
     (lambda d: None, [], "either an INPUT"),
     (lambda d: write_wav(d / "x.wav", tone(440, 0.5)), ["x.wav", "--demo-signal"], "either an INPUT"),
     (lambda d: write_wav(d / "x.wav", tone(440, 0.5)), ["x.wav", "--device", "tpu9"], "not a torch device"),
-    (lambda d: write_wav(d / "x.wav", tone(440, 0.5)), ["x.wav", "--checkpoint", "nowhere"], "nowhere: tokenizer"),
+    (lambda d: write_wav(d / "x.wav", tone(440, 0.5)), ["x.wav", "--checkpoint", "nowhere"], "nowhere: codec folder not found"),
 ])
 def test_bad_invocations_print_one_error_line(tmp_path, checkpoint, capsys, make, args, match, monkeypatch):
     monkeypatch.chdir(tmp_path)
