@@ -6,7 +6,7 @@ buffers, under the official state-dict names, so a local copy of ``mispeech/Dash
 (``config.json`` + ``model.safetensors``) loads strictly. The frozen text encoder and the
 audio tokenizer live outside (``text_encoders``, ``tokenizer``).
 
-Task routing (``reference/generation.md`` §6): non-time-aligned tasks (text-to-audio/music)
+Task routing (UniFlow-Audio, github.com/wsntxxn/UniFlow-Audio, ``models/content_adapter.py``): non-time-aligned tasks (text-to-audio/music)
 cross-attend to the adapted content and get ``dummy_ta_embed`` on every frame; time-aligned
 tasks (speech enhancement) get the content expanded to latent rate and a one-token
 ``dummy_nta_embed`` context.

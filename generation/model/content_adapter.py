@@ -4,7 +4,7 @@ The adapter (``CrossAttentionAdapter``) lets the content query a task instructio
 global (clip) duration and local (per content token) durations in the log domain, and
 projects the content. The functions below turn durations into training targets, decode
 predictions into latent frames, and expand content to latent rate along a monotonic path
-(``reference/generation.md`` §6).
+(UniFlow-Audio's ``models/content_adapter.py``, github.com/wsntxxn/UniFlow-Audio).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A lightweight Transformer maps noisy tokenizer latents to clean ones, trained with MSE and
 decoded by the frozen tokenizer (protocol of "Efficient Speech Enhancement via Embeddings from
 Pre-trained Generative Audioencoders"; the released xiaomi-research/dasheng-denoiser stacks 3
-Dasheng blocks with 8 heads and MLP ratio 2.0, ``reference/tokenizer.md`` §7.1). The blocks are
+Dasheng blocks with 8 heads and MLP ratio 2.0, github.com/xiaomi-research/dasheng-denoiser). The blocks are
 the tokenizer's own pre-norm Dasheng blocks. No positional embedding is added: the latents
 already carry the semantic encoder's. Our choices: a final LayerNorm + Linear head whose
 output is added to the input (zero-initialised, so an untrained model is the identity and

@@ -3,7 +3,7 @@
 A U-shaped stack of adaLN DiT blocks over latent frames ``[B, C, T]``: self-attention with
 q/k LayerNorm and shared rotary positions, a time-aligned context added in every block,
 ungated cross-attention to a token context, and a GEGLU MLP. Module names follow the official
-state-dict layout (``reference/generation.md`` §3-4) so official weights load strictly.
+state-dict layout (the ``mispeech/Dasheng-AudioGen`` remote code on the Hugging Face Hub, ``dit.py``) so official weights load strictly.
 """
 
 from __future__ import annotations

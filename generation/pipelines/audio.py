@@ -9,7 +9,7 @@ trained on normalised latents). ``save_pretrained(dir)`` writes one folder per c
 Dasheng-AudioGen model folder (``config.json`` + ``model.safetensors``), whose tokenizer and text
 encoder come from the names in its config.
 
-Prompts (``reference/generation.md`` §1): Dasheng-AudioGen reads structured prompts
+Prompts (the ``mispeech/Dasheng-AudioGen`` remote code on the Hugging Face Hub, ``modeling_dasheng_audiogen.py``): Dasheng-AudioGen reads structured prompts
 ``<|caption|> text [<|speech|> text] [<|asr|> text] [<|sfx|> text] [<|music|> text] [<|env|> text]``
 as plain text. The pipeline's ``prompt_template`` (stored in ``model_index.json``) turns a plain
 prompt into that text; ``None`` means the task's default: ``<|caption|> {prompt}`` for

@@ -1,4 +1,5 @@
-"""Flow-matching objective of UniFlow-Audio / Dasheng-AudioGen (``reference/generation.md`` §7).
+"""Flow-matching objective of UniFlow-Audio / Dasheng-AudioGen (UniFlow-Audio's
+``models/flow_matching.py``, github.com/wsntxxn/UniFlow-Audio).
 
 Default (the reference): ``u ~ logit-normal(0, 1)``, ``idx = floor(1000 u)``,
 ``sigma = 1 - idx / 1000`` (never 0), network time ``1000 * sigma``,
@@ -9,7 +10,7 @@ context zeroed after the adapter, masks kept).
 
 Options, all off by default and all explicit in ``FlowMatchingConfig``: uniform ``u``, a
 constant time shift, the RAE dimension-dependent shift ``s = sqrt(C * frames / base)``
-(``reference/generation.md`` §11), and per-channel latent normalisation
+(RAE, github.com/bytetriper/RAE), and per-channel latent normalisation
 (``LatentNormalizer``).
 """
 

@@ -1,4 +1,5 @@
-"""Euler flow sampler with sway sigmas and classifier-free guidance (``reference/generation.md`` §8).
+"""Euler flow sampler with sway sigmas and classifier-free guidance (UniFlow-Audio's
+``inference_cli.py`` and the Dasheng-AudioGen remote code's ``scheduler.py``).
 
 ``diffusers.FlowMatchEulerDiscreteScheduler`` takes the custom sigmas and appends a final 0, so
 a sway schedule of N steps (N + 1 sigmas) would make N + 1 model calls, as the official loop

@@ -4,7 +4,7 @@
 
 Clean speech: four flite voices and six espeak-ng variants (16 kHz), each speaker reading its own
 phrases of the licence texts in /usr/share/common-licenses (on every Debian machine). Noise: real
-recordings from Debian packages (offline_data.md §5), mono 16 kHz, silent or short ones dropped.
+recordings from Debian packages, mono 16 kHz, silent or short ones dropped.
 Writes ``speech/<speaker>/*.wav``, ``noise/*.wav``, ``clean.jsonl`` (with ``speaker`` and
 ``text``), ``noise.jsonl`` (with ``type`` and ``source``), the speaker- and noise-disjoint split
 ``{train,test}_{clean,noise}.jsonl``, a fixed test set ``test/{noisy,clean}/*.wav`` +

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from dashflow.errors import DashflowError
 
-# the official key list, vendored from the project's reference/audiogen_keys.json
+# the official key list of mispeech/Dasheng-AudioGen's model.safetensors (its header), vendored
 OFFICIAL = json.loads((Path(__file__).parent / "data" / "audiogen_keys.json").read_text())
 
 PAPER_TRAINABLE = 748_488_194

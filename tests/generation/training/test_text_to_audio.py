@@ -205,7 +205,7 @@ def test_full_size_configs_build_on_meta(task, size, preset, params):
     cfg: Config = load_config(Config, CONFIGS / task / f"{size}.yaml",
                               ["data.train=x.jsonl", "model.tokenizer=t", "model.gradient_checkpointing=true"])
     assert cfg.model.preset == preset and cfg.model.instruction
-    if size == "paper":  # reference/generation.md §7 and §9
+    if size == "paper":  # UniFlow-Audio's configs/ (github.com/wsntxxn/UniFlow-Audio)
         assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.grad_clip) == (5e-5, 0.01, 1.0)
         assert (cfg.optim.schedule, cfg.optim.warmup_steps) == ("constant_with_warmup", 10000)
         assert (cfg.data.batch_size, cfg.data.max_seconds, cfg.model.text_encoder) == (24, 10.0, "flan-t5-large")
