@@ -152,3 +152,30 @@ class TransformersCodec(ModelMixin):
         size = latents.shape[1] * self.samples_per_latent
         wav = self._decode(self.model, latents.transpose(1, 2).to(self.dtype)).reshape(latents.shape[0], -1)
         return F.pad(wav, (0, max(0, size - wav.shape[-1])))[:, :size]
+
+
+# small random configs at 16 kHz for tests and benchmarks (the architectures of the real ones, tiny widths)
+TINY_CONFIGS = {
+    "encodec": dict(sampling_rate=16000, hidden_size=16, num_filters=4, num_residual_layers=1,
+                    upsampling_ratios=[8, 5, 4, 2], codebook_size=32, codebook_dim=16, target_bandwidths=[6.0],
+                    num_lstm_layers=1),
+    "dac": dict(sampling_rate=16000, encoder_hidden_size=4, downsampling_ratios=[2, 4, 5, 8], decoder_hidden_size=16,
+                upsampling_ratios=[8, 5, 4, 2], hidden_size=32, n_codebooks=2, codebook_size=16, codebook_dim=4),
+    "mimi": dict(sampling_rate=16000, frame_rate=12.5, hidden_size=16, num_filters=4, num_residual_layers=1,
+                 upsampling_ratios=[8, 5, 4, 2], upsample_groups=16, codebook_size=16, codebook_dim=8,
+                 vector_quantization_hidden_dimension=8, num_quantizers=2, num_semantic_quantizers=1,
+                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, head_dim=8,
+                 intermediate_size=32, sliding_window=10),
+}
+
+
+def save_tiny_codec(kind: str, folder: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a randomly initialised small ``kind`` (encodec / dac / mimi) transformers folder at
+    16 kHz (320 samples per latent for EnCodec and DAC, 1280 for Mimi); returns the folder."""
+    import transformers
+
+    names = {"encodec": "Encodec", "dac": "Dac", "mimi": "Mimi"}
+    config = getattr(transformers, f"{names[kind]}Config")(**TINY_CONFIGS[kind])
+    torch.manual_seed(seed)
+    getattr(transformers, f"{names[kind]}Model")(config).save_pretrained(folder)
+    return Path(folder)

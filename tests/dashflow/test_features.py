@@ -136,12 +136,12 @@ def test_probe_command_bad_inputs(tone_task, tmp_path, capsys):
 def test_bench_codec_writes_one_table(tone_task, tmp_path):
     """Codec rows get reconstruction, speed and probe columns; a part and the log-mel baseline get
     probe columns only; an untrained row is marked."""
-    from tests.tokenizer.test_transformers_codecs import save_tiny
+    from dashflow.tokenizer.transformers_codecs import save_tiny_codec
 
     clips = tmp_path / "clips.jsonl"
     clips.write_text("".join(json.dumps({"audio_id": f"c{i}", "audio": str(tone_task / f"test_mid_{i}.wav")}) + "\n"
                              for i in range(2)))
-    encodec = save_tiny("encodec", tmp_path / "encodec")
+    encodec = save_tiny_codec("encodec", tmp_path / "encodec")
     out = tmp_path / "bench"
     assert main(["bench-codec", "--task", str(tone_task / "tones.jsonl"), "--audio", str(clips),
                  "--speech", str(clips), "--encoder", f"tok={tone_task / 'tokenizer'}",
@@ -151,10 +151,10 @@ def test_bench_codec_writes_one_table(tone_task, tmp_path):
     results = json.loads((out / "codec_bench.json").read_text())
     rows = results["encoders"]
     assert set(rows["tok"]["reconstruction"]["audio"]) == {"mel_distance", "stft_distance", "si_sdr", "rtf"}
-    assert rows["tok"]["dim"] == 64 and rows["tok"]["rate_hz"] == 25.0 and rows["encodec"]["rate_hz"] == 500.0
+    assert rows["tok"]["dim"] == 64 and rows["tok"]["rate_hz"] == 25.0 and rows["encodec"]["rate_hz"] == 50.0
     assert rows["sem"]["reconstruction"] == {} and rows["logmel"]["reconstruction"] == {}
     assert rows["encodec"]["untrained"] and not rows["tok"]["untrained"]
     markdown = (out / "codec_bench.md").read_text()
-    assert "| encodec (untrained) | 16 | 500 |" in markdown and "| majority class |" in markdown
+    assert "| encodec (untrained) | 16 | 50 |" in markdown and "| majority class |" in markdown
     html = (out / "codec_bench.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "<table>" in html
