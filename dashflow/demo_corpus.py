@@ -2,8 +2,8 @@
 
 Debian facts (the version and licences of an installed package), flite / espeak-ng speech at
 16 kHz reading plain sentences from ``/usr/share/common-licenses``, clips of natural event length
-made from short recordings (events joined with gaps, augmented), and a deterministic split by
-source recording.
+made from short recordings (events joined with gaps, augmented) or cropped from a longer one,
+and deterministic splits by source recording (held-out vs train, or train / val / test).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 import scipy.signal
 
 from dashflow.audio import SAMPLE_RATE, load_audio, resample, save_audio
+from dashflow.errors import DashflowError
 from dashflow.mixing import synthetic_rir
 
 TRANSFORMS = "decoded, mixed to mono, resampled to 16 kHz with soxr VHQ, 16-bit PCM"
@@ -86,12 +87,17 @@ def licence_sentences() -> list[tuple[str, str]]:
     return [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))]
 
 
-def synthesize(engine: str, voice: str, text: str, path: Path) -> float:
-    """Speak ``text`` into ``path`` (16 kHz mono); returns its duration in seconds."""
+def synthesize(engine: str, voice: str, text: str, path: Path, rate: float = 1.0) -> float:
+    """Speak ``text`` into ``path`` (16 kHz mono) at ``rate`` times the voice's own speed; returns
+    its duration in seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
-        command = (["flite", "-voice", voice, "-t", text, "-o", str(raw)] if engine == "flite"
-                   else ["espeak-ng", "-v", voice, "-w", str(raw), text])
+        if engine == "flite":
+            speed = [] if rate == 1.0 else ["--setf", f"duration_stretch={1 / rate:.4f}"]
+            command = ["flite", "-voice", voice, *speed, "-t", text, "-o", str(raw)]
+        else:
+            speed = [] if rate == 1.0 else ["-s", str(round(175 * rate))]  # espeak-ng's default: 175 wpm
+            command = ["espeak-ng", "-v", voice, *speed, "-w", str(raw), text]
         subprocess.run(command, check=True, capture_output=True)
         wav = load_audio(raw, SAMPLE_RATE)
     save_audio(path, wav)
@@ -114,6 +120,53 @@ def split_by_source(sources: Sequence[tuple[str, str]], fraction: float = 0.3, m
         ids = sorted({s for lab, s in sources if lab == label}, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
         chosen.update(ids[:max(minimum, round(fraction * len(ids)))])
     return chosen
+
+
+def split_three_ways(sources: Sequence[tuple[str, str]], seed: int = 0, val: float = 0.2,
+                     test: float = 0.3) -> dict[str, str]:
+    """Source id -> "train" / "val" / "test" from (label, source id) pairs: per label, ``test`` and
+    ``val`` fractions of its sources (at least one each, at least one left for train), ranked by
+    the sha1 of ``seed`` and id. Deterministic given ``seed`` and independent of order; a label
+    with fewer than 3 sources, or a source under two labels, raises DashflowError."""
+    owner: dict[str, str] = {}
+    for label, source in sources:
+        if owner.setdefault(source, label) != label:
+            raise DashflowError(f"source {source!r} is under two labels ({owner[source]!r}, {label!r})")
+    splits = {}
+    for label in dict.fromkeys(owner.values()):
+        ids = sorted((s for s, lab in owner.items() if lab == label),
+                     key=lambda s: hashlib.sha1(f"{seed}:{s}".encode()).hexdigest())
+        if len(ids) < 3:
+            raise DashflowError(f"label {label!r} has {len(ids)} source(s); a train/val/test split needs 3")
+        n_test = max(1, round(test * len(ids)))
+        n_val = min(max(1, round(val * len(ids))), len(ids) - n_test - 1)
+        n_test = min(n_test, len(ids) - n_val - 1)
+        for rank, source in enumerate(ids):
+            splits[source] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return splits
+
+
+def loud_crop(wav: np.ndarray, rng: np.random.Generator, seconds: tuple[float, float] = (1.0, 3.0),
+              tries: int = 8) -> np.ndarray:
+    """A crop [S] of 16 kHz ``wav`` [S] lasting ``seconds`` (drawn uniformly; a shorter ``wav`` is
+    zero-padded at a random place to the shortest length): of up to ``tries`` random crops, the
+    first within 10 dB of the whole clip's RMS, else the loudest one."""
+    short = int(seconds[0] * SAMPLE_RATE)
+    if wav.size < short:
+        offset = int(rng.integers(0, short - wav.size + 1))
+        return np.pad(wav, (offset, short - wav.size - offset)).astype(np.float32)
+    length = min(int(rng.uniform(*seconds) * SAMPLE_RATE), wav.size)
+    goal = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) * 10 ** (-10 / 20)
+    best, best_rms = wav[:length], -1.0
+    for _ in range(tries):
+        start = int(rng.integers(0, wav.size - length + 1))
+        crop = wav[start:start + length]
+        rms = float(np.sqrt(np.mean(np.square(crop, dtype=np.float64))))
+        if rms > best_rms:
+            best, best_rms = crop, rms
+        if rms >= goal:
+            break
+    return best.astype(np.float32)
 
 
 def event_clip(events: Sequence[np.ndarray], rng: np.random.Generator, seconds: tuple[float, float] = (3.0, 6.0),

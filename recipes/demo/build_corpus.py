@@ -163,13 +163,13 @@ def chord(degree: str, key: str) -> str:
     return root + {"I": "", "ii": "m7", "IV": "", "V": "7", "vi": "m"}[degree]
 
 
-def render_song(song: str, work: Path) -> np.ndarray:
-    """MMA song text -> MIDI (mma) -> 16 kHz mono wav [S] (fluidsynth with the TimGM6mb soundfont)."""
+def render_song(song: str, work: Path, soundfont: Path = SOUNDFONT) -> np.ndarray:
+    """MMA song text -> MIDI (mma) -> 16 kHz mono wav [S] (fluidsynth with ``soundfont``, by default TimGM6mb)."""
     mma, mid, wav_path = work / "song.mma", work / "song.mid", work / "song.wav"
     mma.write_text(song)
     subprocess.run(["mma", str(mma), "-f", str(mid)], check=True, capture_output=True)
     subprocess.run(["fluidsynth", "-ni", "-q", "-F", str(wav_path), "-r", str(SAMPLE_RATE),
-                    str(SOUNDFONT), str(mid)], check=True, capture_output=True)
+                    str(soundfont), str(mid)], check=True, capture_output=True)
     return trim(load_audio(wav_path, SAMPLE_RATE).numpy())
 
 

@@ -1,16 +1,26 @@
-"""Pieces of the offline demo corpora: the split by source, clips of natural event length, augmentation."""
+"""Pieces of the offline demo corpora: the splits by source, clips of natural event length, crops,
+augmentation, speech at a chosen rate."""
 
 from __future__ import annotations
 
-import numpy as np
+import subprocess
 
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dashflow import demo_corpus
 from dashflow.demo_corpus import (
     augment,
     event_clip,
+    loud_crop,
     package_licences,
     split_by_source,
+    split_three_ways,
+    synthesize,
     trim,
 )
+from dashflow.errors import DashflowError
 
 SR = 16000
 
@@ -71,3 +81,48 @@ def test_trim_cuts_quiet_edges():
 
 def test_package_licences_of_an_absent_package_is_unknown():
     assert package_licences("no-such-package-here") == "unknown"
+
+
+def test_split_three_ways_is_disjoint_per_label_seeded_and_order_free():
+    pairs = [("dog", f"dog_{i}") for i in range(10)] + [("cat", f"cat_{i}") for i in range(3)]
+    splits = split_three_ways(pairs, seed=0)
+    assert splits == split_three_ways(list(reversed(pairs)), seed=0)
+    assert set(splits) == {s for _, s in pairs}  # each source exactly once, so on one side only
+    dogs = [splits[f"dog_{i}"] for i in range(10)]
+    assert (dogs.count("train"), dogs.count("val"), dogs.count("test")) == (5, 2, 3)
+    assert sorted(splits[f"cat_{i}"] for i in range(3)) == ["test", "train", "val"]  # one each
+    assert any(split_three_ways(pairs, seed=s) != splits for s in range(1, 5))  # the seed matters
+    with pytest.raises(DashflowError, match="needs 3"):
+        split_three_ways([("cat", "a"), ("cat", "b"), ("dog", "c"), ("dog", "d"), ("dog", "e")])
+    with pytest.raises(DashflowError, match="two labels"):
+        split_three_ways([("cat", "a"), ("dog", "a")])
+
+
+def test_loud_crop_lasts_one_to_three_seconds_and_avoids_silence():
+    rng = np.random.default_rng(0)
+    wav = np.zeros(20 * SR, np.float32)
+    wav[14 * SR:17 * SR] = bark(3.0)  # 3 s of sound in 20 s of silence
+    for _ in range(20):
+        crop = loud_crop(wav, rng, tries=50)
+        assert SR <= crop.size <= 3 * SR and crop.dtype == np.float32
+        assert np.sqrt(np.mean(crop ** 2)) > 0.05
+    short = loud_crop(bark(0.4), rng)
+    assert short.size == SR and np.abs(short).max() > 0.5  # padded to 1 s, the sound kept
+
+
+@pytest.mark.parametrize("engine, flag", [("flite", ["--setf", "duration_stretch=0.8000"]), ("espeak-ng", ["-s", "219"])])
+def test_synthesize_passes_the_rate_to_the_engine_and_writes_16k(tmp_path, monkeypatch, engine, flag):
+    commands = []
+
+    def fake_run(command, **_):
+        commands.append(command)
+        out = command[command.index("-o" if engine == "flite" else "-w") + 1]
+        sf.write(out, bark(0.5), 22050)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(demo_corpus.subprocess, "run", fake_run)
+    assert synthesize(engine, "v", "stop", tmp_path / "a.wav", rate=1.25) == pytest.approx(8000 / 22050, abs=1e-3)
+    synthesize(engine, "v", "stop", tmp_path / "b.wav")
+    joined = [" ".join(c) for c in commands]
+    assert " ".join(flag) in joined[0] and flag[0] not in commands[1]  # rate 1 leaves the command as it was
+    assert sf.info(str(tmp_path / "a.wav")).samplerate == SR
