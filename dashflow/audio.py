@@ -8,10 +8,6 @@ notes (mpg123's "Illegal Audio-MPEG-Header ...") are kept off the terminal by :f
 from __future__ import annotations
 
 import os
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,43 +15,12 @@ import soundfile as sf
 import soxr
 import torch
 
-from dashflow.errors import DashflowError, first_line
+from dashflow.errors import DashflowError, first_line, quiet_stderr
 from dashflow.outputs import atomic_path, audio_format
 
 SAMPLE_RATE = 16000
 # one hour at 48 kHz; anything longer is almost certainly a mistake and would exhaust memory
 MAX_SECONDS = 3600.0
-
-
-_quiet_lock = threading.Lock()
-_quiet_depth = 0
-_saved_stderr: int | None = None
-
-
-@contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null inside the block, for C libraries that print there.
-
-    Wrap only the library call and raise after the block, so Python's own message still shows.
-    Thread-safe: the first thread in redirects, the last one out restores.
-    """
-    global _quiet_depth, _saved_stderr
-    with _quiet_lock:
-        if _quiet_depth == 0:
-            sys.stderr.flush()
-            _saved_stderr = os.dup(2)
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 2)
-            os.close(null)
-        _quiet_depth += 1
-    try:
-        yield
-    finally:
-        with _quiet_lock:
-            _quiet_depth -= 1
-            if _quiet_depth == 0:
-                os.dup2(_saved_stderr, 2)
-                os.close(_saved_stderr)
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

@@ -26,8 +26,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from dashflow.audio import quiet_stderr
-from dashflow.errors import DashflowError, first_line
+from dashflow.errors import DashflowError, first_line, quiet_stderr
 from dashflow.outputs import atomic_path, audio_format, check_audio_output
 
 BLOCK_FRAMES = 1 << 16  # source frames read at a time (1.4 s at 48 kHz)

@@ -1,4 +1,4 @@
-"""Pieces of the offline demo corpora (``recipes/demo``; reference/offline_data.md).
+"""Pieces of the offline demo corpora (``recipes/demo``): Debian packages, TTS and MIDI renders.
 
 Debian facts (the version and licences of an installed package), flite / espeak-ng speech at
 16 kHz reading plain sentences from ``/usr/share/common-licenses``, clips of natural event length

@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dashflow.audio import quiet_stderr
-from dashflow.errors import DashflowError, first_line
+from dashflow.errors import DashflowError, first_line, quiet_stderr
 from dashflow.manifests import list_audio_files, read_manifest, write_manifest
 from dashflow.outputs import check_failures, check_spares_inputs, check_writable, warn_skipped
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import soundfile as sf
 
-from dashflow.audio import quiet_stderr
-from dashflow.errors import DashflowError
+from dashflow.errors import DashflowError, quiet_stderr
 from dashflow.manifests import list_audio_files
 
 RUN_KEYS = ("steps", "cfg", "seed", "checkpoint", "train_step")

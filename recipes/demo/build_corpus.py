@@ -2,7 +2,7 @@
 
     python recipes/demo/build_corpus.py --out data/demo_corpus [--install] [--seconds-per-class 300]
 
-Classes (reference/offline_data.md): 10 sound-event classes with at least 8 distinct source
+Classes: 10 sound-event classes with at least 8 distinct source
 recordings each, 5 music styles rendered from MMA grooves and 6 solo instruments playing MMA
 melodies, both with fluidsynth and the TimGM6mb General MIDI soundfont (each song a source), and
 speech (flite / espeak-ng voices, each voice a source). Clips are 3-6 s of natural event length:

@@ -8,7 +8,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from dashflow.audio import load_audio, quiet_stderr, save_audio
+from dashflow.audio import load_audio, save_audio
+from dashflow.errors import quiet_stderr
 from dashflow.audio_stream import stream_file
 from dashflow.errors import DashflowError
 from dashflow.manifests import list_audio_files

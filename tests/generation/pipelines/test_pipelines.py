@@ -83,7 +83,7 @@ def test_save_writes_component_folders_and_a_text_encoder_reference(saved):
     index = json.loads((saved / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline", "TextToAudioPipeline"]
     assert index["transformer"] == ["dashflow.generation.pipelines", "AudioGenModel"]
-    assert index["tokenizer"] == ["dashflow.generation.pipelines", "DashengTokenizer"]
+    assert index["tokenizer"] == ["dashflow.codecs", "DashengTokenizer"]
     assert index["text_encoder"] == ["dashflow.generation.pipelines", "PipelineTextEncoder"]
     assert index["scheduler"] == ["diffusers", "FlowMatchEulerDiscreteScheduler"]
     assert index["latent_normalizer"] == [None, None]
