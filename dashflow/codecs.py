@@ -15,14 +15,14 @@ module imports no model code. A saved pipeline names its codec component
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
-from dashflow.errors import DashflowError, first_line
+from dashflow.errors import DashflowError
 from dashflow.hub import resolve_folder
+from dashflow.manifests import read_json
 
 ENTRY_POINT_GROUP = "dashflow.codecs"
 # config.json key -> value -> "module:Class"
@@ -141,15 +141,9 @@ def load_codec(name_or_path: str | os.PathLike, torch_dtype=None, device=None, *
     """Open a codec folder (or hub repo id) with the class its ``config.json`` names; eval mode,
     frozen. ``torch_dtype`` default float32, ``device`` default the CPU."""
     folder = resolve_folder(name_or_path, "codec", **hub_kwargs)
-    config_file = folder / "config.json"
-    try:
-        config = json.loads(config_file.read_text())
-    except FileNotFoundError:
-        raise DashflowError(f"{folder}: not a codec folder (no config.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DashflowError(f"{config_file}: not valid JSON ({first_line(exc)})") from None
-    if not isinstance(config, dict):
-        raise DashflowError(f"{config_file}: expected a JSON object")
+    if not (folder / "config.json").is_file():
+        raise DashflowError(f"{folder}: not a codec folder (no config.json)")
+    config = read_json(folder / "config.json")
     try:
         target = codec_target(config)
     except DashflowError as exc:

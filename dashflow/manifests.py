@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from dashflow.errors import DashflowError
+from dashflow.errors import DashflowError, first_line
 from dashflow.outputs import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
@@ -85,3 +85,16 @@ def write_manifest(records: Iterable[dict], path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``, or a one-line DashflowError naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DashflowError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DashflowError(f"{path}: not valid JSON ({first_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise DashflowError(f"{path}: expected a JSON object")
+    return data

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from dashflow.errors import DashflowError, first_line
 from dashflow.hub import resolve_folder
+from dashflow.manifests import read_json
 from dashflow.outputs import atomic_path
 
 CONFIG_NAME = "config.json"
@@ -33,19 +34,6 @@ COPY_FOLDER = "encoder"  # where a local-folder encoder is copied inside the com
 COPY_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
 
 
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from ``path``, or a one-line DashflowError naming the file."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DashflowError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DashflowError(f"{path}: not valid JSON ({first_line(exc)})") from None
-    if not isinstance(data, dict):
-        raise DashflowError(f"{path}: expected a JSON object")
-    return data
 
 
 Loaded = TypeVar("Loaded")
