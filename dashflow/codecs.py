@@ -30,6 +30,7 @@ _REGISTRY: dict[str, dict[str, str]] = {
     "_class_name": {
         "DashengTokenizer": "dashflow.tokenizer.model:DashengTokenizer",
         "TransformersCodec": "dashflow.tokenizer.transformers_codecs:TransformersCodec",
+        "LoSATok": "dashflow.tokenizer.losatok:LoSATok",
     },
     "model_type": {
         "dashengtokenizer": "dashflow.tokenizer.model:DashengTokenizer",

@@ -31,7 +31,6 @@ from dashflow.tokenizer.gan import (
     validate,
 )
 from dashflow.tokenizer.losses import MultiScaleMelLoss
-from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.cli import run_guarded
 from dashflow.config import recipe_config
@@ -48,7 +47,7 @@ from dashflow.training import (
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg: Config = recipe_config(Config, "Train the DashengTokenizer (GAN).", "recipes/configs/tokenizer",
+    cfg: Config = recipe_config(Config, "Train the DashengTokenizer or LoSATok (GAN).", "recipes/configs/tokenizer",
                                 argv)
     check_settings(cfg)
 
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = gather_weights(accelerator, gan.generator)
     if accelerator.is_main_process:
         state = {key.removeprefix("tokenizer."): value for key, value in weights.items()}
-        model_from_weights(DashengTokenizer, dict(tokenizer.config), state).save_pretrained(
+        model_from_weights(type(tokenizer), dict(tokenizer.config), state).save_pretrained(
             f"{cfg.train.output_dir}/final")
         accelerator.print(f"saved {cfg.train.output_dir}/final")
     accelerator.end_training()

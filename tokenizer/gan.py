@@ -1,12 +1,13 @@
-"""GAN training of the DashengTokenizer (acoustic branch + Vocos decoder) with Accelerate: the
-recipe's config, the tokenizer as a generator, the discriminator and their two optimizers, one
-training step and validation. ``recipes/tokenizer_gan.py`` is the loop.
+"""GAN training of the DashengTokenizer or LoSATok (acoustic branch [+ KL head] + Vocos decoder)
+with Accelerate: the recipe's config, the tokenizer as a generator, the discriminator and their two
+optimizers, one training step and validation. ``recipes/tokenizer_gan.py`` is the loop.
 
 One step: the generator reconstructs a batch of random crops; the discriminator (MPD +
 multi-frequency) takes a hinge step on real vs detached fake; the generator takes a step on
 45 L_sem + 45 L_mel + L_adv + L_fm. The Dasheng semantic encoder is frozen and stays in eval
-mode (it is in no optimizer). Validation scores come from the caller (so this package never
-imports ``eval``).
+mode (it is in no optimizer). LoSATok (``model.kind=losatok``) adds its low-dimensional semantic
+term and the KL term (45 (L_H + L_L) + 1e-2 KL) with a frozen teacher and SemBo. Validation scores
+come from the caller (so this package never imports ``eval``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from dashflow.tokenizer.losses import (
     MultiScaleMelLoss,
     discriminator_hinge_loss,
 )
+from dashflow.tokenizer.losatok import LoSATok
 from dashflow.tokenizer.model import DashengTokenizer
+from dashflow.tokenizer.sembo import SemanticBottleneck, load_teacher
 from omegaconf import MISSING
 from torch import nn
 
@@ -48,9 +51,12 @@ from dashflow.training import (
 
 @dataclass
 class ModelConfig:
-    preset: str = "paper"            # tokenizer preset: paper | base | 1.2b | tiny
+    kind: str = "dashengtokenizer"   # dashengtokenizer | losatok
+    preset: str = "paper"            # tokenizer preset: paper | base | 1.2b | demo | tiny
     init_from: str = ""              # tokenizer folder to start from (e.g. the official weights)
     semantic_checkpoint: str = ""    # PyPI dasheng checkpoint for the frozen semantic encoder
+    teacher: str = ""                # losatok: its frozen semantic encoder (a DashengTokenizer folder or dasheng .pt)
+    sembo: str = ""                  # losatok: the trained SemBo folder (recipes/sembo.py)
     discriminator: str = "paper"     # discriminator preset: paper | tiny
     gradient_checkpointing: bool = False
 
@@ -81,6 +87,7 @@ class LossConfig:
     lambda_mel: float = 45.0
     lambda_adv: float = 1.0
     lambda_fm: float = 1.0
+    lambda_kl: float = 1e-2          # losatok only
     mel: str = "xcodec2"             # mel loss layout: xcodec2 (7 scales) | vocos (1 scale)
     mpd_weight: float = 1.0          # weight of the period family in L_D, L_adv, L_fm
     mfd_weight: float = 1.0          # weight of the multi-frequency family
@@ -143,7 +150,7 @@ class Reconstructor(nn.Module):
     """The tokenizer as a generator: wav [B, S] -> (recon [B, S], encoding), with optional
     latent noise between encode and decode (one module so DDP/FSDP see a single forward)."""
 
-    def __init__(self, tokenizer: DashengTokenizer):
+    def __init__(self, tokenizer: DashengTokenizer | LoSATok):
         super().__init__()
         self.tokenizer = tokenizer
 
@@ -159,10 +166,19 @@ class Reconstructor(nn.Module):
         return F.pad(recon, (0, max(0, size - recon.shape[-1])))[:, :size], encoding
 
 
-def build_tokenizer(cfg: ModelConfig) -> DashengTokenizer:
-    tokenizer = (DashengTokenizer.from_pretrained(cfg.init_from) if cfg.init_from
-                 else DashengTokenizer.from_preset(cfg.preset))
-    if cfg.semantic_checkpoint:
+def build_tokenizer(cfg: ModelConfig) -> DashengTokenizer | LoSATok:
+    kinds = {"dashengtokenizer": DashengTokenizer, "losatok": LoSATok}
+    if cfg.kind not in kinds:
+        raise DashflowError(f"model.kind must be one of {', '.join(kinds)}, got {cfg.kind!r}")
+    cls = kinds[cfg.kind]
+    tokenizer = cls.from_pretrained(cfg.init_from) if cfg.init_from else cls.from_preset(cfg.preset)
+    if cfg.kind == "losatok":
+        if not cfg.init_from and not (cfg.sembo and cfg.teacher):
+            raise DashflowError("LoSATok trains on a frozen teacher: set model.teacher and model.sembo, "
+                                "or model.init_from")
+        tokenizer.load_frozen_parts(load_teacher(cfg.teacher).state_dict() if cfg.teacher else None,
+                                    SemanticBottleneck.from_pretrained(cfg.sembo) if cfg.sembo else None)
+    elif cfg.semantic_checkpoint:
         tokenizer.load_semantic_checkpoint(cfg.semantic_checkpoint)
     elif not cfg.init_from and cfg.preset != "tiny":
         print("warning: the frozen semantic encoder is randomly initialised; set "
@@ -201,7 +217,7 @@ def build_gan(cfg: Config, accelerator) -> GAN:
     family_weights = {"mpd": cfg.loss.mpd_weight, "mfd": cfg.loss.mfd_weight}
     mel_loss = MultiScaleMelLoss.preset(cfg.loss.mel).to(accelerator.device)
     generator_loss = GeneratorLoss(cfg.loss.lambda_sem, cfg.loss.lambda_mel, cfg.loss.lambda_adv,
-                                   cfg.loss.lambda_fm, mel_loss, family_weights)
+                                   cfg.loss.lambda_fm, mel_loss, family_weights, cfg.loss.lambda_kl)
     opt_g = adamw(tokenizer.trainable_parameters(), cfg.optim)
     opt_d = adamw(discriminator.parameters(), cfg.optim, lr=cfg.optim.disc_lr)
     sched_g = lr_schedule(opt_g, cfg.optim, cfg.train.max_steps)
@@ -235,8 +251,7 @@ def train_step(accelerator, gan: GAN, wav: torch.Tensor, lengths: torch.Tensor, 
         real = fake = None
         if adversarial:
             real, fake = split_real_fake(gan.discriminator(torch.cat([wav, recon])), len(wav))
-        loss_g, g_parts = gan.generator_loss(recon, wav, encoding.semantic, encoding.acoustic,
-                                             encoding.mask, real, fake)
+        loss_g, g_parts = gan.generator_loss(recon, wav, encoding, real, fake)
     accelerator.backward(loss_g)
     logs["grad_norm_g"], _ = optimizer_step(accelerator, gan.generator, gan.opt_g, gan.sched_g,
                                             cfg.optim.grad_clip)

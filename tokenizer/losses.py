@@ -139,28 +139,34 @@ class GeneratorLoss(nn.Module):
 
     Defaults follow the seed paper (45, 45, 1, 1). ``family_weights`` weigh discriminator
     families inside L_adv and L_fm (Vocos's MRD coefficient). Without discriminator outputs
-    (before the discriminator starts) L_adv and L_fm are left out.
+    (before the discriminator starts) L_adv and L_fm are left out. An encoding with low-dimensional
+    parts and a KL term (LoSATok's) adds ``lambda_sem L_sem_low + lambda_kl KL``: the LoSATok paper's
+    ``45 (L_H + L_L) + 1e-2 KL``.
     """
 
     def __init__(self, lambda_sem: float = 45.0, lambda_mel: float = 45.0,
                  lambda_adv: float = 1.0, lambda_fm: float = 1.0,
                  mel_loss: MultiScaleMelLoss | None = None,
-                 family_weights: Mapping[str, float] | None = None):
+                 family_weights: Mapping[str, float] | None = None, lambda_kl: float = 1e-2):
         super().__init__()
-        self.lambda_sem, self.lambda_mel = lambda_sem, lambda_mel
+        self.lambda_sem, self.lambda_mel, self.lambda_kl = lambda_sem, lambda_mel, lambda_kl
         self.lambda_adv, self.lambda_fm = lambda_adv, lambda_fm
         self.mel_loss = mel_loss if mel_loss is not None else MultiScaleMelLoss()
         self.family_weights = dict(family_weights or {})
 
-    def forward(self, recon: torch.Tensor, target: torch.Tensor, semantic: torch.Tensor,
-                acoustic: torch.Tensor, mask: torch.Tensor | None = None,
+    def forward(self, recon: torch.Tensor, target: torch.Tensor, encoding,
                 disc_real: Mapping[str, FamilyOutput] | None = None,
                 disc_fake: Mapping[str, FamilyOutput] | None = None,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """recon/target [B, S], semantic/acoustic [B, T, D], mask [B, T] ->
-        (total, {"mel", "sem", "adv", "fm", per-family parts})."""
-        parts = {"mel": self.mel_loss(recon, target), "sem": semantic_loss(semantic, acoustic, mask)}
+        """recon/target [B, S], encoding (``semantic``/``acoustic`` [B, T, D], ``mask`` [B, T]; optional
+        ``semantic_low``/``acoustic_low``, ``kl``) -> (total, {"mel", "sem", ["sem_low", "kl"], "adv", "fm", ...})."""
+        mask = encoding.mask
+        parts = {"mel": self.mel_loss(recon, target), "sem": semantic_loss(encoding.semantic, encoding.acoustic, mask)}
         total = self.lambda_mel * parts["mel"] + self.lambda_sem * parts["sem"]
+        if hasattr(encoding, "semantic_low"):
+            parts["sem_low"] = semantic_loss(encoding.semantic_low, encoding.acoustic_low, mask)
+            parts["kl"] = encoding.kl
+            total = total + self.lambda_sem * parts["sem_low"] + self.lambda_kl * parts["kl"]
         if disc_fake is not None and disc_real is not None:
             parts["adv"], adv_parts = generator_hinge_loss(disc_fake, self.family_weights)
             parts["fm"], fm_parts = feature_matching_loss(disc_real, disc_fake, self.family_weights)

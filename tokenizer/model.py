@@ -56,18 +56,41 @@ class TokenizerEncoding(LatentEncoding):
     acoustic: Tensor
 
 
-class TokenizerEncoder(nn.Module):
-    """``model`` (frozen Dasheng) + acoustic ``front_end`` -> ``patch_embed`` -> ``norm``."""
+class AcousticBranch(nn.Module):
+    """The acoustic injection: log-mel ``front_end`` -> 2-D ``patch_embed`` (25 Hz) -> ``norm``."""
+
+    def __init__(self, embed_dim: int, n_mels_patch: int, hop_length: int):
+        super().__init__()
+        self._add_acoustic_modules(embed_dim, n_mels_patch, hop_length)
+
+    def _add_acoustic_modules(self, embed_dim: int, n_mels_patch: int, hop_length: int) -> None:
+        self.front_end = AcousticFrontEnd(n_mels_patch, hop_length)
+        self.patch_embed = nn.Conv2d(1, embed_dim, (n_mels_patch, FRAMES_PER_LATENT),
+                                     stride=(n_mels_patch, FRAMES_PER_LATENT))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.hop_length = hop_length
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """wav [B, S], lengths [B] -> (acoustic [B, T, D] zero past each clip, mask [B, T] bool)."""
+        mel = self.front_end(wav, lengths)  # [B, M, F] float32
+        acoustic = self.patch_embed(mel[:, None].to(self.patch_embed.weight.dtype))  # [B, D, 1, T]
+        acoustic = self.norm(acoustic.flatten(2).transpose(1, 2))
+        n_latents = acoustic.shape[1]
+        if lengths is None:
+            return acoustic, torch.ones(wav.shape[0], n_latents, dtype=torch.bool, device=wav.device)
+        clip_latents = frame_counts(lengths.to(wav.device), self.hop_length) // FRAMES_PER_LATENT
+        mask = torch.arange(n_latents, device=wav.device)[None, :] < clip_latents[:, None]
+        return acoustic * mask[..., None], mask
+
+
+class TokenizerEncoder(AcousticBranch):
+    """``model`` (frozen Dasheng) + the acoustic branch (``front_end`` -> ``patch_embed`` -> ``norm``)."""
 
     def __init__(self, config: TokenizerConfig):
-        super().__init__()
+        nn.Module.__init__(self)  # ``model`` first: the official key order
         self.model = DashengEncoder(config.embed_dim, config.depth, config.num_heads)
-        self.front_end = AcousticFrontEnd(config.n_mels_patch, config.hop_length)
-        self.patch_embed = nn.Conv2d(1, config.embed_dim, (config.n_mels_patch, FRAMES_PER_LATENT),
-                                     stride=(config.n_mels_patch, FRAMES_PER_LATENT))
-        self.norm = nn.LayerNorm(config.embed_dim)
-        self.hop_length = config.hop_length
         self.model.requires_grad_(False).eval()
+        self._add_acoustic_modules(config.embed_dim, config.n_mels_patch, config.hop_length)
 
     def train(self, mode: bool = True) -> TokenizerEncoder:
         """Switch the acoustic branch; the semantic encoder always stays in eval mode."""
@@ -79,16 +102,7 @@ class TokenizerEncoder(nn.Module):
         """wav [B, S] 16 kHz, lengths [B] valid samples (None: all) -> TokenizerEncoding."""
         with torch.no_grad():
             semantic = self.model(wav, lengths)  # [B, T, D], zero past each clip
-        mel = self.front_end(wav, lengths)  # [B, M, F] float32
-        acoustic = self.patch_embed(mel[:, None].to(self.patch_embed.weight.dtype))  # [B, D, 1, T]
-        acoustic = self.norm(acoustic.flatten(2).transpose(1, 2))
-        n_latents = acoustic.shape[1]
-        if lengths is None:
-            mask = torch.ones(wav.shape[0], n_latents, dtype=torch.bool, device=wav.device)
-        else:
-            clip_latents = frame_counts(lengths.to(wav.device), self.hop_length) // FRAMES_PER_LATENT
-            mask = torch.arange(n_latents, device=wav.device)[None, :] < clip_latents[:, None]
-            acoustic = acoustic * mask[..., None]
+        acoustic, mask = super().forward(wav, lengths)
         semantic = semantic.to(acoustic.dtype)
         return TokenizerEncoding(semantic + acoustic, mask, semantic, acoustic)
 

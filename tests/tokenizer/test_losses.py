@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -112,7 +113,7 @@ def test_generator_loss_combines_with_the_paper_weights():
     real = {"mpd": family(1.0, features=[[torch.ones(2, 3)]]),
             "mfd": family(0.0, features=[[torch.ones(2, 3)]])}
     fake = {"mpd": family(0.0), "mfd": family(-1.0)}
-    total, parts = GeneratorLoss()(recon, target, semantic, acoustic, None, real, fake)
+    total, parts = GeneratorLoss()(recon, target, encoding(semantic, acoustic), real, fake)
     mel = MultiScaleMelLoss()(recon, target)
     assert parts["mel"].item() == pytest.approx(mel.item()) and parts["sem"].item() == 1.0
     assert parts["adv"].item() == pytest.approx(1.0 + 2.0) and parts["fm"].item() == 2.0
@@ -120,13 +121,27 @@ def test_generator_loss_combines_with_the_paper_weights():
 
     weighted = GeneratorLoss(lambda_sem=0.0, lambda_mel=1.0, lambda_adv=2.0, lambda_fm=0.5,
                              family_weights={"mfd": 0.1})
-    total, parts = weighted(recon, target, semantic, acoustic, None, real, fake)
+    total, parts = weighted(recon, target, encoding(semantic, acoustic), real, fake)
     assert parts["adv"].item() == pytest.approx(1.0 + 0.1 * 2.0)
     assert total.item() == pytest.approx(mel.item() + 2 * (1.0 + 0.2) + 0.5 * (1.0 + 0.1), rel=1e-6)
 
 
 def test_generator_loss_without_discriminator_is_reconstruction_only():
     total, parts = GeneratorLoss()(torch.zeros(1, 2000), torch.zeros(1, 2000),
-                                   torch.zeros(1, 2, 4), torch.full((1, 2, 4), 0.5))
+                                   encoding(torch.zeros(1, 2, 4), torch.full((1, 2, 4), 0.5)))
     assert set(parts) == {"mel", "sem"}
     assert total.item() == pytest.approx(45 * 0.25)
+
+
+def test_generator_loss_adds_losatoks_low_dimensional_and_kl_terms():
+    """LoSATok: 45 (L_H + L_L) + 1e-2 KL on top of the mel term."""
+    low = encoding(torch.zeros(1, 2, 4), torch.full((1, 2, 4), 0.5), semantic_low=torch.zeros(1, 2, 2),
+                   acoustic_low=torch.full((1, 2, 2), 2.0), kl=torch.tensor(3.0))
+    total, parts = GeneratorLoss()(torch.zeros(1, 2000), torch.zeros(1, 2000), low)
+    assert parts["sem_low"].item() == 4.0 and parts["kl"].item() == 3.0
+    assert total.item() == pytest.approx(45 * 0.25 + 45 * 4.0 + 1e-2 * 3.0)
+
+
+def encoding(semantic, acoustic, mask=None, **low_parts):
+    """What a tokenizer's encode returns, as far as the generator loss reads it."""
+    return SimpleNamespace(semantic=semantic, acoustic=acoustic, mask=mask, **low_parts)
