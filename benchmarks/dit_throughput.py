@@ -3,13 +3,13 @@
     python -m benchmarks.dit_throughput                                  # paper preset, cuda, bf16
     python -m benchmarks.dit_throughput --preset tiny --device cpu --batch 4 --repeats 2
 
-Training: full AdamW steps of ``flow_matching_loss`` on 10 s clips (250 latent frames) with
+Training: full AdamW steps of ``FlowMatching.loss`` on 10 s clips (250 latent frames) with
 random weights and inputs, bf16 autocast over float32 weights on CUDA (float32 on CPU), once
 without and once with per-block gradient checkpointing. Sampling latency, end to end and in the
 dtype ``generate`` loads, is ``benchmarks/generate_latency.py``'s.
 
 FLOPs: ``flops_per_sample`` = 3 x the forward FLOPs that ``torch.utils.flop_counter`` counts
-(matmuls, convolutions, SDPA) in one clip's training forward, the whole ``flow_matching_loss``:
+(matmuls, convolutions, SDPA) in one clip's training forward, the whole ``FlowMatching.loss``:
 content adapter, context and time-aligned projections included (backward = 2 x forward;
 recomputation under gradient checkpointing is not counted, as usual for MFU).
 MFU = flops_per_sample x samples/s / the device's peak dense FLOP/s in the dtype the matmuls
@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 from dashflow.generation.model.audiogen import AudioGenModel
-from dashflow.generation.sampling.flow import flow_matching_loss
+from dashflow.generation.sampling.cfm import FlowMatching
 
 from benchmarks.common import record
 
@@ -98,7 +98,7 @@ def forward_flops_per_sample(model: AudioGenModel, args: argparse.Namespace, dev
     """FLOPs of one clip's training forward (the whole flow-matching loss)."""
     counter = FlopCounterMode(display=False)
     with counter:  # (FlopCounterMode's module tracker fails under no_grad)
-        flow_matching_loss(model, *make_batch(model, 1, args, device), generator=torch.Generator().manual_seed(0))
+        FlowMatching(model).loss(*make_batch(model, 1, args, device), generator=torch.Generator().manual_seed(0))
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
@@ -116,7 +116,7 @@ def measure_training(model: AudioGenModel, args: argparse.Namespace, device: tor
 
     def step() -> None:
         with autocast():
-            loss = flow_matching_loss(model, *batch, generator=generator)["loss"]
+            loss = FlowMatching(model).loss(*batch, generator=generator)["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from dashflow.generation.model.audiogen import AudioGenModel
-from dashflow.generation.sampling.sampler import sample
+from dashflow.generation.sampling.cfm import FlowMatching
 
 from benchmarks.common import record
 
@@ -47,8 +47,8 @@ def run(model: AudioGenModel, cond, args: argparse.Namespace, prepared: bool) ->
         model.prepare = lambda _cond: None  # every call computes its conditioning itself
     try:
         start = time.perf_counter()
-        latents = sample(model, cond, num_steps=args.steps, guidance_scale=5.0, skip_final_step=prepared,
-                         generator=torch.Generator().manual_seed(0))
+        latents = FlowMatching(model).sample(cond, num_steps=args.steps, guidance_scale=5.0, skip_final_step=prepared,
+                                             generator=torch.Generator().manual_seed(0))
         if latents.device.type == "cuda":
             torch.cuda.synchronize(latents.device)
         return time.perf_counter() - start, latents

@@ -24,28 +24,41 @@ instruction stored in the model (UniFlow's per-task instructions).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.model.audiogen import AudioGenModel, Conditioning
 from dashflow.generation.model.content_adapter import (
     AdapterOutput,
     decode_global_duration,
 )
+from dashflow.generation.pipelines.checks import (
+    check_callback,
+    check_count,
+    check_output_type,
+    check_sampling,
+    check_seconds,
+    is_number,
+)
 from dashflow.generation.pipelines.components import (
+    PIPELINE_INDEX,
     DashflowPipelineMixin,
     PipelineTextEncoder,
     index_class_name,
-    load_guarded,
+    quiet_loading,
     read_json,
     resolve_checkpoint,
+    seeded_generators,
 )
+from dashflow.generation.pipelines.steering import MODES, Steering, check_clip, check_regions
+from dashflow.generation.pipelines.tasks import TEXT_TASKS, get_task, task_of_class
+from dashflow.generation.sampling.cfm import CALLBACK_INPUTS, FlowMatching
 from dashflow.generation.sampling.flow import LatentNormalizer
-from dashflow.generation.sampling.sampler import sample
+from dashflow.generation.sampling.windows import sample_windows
 from dashflow.text_encoders import TextEncoder
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
@@ -55,7 +68,6 @@ from dashflow.codecs import LatentCodec, load_codec
 from dashflow.errors import DashflowError
 
 __all__ = [
-    "PIPELINES",
     "AudioGenerationOutput",
     "AudioGenerationPipeline",
     "TextToAudioPipeline",
@@ -66,7 +78,8 @@ __all__ = [
 
 CAPTION_TAG = "<|caption|>"
 PROMPT_FIELD = "{prompt}"
-PIPELINE_INDEX = "model_index.json"
+LONG_FORM_SECONDS = 3600.0  # longest windowed clip (an hour, as the audio reader's limit)
+DEFAULT_STRENGTH = 0.8  # audio-to-audio without a strength (diffusers' image-to-image default)
 
 
 def format_prompt(prompt: str, template: str = "<|caption|> {prompt}") -> str:
@@ -97,17 +110,33 @@ class AudioGenerationOutput(AudioPipelineOutput):
         return [audio[:length] for audio, length in zip(self.audios, self.lengths)]
 
 
+@dataclass
+class Request:
+    """What :meth:`AudioGenerationPipeline.check_inputs` makes of one call's arguments; every list
+    holds one entry per output (each prompt repeated ``num_waveforms_per_prompt`` times)."""
+
+    prompts: list[str]  # as the text encoder sees them
+    negatives: list[str] | None
+    frames: list[int | None]  # requested latent frames (None: predicted; unused with steering)
+    steering: Steering | None
+    window: int | None  # latent frames per window (long-form), None: one pass
+    overlap: int | None
+    length_requested: Any  # the length argument as given
+
+
 class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
     """Shared logic of the text-conditioned pipelines; subclasses set the task defaults.
 
     ``default_prompt_template``: used when the config's ``prompt_template`` is None;
-    ``max_duration``: longest clip in seconds (also caps predicted durations).
+    ``max_duration``: longest clip in seconds made in one pass (also caps predicted durations);
+    longer ones are made in windows (``window_length_in_s``) up to ``LONG_FORM_SECONDS``.
     """
 
     task: ClassVar[str] = "tta"
     default_prompt_template: ClassVar[str] = "<|caption|> {prompt}"
     max_duration: ClassVar[float] = 60.0
     _optional_components: ClassVar[list[str]] = ["latent_normalizer"]
+    _callback_tensor_inputs: ClassVar[list[str]] = list(CALLBACK_INPUTS)
     own_components = (PipelineTextEncoder, AudioGenModel, LatentNormalizer)
 
     def __init__(self, tokenizer: LatentCodec, text_encoder: PipelineTextEncoder | TextEncoder,
@@ -129,7 +158,7 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
                               scheduler=scheduler, latent_normalizer=latent_normalizer)
         self.register_to_config(prompt_template=prompt_template, instruction=instruction)
 
-    # --- loading and saving ----------------------------------------------------------------
+    # --- loading -----------------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, torch_dtype: torch.dtype | None = None,
@@ -139,22 +168,17 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
         ``torch_dtype`` (default float32) applies to the transformer and the tokenizer; the text
         encoder stays float32. Components passed as keyword arguments replace the stored ones.
         """
-        folder = resolve_checkpoint(pretrained_model_name_or_path, "pipeline")
         if isinstance(kwargs.get("text_encoder"), TextEncoder):
             kwargs["text_encoder"] = PipelineTextEncoder.wrap(kwargs["text_encoder"])
-        if not (folder / PIPELINE_INDEX).is_file():
-            if is_model_folder(folder):
-                return cls.from_model_folder(folder, torch_dtype=torch_dtype, **kwargs)
-            raise DashflowError(f"{pretrained_model_name_or_path}: not a pipeline folder (no {PIPELINE_INDEX}) "
-                                "and not a Dasheng-AudioGen model folder")
-        index = read_json(folder / PIPELINE_INDEX)
-        for name in ("tokenizer", "text_encoder", "transformer", "scheduler", "latent_normalizer"):
-            entry = index.get(name)
-            if name not in kwargs and isinstance(entry, list) and entry and entry[0] is not None \
-                    and not (folder / name).is_dir():
-                raise DashflowError(f"{folder}: component folder {name}/ is missing")
-        return load_guarded(lambda: super(AudioGenerationPipeline, cls).from_pretrained(
-            str(folder), torch_dtype=torch_dtype or torch.float32, **kwargs), folder)
+        return super().from_pretrained(pretrained_model_name_or_path, torch_dtype=torch_dtype, **kwargs)
+
+    @classmethod
+    def from_folder_without_index(cls, folder: Path, torch_dtype: torch.dtype | None = None,
+                                  **kwargs) -> AudioGenerationPipeline:
+        if is_model_folder(folder):
+            return cls.from_model_folder(folder, torch_dtype=torch_dtype, **kwargs)
+        raise DashflowError(f"{folder}: not a pipeline folder (no {PIPELINE_INDEX}) "
+                            "and not a Dasheng-AudioGen model folder")
 
     @classmethod
     def from_model_folder(cls, folder: str | Path, torch_dtype: torch.dtype | None = None,
@@ -166,14 +190,15 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
         dtype = torch_dtype or torch.float32
         transformer = AudioGenModel.from_pretrained(folder, torch_dtype=dtype)
         if tokenizer is None:
-            tokenizer = load_codec(transformer.config.tokenizer_name, torch_dtype=dtype)
+            with quiet_loading():
+                tokenizer = load_codec(transformer.config.tokenizer_name, torch_dtype=dtype)
         if text_encoder is None:
             text_encoder = PipelineTextEncoder(transformer.config.text_encoder_name)
         scheduler = pipeline_kwargs.pop("scheduler", None) or FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
         return cls(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer,
                    scheduler=scheduler, **pipeline_kwargs)
 
-    # --- generation --------------------------------------------------------------------------
+    # --- properties and prompts ----------------------------------------------------------------
 
     @property
     def sample_rate(self) -> int:
@@ -195,8 +220,11 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
             raise DashflowError("no prompt given")
         return [format_prompt(p, self.prompt_template) for p in prompts]
 
-    def duration_frames(self, duration: float | Sequence[float | None] | None, batch_size: int) -> list[int | None]:
-        """Latent frames per item (``max(1, round(seconds x latent rate))``); None = predicted."""
+    def duration_frames(self, duration: float | Sequence[float | None] | None, batch_size: int,
+                        limit: float | None = None) -> list[int | None]:
+        """Latent frames per item (``max(1, round(seconds x latent rate))``); None = predicted.
+        Each length must lie in (0, ``limit``] (default ``max_duration``)."""
+        limit = self.max_duration if limit is None else limit
         durations = list(duration) if isinstance(duration, (list, tuple)) else [duration] * batch_size
         if len(durations) != batch_size:
             raise DashflowError(f"{len(durations)} durations for {batch_size} prompts")
@@ -205,22 +233,111 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
             if seconds is None:
                 frames.append(None)
                 continue
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
-                    or not 0 < seconds <= self.max_duration:
-                raise DashflowError(f"duration {seconds!r} s is outside (0, {self.max_duration:g}] s "
-                                    f"for {type(self).__name__}")
+            if not is_number(seconds) or not 0 < seconds <= limit:
+                raise DashflowError(f"duration {seconds!r} s is outside (0, {limit:g}] s for {type(self).__name__}"
+                                    + ("" if limit > self.max_duration else
+                                       f" (longer clips: pass window_length_in_s, up to {LONG_FORM_SECONDS:g} s)"))
             frames.append(max(1, round(seconds * self.transformer.latent_rate)))
         return frames
 
-    def _generators(self, batch_size: int, generator, seed) -> tuple[Any, list[int] | None]:
-        if seed is not None and generator is not None:
-            raise DashflowError("pass seed or generator, not both")
-        if seed is None:
-            return generator, None
-        seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(batch_size)]
-        if len(seeds) != batch_size or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-            raise DashflowError(f"seed must be an int or {batch_size} ints, got {seed!r}")
-        return [torch.Generator("cpu").manual_seed(s) for s in seeds], seeds
+    # --- argument checks -------------------------------------------------------------------------
+
+    def check_inputs(self, prompt, audio_length_in_s=None, num_inference_steps=25, guidance_scale=5.0,
+                     negative_prompt=None, num_waveforms_per_prompt=1, sway_coef=-1.0, latents=None,
+                     init_audio=None, strength=None, inpaint_audio=None, inpaint_regions=None, continue_audio=None,
+                     window_length_in_s=None, window_overlap_in_s=None, callback_on_step_end=None,
+                     callback_on_step_end_tensor_inputs=("latents",), output_type="np", duration=None) -> Request:
+        """Every check of :meth:`__call__`'s arguments (one DashflowError line each), before any
+        model runs; returns the call's :class:`Request`."""
+        check_sampling(num_inference_steps, guidance_scale, sway_coef)
+        check_output_type(output_type)
+        check_count("num_waveforms_per_prompt", num_waveforms_per_prompt)
+        check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
+        if audio_length_in_s is not None and duration is not None:
+            raise DashflowError("pass audio_length_in_s or duration (the same setting), not both")
+        length = audio_length_in_s if audio_length_in_s is not None else duration
+        prompts = self.format_prompts(prompt)
+        negatives = self.check_negatives(negative_prompt, len(prompts), guidance_scale)
+        window, overlap = self.check_window(window_length_in_s, window_overlap_in_s)
+        limit = LONG_FORM_SECONDS if window else self.max_duration
+        steering = self.check_steering(init_audio, strength, inpaint_audio, inpaint_regions, continue_audio,
+                                       length, limit, window)
+        if steering is not None:
+            frames: list[int | None] = [None] * len(prompts)
+        elif latents is not None and length is None:
+            frames = [latents.shape[-1] if isinstance(latents, Tensor) and latents.dim() == 3 else 0] * len(prompts)
+        else:
+            frames = self.duration_frames(length, len(prompts), limit)
+        if window and steering is None and (frames[0] is None or len(set(frames)) > 1):
+            raise DashflowError("window_length_in_s needs one audio_length_in_s for every prompt")
+        total = steering.added_frames if steering is not None else frames[0] or 0
+        if latents is not None and window and total > window:
+            raise DashflowError("latents cannot start a windowed (long-form) generation: each window draws its own noise")
+        n = num_waveforms_per_prompt
+        repeat = (lambda items: [x for x in items for _ in range(n)])
+        return Request(repeat(prompts), None if negatives is None else repeat(negatives), repeat(frames), steering,
+                       window, overlap, length)
+
+    def check_negatives(self, negative_prompt, count: int, guidance_scale: float) -> list[str] | None:
+        """``negative_prompt`` (one for all prompts or one each) as encoded, or None."""
+        if negative_prompt is None:
+            return None
+        if guidance_scale == 1:
+            raise DashflowError("negative_prompt needs guidance_scale > 1: at 1 the negative branch is not run")
+        negatives = [negative_prompt] * count if isinstance(negative_prompt, str) else list(negative_prompt)
+        if len(negatives) != count:
+            raise DashflowError(f"{len(negatives)} negative prompts for {count} prompts")
+        return [format_prompt(p, self.prompt_template) for p in negatives]
+
+    def check_window(self, window_length_in_s, window_overlap_in_s) -> tuple[int | None, int | None]:
+        """Window and overlap in latent frames (overlap default: a third of the window), or Nones."""
+        if window_length_in_s is None:
+            if window_overlap_in_s is not None:
+                raise DashflowError("window_overlap_in_s needs window_length_in_s")
+            return None, None
+        check_seconds("window_length_in_s", window_length_in_s, self.max_duration)
+        rate = self.transformer.latent_rate
+        overlap_s = window_length_in_s / 3 if window_overlap_in_s is None else window_overlap_in_s
+        window, overlap = round(window_length_in_s * rate), round(overlap_s * rate) if is_number(overlap_s) else 0
+        if not 0 < overlap < window:
+            raise DashflowError(f"window_overlap_in_s {window_overlap_in_s!r} must be in (0, window_length_in_s) "
+                                "and at least one latent frame")
+        return window, overlap
+
+    def check_steering(self, init_audio, strength, inpaint_audio, inpaint_regions, continue_audio, length,
+                       limit: float, window: int | None) -> Steering | None:
+        """The call's input clip and its mode (see :mod:`.steering`), or None."""
+        given = [(name, audio) for name, audio in (("init_audio", init_audio), ("inpaint_audio", inpaint_audio),
+                                                   ("continue_audio", continue_audio)) if audio is not None]
+        names = {name for name, _ in given}
+        if len(given) > 1:
+            raise DashflowError(f"pass one of init_audio, inpaint_audio, continue_audio, not {' and '.join(names)}")
+        if strength is not None and "init_audio" not in names:
+            raise DashflowError("strength applies to init_audio (audio-to-audio)")
+        if inpaint_regions is not None and "inpaint_audio" not in names:
+            raise DashflowError("inpaint_regions apply to inpaint_audio")
+        if not given:
+            return None
+        name, audio = given[0]
+        wav = check_clip(audio, name, self.sample_rate, self.max_duration, self.tokenizer.min_samples)
+        mode, seconds = MODES[name], wav.numel() / self.sample_rate
+        if mode == "continue":
+            if not is_number(length):
+                raise DashflowError("continue_audio needs audio_length_in_s: the seconds to add (one number)")
+            check_seconds("the continuation's audio_length_in_s", length, limit - seconds)
+            return Steering(mode, wav, added_frames=max(1, round(length * self.transformer.latent_rate)))
+        if length is not None:
+            raise DashflowError(f"{name} sets the output's length: leave audio_length_in_s unset")
+        if window:
+            raise DashflowError("window_length_in_s applies to plain generation and continue_audio")
+        if mode == "inpaint":
+            return Steering(mode, wav, regions=check_regions(inpaint_regions, seconds))
+        strength = DEFAULT_STRENGTH if strength is None else strength
+        if not is_number(strength) or not 0 < strength <= 1:
+            raise DashflowError(f"strength must be in (0, 1] (1 = ignore the init audio), got {strength!r}")
+        return Steering(mode, wav, strength=float(strength))
+
+    # --- generation ------------------------------------------------------------------------------
 
     def _instruction(self, batch_size: int, dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
         """The configured task phrase's text-encoder states [B, Li, Di] and mask [B, Li], or Nones."""
@@ -232,6 +349,15 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
                                 f"{self.transformer.config.task_instruction_dim}-d")
         device = self.transformer.device
         return (emb.to(device, dtype).expand(batch_size, -1, -1), mask.to(device).expand(batch_size, -1))
+
+    def encode_text(self, prompts: list[str]) -> tuple[Tensor, Tensor, AdapterOutput]:
+        """Prompts as encoded -> states [B, L, D], mask [B, L] and the content adapter's output
+        (run once per call: durations and the backbone's conditioning come from it)."""
+        model = self.transformer
+        content, mask = self.text_encoder.encode(prompts)
+        content, mask = content.to(model.device, model.dtype), mask.to(model.device)
+        instruction, instruction_mask = self._instruction(len(prompts), model.dtype)
+        return content, mask, model.adapt(content, mask, "text", instruction, instruction_mask)
 
     def _latent_frames(self, adapted: AdapterOutput, requested: list[int | None]) -> Tensor:
         """Latent frames [B]: the requested ones, else the model's global duration prediction
@@ -246,59 +372,104 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
         return torch.where(torch.tensor([f is None for f in requested], device=predicted.device), predicted, given)
 
     @torch.no_grad()
-    def __call__(self, prompt: str | Sequence[str], duration: float | Sequence[float | None] | None = None,
-                 num_inference_steps: int = 25, guidance_scale: float = 5.0, sway_coef: float | None = -1.0,
-                 generator: torch.Generator | list[torch.Generator] | None = None,
-                 seed: int | Sequence[int] | None = None, output_type: str = "np",
-                 return_dict: bool = True) -> AudioGenerationOutput | tuple:
+    def __call__(self, prompt: str | Sequence[str], audio_length_in_s: float | Sequence[float | None] | None = None,
+                 num_inference_steps: int = 25, guidance_scale: float = 5.0,
+                 negative_prompt: str | Sequence[str] | None = None, num_waveforms_per_prompt: int = 1,
+                 sway_coef: float | None = -1.0, generator: torch.Generator | list[torch.Generator] | None = None,
+                 seed: int | Sequence[int] | None = None, latents: Tensor | None = None,
+                 init_audio: Tensor | np.ndarray | None = None, strength: float | None = None,
+                 inpaint_audio: Tensor | np.ndarray | None = None,
+                 inpaint_regions: Sequence[tuple[float, float]] | None = None,
+                 continue_audio: Tensor | np.ndarray | None = None, window_length_in_s: float | None = None,
+                 window_overlap_in_s: float | None = None, callback_on_step_end: Callable | None = None,
+                 callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), output_type: str = "np",
+                 return_dict: bool = True, *, duration: float | Sequence[float | None] | None = None,
+                 ) -> AudioGenerationOutput | tuple:
         """Generate audio for ``prompt`` (one or a list).
 
-        duration: seconds (one for all, or one per prompt) in (0, max_duration]; None uses the
-        model's predicted duration. Each item's length is its latent frames x 640 samples.
+        audio_length_in_s (diffusers' name; ``duration`` is the same): seconds, one for all or one
+        per prompt, in (0, max_duration]; None uses the model's predicted duration (or the length
+        of ``latents``). Each item's length is its latent frames x 640 samples.
         num_inference_steps >= 1 (Euler, sway schedule, N model calls), guidance_scale >= 1
-        (1 = no classifier-free guidance), sway_coef (0 / None = linear sigmas). seed: item i
-        uses ``seed + i`` (or pass one seed per prompt); generator: torch generator(s) instead.
+        (1 = no classifier-free guidance), negative_prompt (one, or one per prompt): guidance
+        steers away from it instead of from the null condition (needs guidance_scale > 1).
+        num_waveforms_per_prompt: outputs per prompt (output i * n + j is prompt i's j-th).
+        sway_coef (0 / None = linear sigmas). seed: output k uses ``seed + k`` (or one seed per
+        output); generator: torch generator(s) instead. latents: the starting noise [B, C, T]
+        (B = all outputs). callback_on_step_end(pipe, step, timestep, tensors) -> dict after every
+        step, with ``callback_on_step_end_tensor_inputs`` from ``latents`` / ``velocity``; a
+        returned ``latents`` replaces the state.
+        Input audio (mono [S] at ``sample_rate``, one clip for every output; :mod:`.steering`):
+        ``init_audio`` + ``strength`` in (0, 1] (default 0.8; audio-to-audio, the output has the
+        clip's length), ``inpaint_audio`` + ``inpaint_regions`` [(start, end) seconds], or
+        ``continue_audio`` (``audio_length_in_s`` is then the seconds added).
+        window_length_in_s: clips longer than this are made in windows of this length that
+        overlap by ``window_overlap_in_s`` (default a third) and are crossfaded in latent space
+        (:mod:`dashflow.generation.sampling.windows`); lengths up to 3600 s.
         output_type ``"np"`` or ``"pt"``. Returns AudioGenerationOutput (audios [B, S]).
         """
-        prompts = self.format_prompts(prompt)
-        batch = len(prompts)
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
-                or num_inference_steps < 1:
-            raise DashflowError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
-        if not math.isfinite(guidance_scale) or guidance_scale < 1:
-            raise DashflowError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale!r}")
-        if sway_coef is not None and not math.isfinite(sway_coef):
-            raise DashflowError(f"sway_coef must be a finite number or None, got {sway_coef!r}")
-        if output_type not in ("np", "pt"):
-            raise DashflowError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-        requested = self.duration_frames(duration, batch)
-        generator, seeds = self._generators(batch, generator, seed)
+        request = self.check_inputs(prompt, audio_length_in_s, num_inference_steps, guidance_scale, negative_prompt,
+                                    num_waveforms_per_prompt, sway_coef, latents, init_audio, strength, inpaint_audio,
+                                    inpaint_regions, continue_audio, window_length_in_s, window_overlap_in_s,
+                                    callback_on_step_end, callback_on_step_end_tensor_inputs, output_type, duration)
+        batch = len(request.prompts)
+        generator, seeds = seeded_generators(batch, generator, seed)
+        model, steering, hop = self.transformer, request.steering, self.samples_per_latent
+        # 1. text: prompt states [B, L, D] and the content adapter, once (negatives likewise)
+        content, mask, adapted = self.encode_text(request.prompts)
+        negative = None if request.negatives is None else self.encode_text(request.negatives)
+        # 2. what the sampler starts from: frames [B], and init latents / keep weights of an input clip
+        init = keep = None
+        if steering is None:
+            frames = self._latent_frames(adapted, request.frames)
+        else:
+            init, keep, total = steering.plan(self.tokenizer)
+            frames = torch.full((batch,), total, device=model.device)
+            init, keep = init.expand(batch, -1, -1), None if keep is None else keep.expand(batch, -1)
 
-        model = self.transformer
-        device, dtype = model.device, model.dtype
-        # 1. text: prompt states [B, L, D] and the task instruction
-        content, mask = self.text_encoder.encode(prompts)
-        content, mask = content.to(device, dtype), mask.to(device)
-        instruction, instruction_mask = self._instruction(batch, dtype)
-        # 2. the content adapter, once: durations and the backbone's conditioning
-        adapted = model.adapt(content, mask, "text", instruction, instruction_mask)
-        frames = self._latent_frames(adapted, requested)
-        cond = model.condition(content, mask, latent_lengths=frames, adapted=adapted)
-        # 3. sampling with the scheduler component, from noise to latents [B, C, T]
+        def conditions(lengths: Tensor | int) -> tuple[Conditioning, Conditioning | None]:
+            cond = model.condition(content, mask, latent_lengths=lengths, adapted=adapted)
+            neg = None if negative is None else model.condition(negative[0], negative[1], latent_lengths=lengths,
+                                                               adapted=negative[2])
+            return cond, neg
+
         progress = not getattr(self, "_progress_bar_config", {}).get("disable", False)
-        latents = sample(model, cond, num_steps=num_inference_steps, guidance_scale=guidance_scale,
-                         sway_coef=sway_coef, scheduler=self.scheduler, generator=generator,
-                         normalizer=self.latent_normalizer, progress=progress)
-        # 4. decoding to audio [B, S]
-        audios = self.decode(latents, frames)
+        callback = None if callback_on_step_end is None else (
+            lambda step, timestep, tensors: callback_on_step_end(self, step, timestep, tensors))
+        flow = FlowMatching(model, normalizer=self.latent_normalizer)
+        sampling = {"num_steps": num_inference_steps, "guidance_scale": guidance_scale, "sway_coef": sway_coef,
+                    "scheduler": self.scheduler, "generator": generator, "callback": callback,
+                    "callback_inputs": callback_on_step_end_tensor_inputs, "progress": progress}
+        windowed = request.window is not None and int(frames[0]) > request.window
+        # 3. sampling with the scheduler component, to latents [B, C, T]; 4. decoding to audio [B, S]
+        if windowed:
+            cond, neg = conditions(request.window)
+            known = init[:, :, :steering.kept] if steering is not None else torch.zeros(batch, model.config.latent_dim, 0)
+            latents = sample_windows(lambda _w, w_init, w_keep: flow.sample(
+                cond, negative=neg, init=w_init, keep=w_keep, **sampling), known.to(model.device),
+                int(frames[0]), request.window, request.overlap)
+            audios = self.decode_in_chunks(latents, request.window, request.overlap)
+        else:
+            cond, neg = conditions(frames)
+            latents = flow.sample(cond, negative=neg, noise=latents, init=init, keep=keep,
+                                  strength=1.0 if steering is None else steering.strength, **sampling)
+            audios = self.decode(latents, frames)
+        lengths = [int(f) * hop for f in frames.tolist()]
+        if steering is not None:
+            lengths = [steering.output_samples(int(f), hop) for f in frames.tolist()]
+            audios = steering.paste(audios, lengths, self.sample_rate, hop)
 
-        lengths = [int(f) * self.samples_per_latent for f in frames.tolist()]
-        settings = {"task": self.task, "prompts": prompts, "duration_requested": duration,
+        settings = {"task": self.task, "prompts": request.prompts, "negative_prompts": request.negatives,
+                    "num_waveforms_per_prompt": num_waveforms_per_prompt,
+                    "duration_requested": request.length_requested,
                     "durations": [n / self.sample_rate for n in lengths],
                     "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-                    "sway_coef": sway_coef, "seeds": seeds, "prompt_template": self.prompt_template,
-                    "instruction": self.config.instruction, "dtype": str(dtype).removeprefix("torch."),
-                    "device": str(device)}
+                    "sway_coef": sway_coef, "seeds": seeds, "latents_given": latents is not None and not windowed,
+                    "steering": None if steering is None else steering.settings(self.sample_rate, hop),
+                    "window_length_in_s": window_length_in_s if windowed else None,
+                    "window_overlap_in_s": request.overlap / model.latent_rate if windowed else None,
+                    "prompt_template": self.prompt_template, "instruction": self.config.instruction,
+                    "dtype": str(model.dtype).removeprefix("torch."), "device": str(model.device)}
         if output_type == "np":
             audios = audios.numpy()
         if not return_dict:
@@ -319,6 +490,20 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
             audio[index.cpu(), :length * hop] = wav[:, :length * hop]
         return audio
 
+    def decode_in_chunks(self, latents: Tensor, chunk: int, context: int) -> Tensor:
+        """latents [B, C, T] -> float32 CPU audio [B, T x 640], decoded ``chunk`` frames at a time,
+        each with ``context`` frames of latents on both sides (memory of one chunk, whatever T)."""
+        batch, _, total = latents.shape
+        hop = self.samples_per_latent
+        audio = torch.zeros(batch, total * hop)
+        for start in range(0, total, chunk):
+            end = min(start + chunk, total)
+            first, last = max(0, start - context), min(total, end + context)
+            part = latents[:, :, first:last].transpose(1, 2).to(self.tokenizer.dtype)
+            wav = self.tokenizer.decode(part).float().cpu()
+            audio[:, start * hop:end * hop] = wav[:, (start - first) * hop:(end - first) * hop]
+        return audio
+
 
 class TextToAudioPipeline(AudioGenerationPipeline):
     """Text-to-audio: prompts go to ``<|caption|>``; clips up to 60 s."""
@@ -332,9 +517,6 @@ class TextToMusicPipeline(AudioGenerationPipeline):
     max_duration = 120.0
 
 
-PIPELINES: dict[str, type[AudioGenerationPipeline]] = {"tta": TextToAudioPipeline, "ttm": TextToMusicPipeline}
-
-
 def is_model_folder(folder: Path) -> bool:
     """True for a saved AudioGenModel or an official Dasheng-AudioGen folder (its config.json)."""
     if not (folder / "config.json").is_file():
@@ -346,20 +528,17 @@ def is_model_folder(folder: Path) -> bool:
 def pipeline_task(folder: str | Path) -> str | None:
     """The task of a saved pipeline folder (from ``model_index.json``), None if not recorded."""
     index = Path(folder) / PIPELINE_INDEX
-    if not index.is_file():
-        return None
-    name = index_class_name(read_json(index))
-    return next((task for task, cls in PIPELINES.items() if cls.__name__ == name), None)
+    return task_of_class(index_class_name(read_json(index))) if index.is_file() else None
 
 
 def load_pipeline(checkpoint: str | Path, task: str | None = None, torch_dtype: torch.dtype | None = None,
                   **kwargs) -> AudioGenerationPipeline:
-    """Load ``checkpoint`` as the pipeline of ``task`` (tta / ttm; default: the saved class, else tta)."""
+    """Load ``checkpoint`` as the pipeline of a text task (tta / ttm of the task registry;
+    default: the saved class, else tta)."""
     folder = resolve_checkpoint(checkpoint, "pipeline")
-    task = task or pipeline_task(folder) or "tta"
-    if task not in PIPELINES:
-        raise DashflowError(f"unknown task {task!r} (choose from {', '.join(PIPELINES)})")
-    return PIPELINES[task].from_pretrained(folder, torch_dtype=torch_dtype, **kwargs)
+    saved = pipeline_task(folder)
+    pipeline_class = get_task(task or (saved if saved in TEXT_TASKS else "tta"), text=True).pipeline_class()
+    return pipeline_class.from_pretrained(folder, torch_dtype=torch_dtype, **kwargs)
 
 
 def check_components(tokenizer: LatentCodec, text_encoder: PipelineTextEncoder, transformer: AudioGenModel,

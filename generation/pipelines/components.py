@@ -1,4 +1,5 @@
-"""Pipeline plumbing: saving and index reading, the text-encoder component, folder resolution.
+"""Pipeline plumbing: the shared base of the pipelines (loading guards, saving, seeding, dtype
+casts), the text-encoder component, folder resolution.
 
 ``PipelineTextEncoder`` makes a frozen :class:`text_encoders.TextEncoder` a diffusers pipeline
 component. Its folder holds a small ``config.json`` naming the encoder: the bundled MiniLM
@@ -11,13 +12,16 @@ float32 (UniFlow / Dasheng-AudioGen run Flan-T5 in fp32; it overflows in fp16).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
+import torch
 from dashflow.text_encoders import DEFAULT_TEXT_ENCODER, TextEncoder, load_text_encoder
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
@@ -32,21 +36,75 @@ CONFIG_NAME = "config.json"
 COPY_FOLDER = "encoder"  # where a local-folder encoder is copied inside the component folder
 # files a Hugging Face encoder folder needs (weights, configs, tokenizer); pickles never travel
 COPY_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
-
-
-
+PIPELINE_INDEX = "model_index.json"
+# diffusers' ModelMixin.to notes "modules that should be kept in float32: []" on every dtype cast,
+# even when a model keeps none (ours keep none)
+EMPTY_FP32_NOTE = "should be kept in float32: []"
 
 Loaded = TypeVar("Loaded")
 
 
-def load_guarded(load: Callable[[], Loaded], folder: Path) -> Loaded:
-    """Run diffusers' pipeline loader ``load``; its failures become one DashflowError line."""
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' weight-loading bars and notices off while components load (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
-        with warnings.catch_warnings():  # diffusers >= 0.36 prefers `dtype`; older ones only know this
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+@contextmanager
+def dropped_log_messages(logger_name: str, text: str) -> Iterator[None]:
+    """Inside the block, records of ``logger_name`` that contain ``text`` are not emitted."""
+    logger, drop = logging.getLogger(logger_name), _DropMessage(text)
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def load_guarded(load: Callable[[], Loaded], folder: Path) -> Loaded:
+    """Run diffusers' pipeline loader ``load`` quietly; its failures become one DashflowError line."""
+    try:
+        with warnings.catch_warnings(), quiet_loading():  # diffusers >= 0.36 prefers `dtype`
             warnings.filterwarnings("ignore", message=".*torch_dtype.* is deprecated", category=FutureWarning)
             return load()
     except (ValueError, TypeError, AttributeError, OSError) as exc:
         raise DashflowError(f"{folder}: cannot load the pipeline ({first_line(exc)})") from exc
+
+
+def seeded_generators(count: int, generator: torch.Generator | list[torch.Generator] | None,
+                      seed: int | Sequence[int] | None) -> tuple[Any, list[int] | None]:
+    """The generators of ``count`` items and their seeds: ``seed`` (item i draws from ``seed + i``,
+    or one seed per item) or ``generator`` (one, or one per item; seeds then unknown: None)."""
+    if seed is not None and generator is not None:
+        raise DashflowError("pass seed or generator, not both")
+    if seed is None:
+        if isinstance(generator, (list, tuple)) and len(generator) != count:
+            raise DashflowError(f"{len(generator)} generators for {count} items")
+        return generator, None
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(count)] \
+        if isinstance(seed, int) and not isinstance(seed, bool) else None
+    if seeds is None or len(seeds) != count or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise DashflowError(f"seed must be an int or {count} ints, got {seed!r}")
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds], seeds
 
 
 ENTRY_FILE = "pipeline"  # <folder>/pipeline.py: what diffusers' generic loader imports
@@ -68,6 +126,37 @@ class DashflowPipelineMixin:
 
     own_components: ClassVar[tuple[type, ...]] = ()
     trained_component: ClassVar[str] = "transformer"  # the component a recipe trains
+    folder_kind: ClassVar[str] = "pipeline"  # what error messages call the folder
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
+                        **kwargs):
+        """Load a saved pipeline folder or hub id (``torch_dtype`` default float32; the text encoder
+        stays float32). Components passed as keyword arguments replace the stored ones. Every
+        failure is one DashflowError line; transformers' loading bars stay off."""
+        folder = resolve_checkpoint(pretrained_model_name_or_path, cls.folder_kind)
+        if not (folder / PIPELINE_INDEX).is_file():
+            return cls.from_folder_without_index(folder, torch_dtype=torch_dtype, **kwargs)
+        for name, entry in read_json(folder / PIPELINE_INDEX).items():
+            if not name.startswith("_") and name not in kwargs and isinstance(entry, list) and entry \
+                    and entry[0] is not None and not (folder / name).is_dir():
+                raise DashflowError(f"{folder}: component folder {name}/ is missing")
+        pipeline = load_guarded(lambda: super(DashflowPipelineMixin, cls).from_pretrained(
+            str(folder), torch_dtype=torch_dtype or torch.float32, **kwargs), folder)
+        if not isinstance(pipeline, cls):
+            raise DashflowError(f"{folder}: holds a {type(pipeline).__name__}, not a {cls.__name__}")
+        return pipeline
+
+    @classmethod
+    def from_folder_without_index(cls, folder: Path, torch_dtype: torch.dtype | None = None, **kwargs):
+        """What a folder without ``model_index.json`` loads as (a subclass may know one kind)."""
+        raise DashflowError(f"{folder}: not a pipeline folder (no {PIPELINE_INDEX})")
+
+    def to(self, *args, **kwargs):
+        """diffusers' ``to`` (device and / or dtype for every component), without the note about
+        float32 modules that diffusers prints on every cast although these models keep none."""
+        with dropped_log_messages("diffusers.models.modeling_utils", EMPTY_FP32_NOTE):
+            return super().to(*args, **kwargs)
 
     def compile(self, mode: str | None = None) -> None:
         """``torch.compile`` the trained network's backbone in place (mode default:
@@ -90,8 +179,9 @@ class DashflowPipelineMixin:
         with atomic_path(folder / f"{ENTRY_FILE}.py") as tmp:
             tmp.write_text(f'"""Opens this folder with diffusers\' DiffusionPipeline (needs dashflow installed)."""\n\n'
                            f"from {package} import {name}  # noqa: F401\n")
-        index = read_json(folder / "model_index.json") | {"_class_name": [ENTRY_FILE, name]}
-        with atomic_path(folder / "model_index.json") as tmp:
+        index = read_json(folder / PIPELINE_INDEX) | {"_class_name": [ENTRY_FILE, name]}
+        index.pop("_name_or_path", None)  # where it was loaded from on the saving machine: not portable
+        with atomic_path(folder / PIPELINE_INDEX) as tmp:
             tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
     @classmethod
@@ -127,7 +217,10 @@ class PipelineTextEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, name: str = DEFAULT_TEXT_ENCODER, encoder: TextEncoder | None = None):
         super().__init__()
-        self.encoder = encoder if encoder is not None else load_text_encoder(name)
+        if encoder is None:
+            with quiet_loading():
+                encoder = load_text_encoder(name)
+        self.encoder = encoder
 
     @classmethod
     def wrap(cls, encoder: TextEncoder) -> PipelineTextEncoder:
@@ -182,7 +275,8 @@ class PipelineTextEncoder(ModelMixin, ConfigMixin):
         if not isinstance(name, str) or not name:
             raise DashflowError(f"{folder / CONFIG_NAME}: no text encoder 'name'")
         local = folder / name
-        encoder = load_text_encoder(local if name == COPY_FOLDER or local.is_dir() else name)
+        with quiet_loading():
+            encoder = load_text_encoder(local if name == COPY_FOLDER or local.is_dir() else name)
         expected = config.get("dim")
         if expected is not None and expected != encoder.dim:
             raise DashflowError(f"{folder}: text encoder {name!r} gives {encoder.dim}-d states but the "

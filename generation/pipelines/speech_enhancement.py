@@ -16,41 +16,44 @@ resynthesised phase is not the original's) and cancels most of the decoder's own
 error, which appears in both terms. The smoothing was chosen on a validation mix of training
 speakers (benchmarks/results/se_experiment.md): it raised both SI-SDR and PESQ.
 
-``save_pretrained(dir)`` writes ``tokenizer/``, ``enhancer/`` and ``model_index.json``;
-``SpeechEnhancementPipeline.from_pretrained(dir_or_hub_id)`` reads it back. Files of any length go
+``save_pretrained(dir)`` writes ``tokenizer/``, ``enhancer/``, ``scheduler/`` and ``model_index.json``;
+``SpeechEnhancementPipeline.from_pretrained(dir_or_hub_id)`` reads it back (folders saved before the
+scheduler was a component get the default FlowMatchEulerDiscreteScheduler). Files of any length go
 through :func:`dashflow.audio_stream.stream_file` in overlapping chunks.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import ClassVar
 
 import torch
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.model.denoiser import LatentDenoiser
-from dashflow.generation.pipelines.components import (
-    DashflowPipelineMixin,
-    load_guarded,
-    resolve_checkpoint,
-)
-from dashflow.generation.sampling.sampler import sample
-from diffusers import DiffusionPipeline
+from dashflow.generation.pipelines.checks import check_count, check_sampling
+from dashflow.generation.pipelines.components import DashflowPipelineMixin, seeded_generators
+from dashflow.generation.sampling.cfm import FlowMatching
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, SchedulerMixin
 from torch import Tensor
 
 from dashflow.codecs import LatentCodec
 from dashflow.errors import DashflowError
 
-PIPELINE_INDEX = "model_index.json"
 OUTPUTS = ("resynthesis", "mask")
 MASK_FFT, MASK_HOP = 512, 128  # 32 ms / 8 ms at 16 kHz
+
+
 class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
-    """Components: ``tokenizer`` (a :class:`dashflow.codecs.LatentCodec`) and ``enhancer`` (LatentDenoiser, or an
-    AudioGenModel with an audio content encoder)."""
+    """Components: ``tokenizer`` (a :class:`dashflow.codecs.LatentCodec`), ``enhancer`` (LatentDenoiser, or an
+    AudioGenModel with an audio content encoder) and ``scheduler`` (what steps a flow enhancer;
+    default FlowMatchEulerDiscreteScheduler, set to the sway sigmas per call)."""
 
     own_components = (LatentDenoiser, AudioGenModel)
     trained_component = "enhancer"
+    folder_kind = "speech-enhancement pipeline"
+    _optional_components: ClassVar[list[str]] = ["scheduler"]
 
-    def __init__(self, tokenizer: LatentCodec, enhancer: LatentDenoiser | AudioGenModel):
+    def __init__(self, tokenizer: LatentCodec, enhancer: LatentDenoiser | AudioGenModel,
+                 scheduler: SchedulerMixin | None = None):
         super().__init__()
         if not isinstance(enhancer, (LatentDenoiser, AudioGenModel)):
             raise DashflowError(f"the enhancer must be a LatentDenoiser or an AudioGenModel, not "
@@ -64,23 +67,8 @@ class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
             raise DashflowError("the AudioGenModel enhancer needs audio_content_dim (an audio content encoder)")
         tokenizer.eval()
         enhancer.eval()
-        self.register_modules(tokenizer=tokenizer, enhancer=enhancer)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, torch_dtype: torch.dtype | None = None,
-                        **kwargs) -> SpeechEnhancementPipeline:
-        """Load a saved pipeline folder or hub id (``torch_dtype`` default float32)."""
-        folder = resolve_checkpoint(pretrained_model_name_or_path, "speech-enhancement pipeline")
-        if not (folder / PIPELINE_INDEX).is_file():
-            raise DashflowError(f"{pretrained_model_name_or_path}: not a pipeline folder (no {PIPELINE_INDEX})")
-        for name in ("tokenizer", "enhancer"):
-            if name not in kwargs and not (folder / name).is_dir():
-                raise DashflowError(f"{folder}: component folder {name}/ is missing")
-        pipeline = load_guarded(lambda: super(SpeechEnhancementPipeline, cls).from_pretrained(
-            str(folder), torch_dtype=torch_dtype or torch.float32, **kwargs), folder)
-        if not isinstance(pipeline, cls):
-            raise DashflowError(f"{folder}: holds a {type(pipeline).__name__}, not a speech-enhancement pipeline")
-        return pipeline
+        scheduler = scheduler if scheduler is not None else FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
+        self.register_modules(tokenizer=tokenizer, enhancer=enhancer, scheduler=scheduler)
 
     @property
     def sample_rate(self) -> int:
@@ -109,13 +97,13 @@ class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
         mask = mask.to(model.device).bool()
         if isinstance(model, LatentDenoiser):
             return model(latents, mask)
-        if num_samples < 1:
-            raise DashflowError(f"num_samples must be at least 1, got {num_samples}")
+        check_count("num_samples", num_samples)
         durations = mask.float() / model.latent_rate  # one latent frame per content frame
         cond = model.condition(latents, mask, content_kind="audio", durations=durations,
                                latent_lengths=mask.sum(1).clamp(min=1))  # once, shared by the samples
-        clean = sample(model, cond.repeat(num_samples), num_steps=num_inference_steps,
-                       guidance_scale=guidance_scale, sway_coef=sway_coef, generator=generator)  # [N * B, C, T]
+        clean = FlowMatching(model).sample(cond.repeat(num_samples), num_steps=num_inference_steps,
+                                           guidance_scale=guidance_scale, sway_coef=sway_coef,
+                                           scheduler=self.scheduler, generator=generator)  # [N * B, C, T]
         clean = clean.unflatten(0, (num_samples, -1)).float().mean(0)
         return clean.transpose(1, 2).to(model.dtype)
 
@@ -129,15 +117,8 @@ class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
         ``mask`` (see the module doc). Flow only: ``num_samples`` latents averaged per item (see
         :meth:`enhance_latents`); ``seed``: sample j of item i draws its noise from ``seed + i + j * B``;
         ``generator`` instead of a seed."""
-        if output not in OUTPUTS:
-            raise DashflowError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
-        if noisy.dim() != 2 or not noisy.is_floating_point() or not bool(torch.isfinite(noisy).all()):
-            raise DashflowError(f"noisy audio must be a finite float tensor [B, S], got {tuple(noisy.shape)} "
-                                f"{noisy.dtype}")
-        if seed is not None:
-            if generator is not None:
-                raise DashflowError("pass seed or generator, not both")
-            generator = [torch.Generator("cpu").manual_seed(seed + k) for k in range(num_samples * noisy.shape[0])]
+        self.check_inputs(noisy, output, num_inference_steps, guidance_scale, sway_coef, num_samples)
+        generator, _ = seeded_generators(num_samples * noisy.shape[0], generator, seed)
         size = noisy.shape[1]
         lengths = torch.full((noisy.shape[0],), size) if lengths is None else lengths.long().cpu()
         encoding = self.tokenizer.encode(noisy.to(self.tokenizer.device, self.tokenizer.dtype),
@@ -149,6 +130,18 @@ class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
         if output == "mask":
             wav = ratio_mask(wav, self.decode(encoding.latents, size), noisy.float().cpu())
         return wav * (torch.arange(size)[None] < lengths[:, None])
+
+    def check_inputs(self, noisy: Tensor, output: str, num_inference_steps: int, guidance_scale: float,
+                     sway_coef: float | None, num_samples: int) -> None:
+        """Every check of :meth:`__call__`'s arguments, one DashflowError line each."""
+        if output not in OUTPUTS:
+            raise DashflowError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
+        if not isinstance(noisy, Tensor) or noisy.dim() != 2 or not noisy.is_floating_point() \
+                or not bool(torch.isfinite(noisy).all()):
+            shape = tuple(noisy.shape) if isinstance(noisy, Tensor) else type(noisy).__name__
+            raise DashflowError(f"noisy audio must be a finite float tensor [B, S], got {shape}")
+        check_sampling(num_inference_steps, guidance_scale, sway_coef)
+        check_count("num_samples", num_samples)
 
     def decode(self, latents: Tensor, size: int) -> Tensor:
         """latents [B, T, C] -> float32 CPU audio [B, size] (trimmed or zero-padded)."""

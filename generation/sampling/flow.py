@@ -1,5 +1,7 @@
-"""Flow-matching objective of UniFlow-Audio / Dasheng-AudioGen (UniFlow-Audio's
-``models/flow_matching.py``, github.com/wsntxxn/UniFlow-Audio).
+"""The pieces of the flow-matching objective of UniFlow-Audio / Dasheng-AudioGen (UniFlow-Audio's
+``models/flow_matching.py``, github.com/wsntxxn/UniFlow-Audio): its settings, the noise levels,
+the path, the masked loss and the latent normaliser. :class:`~dashflow.generation.sampling.cfm.FlowMatching`
+puts them together with the sampler.
 
 Default (the reference): ``u ~ logit-normal(0, 1)``, ``idx = floor(1000 u)``,
 ``sigma = 1 - idx / 1000`` (never 0), network time ``1000 * sigma``,
@@ -21,15 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from accelerate.utils import extract_model_from_parallel
-from dashflow.generation.model.audiogen import time_aligned_flags
-from dashflow.generation.model.content_adapter import (
-    global_duration_target,
-    local_duration_target,
-)
 from diffusers import ConfigMixin
 from diffusers.configuration_utils import register_to_config
-from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from dashflow.errors import DashflowError
@@ -95,6 +90,12 @@ def sample_noise_levels(batch_size: int, config: FlowMatchingConfig, *, channels
     return sigmas.to(device), (sigmas * n).to(device)
 
 
+def interpolate(x0: Tensor, noise: Tensor, sigmas: Tensor | float) -> Tensor:
+    """The flow path ``x_sigma = (1 - sigma) x0 + sigma noise`` (sigma = 1 is pure noise): the one
+    place training noises clean latents and sampling noises init or known latents."""
+    return (1 - sigmas) * x0 + sigmas * noise
+
+
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """fp32 MSE of [B, C, T] tensors over valid frames ``mask`` [B, T]: per-item sum over
     valid T x C divided by its count, then the batch mean."""
@@ -102,58 +103,6 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     err = (pred.float() - target.float()).pow(2) * m
     count = m.sum(dim=(1, 2)) * pred.shape[1]
     return (err.sum(dim=(1, 2)) / count.clamp(min=1)).mean()
-
-
-def flow_matching_loss(model: torch.nn.Module, latents: Tensor, latent_mask: Tensor, content: Tensor,
-                       content_mask: Tensor, *, config: FlowMatchingConfig | None = None,
-                       content_kind: str = "text", is_time_aligned: Tensor | None = None,
-                       durations: Tensor | None = None, instruction: Tensor | None = None,
-                       instruction_mask: Tensor | None = None,
-                       normalizer: LatentNormalizer | None = None,
-                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """One training loss evaluation; ``model`` may be wrapped (DDP / Accelerate), it is called once.
-
-    latents [B, C, T] clean latents (tokenizer output transposed), latent_mask [B, T],
-    content [B, L, D_in] + content_mask [B, L] (text-encoder states, or noisy latents with
-    ``content_kind="audio"``), durations [B, L] seconds per token for time-aligned items.
-    Returns ``loss`` (weighted total), ``flow``, ``local_duration``, ``global_duration``.
-    """
-    config = config or FlowMatchingConfig()
-    check_config(config)
-    if config.normalize_latents != (normalizer is not None):
-        raise DashflowError("normalize_latents=True needs a LatentNormalizer, and a normalizer "
-                            "needs normalize_latents=True")
-    core = extract_model_from_parallel(model)
-    x0 = latents.float() if normalizer is None else normalizer.normalize(latents.float())
-    b, c, _ = x0.shape
-    device = x0.device
-    latent_mask = latent_mask.bool()
-    lengths = latent_mask.sum(1)
-    sigmas, timesteps = sample_noise_levels(b, config, channels=c, frames=lengths,
-                                            generator=generator, device=device)
-    noise = randn_tensor(tuple(x0.shape), generator=generator, device=device, dtype=torch.float32)
-    s = sigmas[:, None, None]
-    noisy = (1 - s) * x0 + s * noise
-    drop = (torch.rand(b, generator=generator) < config.cfg_dropout).to(device)
-    ta = time_aligned_flags(is_time_aligned, content, content_kind)
-    out = model(noisy.to(core.dtype), timesteps, content, content_mask, latent_mask,
-                content_kind=content_kind, is_time_aligned=ta, durations=durations,
-                instruction=instruction, instruction_mask=instruction_mask, drop_condition=drop)
-    flow = masked_mse(out.velocity, noise - x0, latent_mask)
-
-    cfg = core.config
-    local_pred = out.local_duration.float()
-    if durations is not None and bool(ta.any()):
-        m = content_mask.to(torch.float32)
-        target = local_duration_target(durations.float(), cfg.frame_resolution, cfg.duration_offset)
-        per_item = ((local_pred - target).pow(2) * m).sum(1) / m.sum(1).clamp(min=1)
-        local = (per_item * ta).sum() / ta.sum()
-    else:  # no targets: a zero that keeps the predictor in the graph (DDP needs every grad)
-        local = local_pred.sum() * 0.0
-    global_target = global_duration_target(lengths, core.latent_rate, cfg.duration_offset)
-    global_loss = torch.nn.functional.mse_loss(out.global_duration.float(), global_target)
-    total = flow + config.local_duration_weight * local + config.global_duration_weight * global_loss
-    return {"loss": total, "flow": flow, "local_duration": local, "global_duration": global_loss}
 
 
 class LatentNormalizer(SafetensorsModelMixin, ConfigMixin):

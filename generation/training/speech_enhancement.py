@@ -19,12 +19,8 @@ import torch
 from accelerate import Accelerator
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.model.denoiser import LatentDenoiser
-from dashflow.generation.sampling.flow import (
-    FlowMatchingConfig,
-    check_config,
-    flow_matching_loss,
-    masked_mse,
-)
+from dashflow.generation.sampling.cfm import FlowMatching
+from dashflow.generation.sampling.flow import FlowMatchingConfig, check_config, masked_mse
 from dashflow.generation.training.data import batch_latents
 from dashflow.generation.training.text_to_audio import (
     ModelConfig,
@@ -131,5 +127,5 @@ def se_micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], tokenizer
             mse = masked_mse(model(content, mask).transpose(1, 2), clean, mask)
             return {"loss": mse, "mse": mse}
         durations = mask.float() / accelerator.unwrap_model(model).latent_rate
-        return flow_matching_loss(model, clean, mask, content, mask, config=flow, content_kind="audio",
-                                  durations=durations, generator=torch.Generator().manual_seed(draws))
+        return FlowMatching(model, flow).loss(clean, mask, content, mask, content_kind="audio", durations=durations,
+                                              generator=torch.Generator().manual_seed(draws))

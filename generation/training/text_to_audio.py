@@ -24,13 +24,10 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from dashflow.generation.model.audiogen import AudioGenModel
-from dashflow.generation.pipelines.audio import PIPELINES, AudioGenerationPipeline
-from dashflow.generation.sampling.flow import (
-    FlowMatchingConfig,
-    LatentNormalizer,
-    check_config,
-    flow_matching_loss,
-)
+from dashflow.generation.pipelines.audio import AudioGenerationPipeline
+from dashflow.generation.pipelines.tasks import get_task
+from dashflow.generation.sampling.cfm import FlowMatching
+from dashflow.generation.sampling.flow import FlowMatchingConfig, LatentNormalizer, check_config
 from dashflow.generation.training.data import (
     batch_latents,
     build_train_loader,
@@ -224,8 +221,8 @@ def micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], frozen: Froz
     latents, latent_mask = batch_latents(micro, frozen.tokenizer)
     content, content_mask = frozen.text(micro["caption"])
     with accelerator.autocast():
-        return flow_matching_loss(model, latents, latent_mask, content, content_mask, config=flow,
-                                  normalizer=frozen.normalizer, generator=torch.Generator().manual_seed(draws))
+        return FlowMatching(model, flow, frozen.normalizer).loss(
+            latents, latent_mask, content, content_mask, generator=torch.Generator().manual_seed(draws))
 
 
 # ----------------------------------------------------------------------------- samples
@@ -233,9 +230,10 @@ def micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], frozen: Froz
 def make_pipeline(task: str, model: AudioGenModel, frozen: Frozen) -> AudioGenerationPipeline:
     """The ``tta`` / ``ttm`` pipeline of a trained model; its prompt template applies the
     training prompt prefix, so inference formats prompts as training did."""
-    pipeline = PIPELINES[task](tokenizer=frozen.tokenizer, text_encoder=frozen.text.encoder, transformer=model,
-                               scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000),
-                               latent_normalizer=frozen.normalizer, prompt_template=frozen.text.prefix + "{prompt}")
+    pipeline_class = get_task(task, text=True).pipeline_class()
+    pipeline = pipeline_class(tokenizer=frozen.tokenizer, text_encoder=frozen.text.encoder, transformer=model,
+                              scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000),
+                              latent_normalizer=frozen.normalizer, prompt_template=frozen.text.prefix + "{prompt}")
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

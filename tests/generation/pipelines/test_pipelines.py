@@ -21,7 +21,7 @@ from dashflow.generation.pipelines.audio import (
 )
 from dashflow.generation.pipelines.components import PipelineTextEncoder
 from dashflow.generation.sampling.flow import LatentNormalizer
-from dashflow.generation.sampling.sampler import sample
+from dashflow.generation.sampling.cfm import FlowMatching
 from dashflow.text_encoders import load_text_encoder
 from dashflow.tokenizer.model import DashengTokenizer
 from diffusers import FlowMatchEulerDiscreteScheduler
@@ -135,7 +135,8 @@ def test_guidance_one_runs_the_conditional_pass_only(pipe, monkeypatch):
     assert batches == [(1, False)] * STEPS  # no null-condition half (the no-op final call is skipped)
     content, mask = pipe.text_encoder.encode(["<|caption|> a dog barks"])
     cond = model.condition(content, mask, latent_lengths=25)
-    latents = sample(model, cond, num_steps=STEPS, guidance_scale=1.0, generator=torch.Generator().manual_seed(3))
+    latents = FlowMatching(model).sample(cond, num_steps=STEPS, guidance_scale=1.0,
+                                         generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         reference = pipe.tokenizer.decode(latents.transpose(1, 2)).numpy()
     np.testing.assert_array_equal(out.audios, reference)

@@ -108,7 +108,7 @@ def test_flow_enhancer_averages_its_samples_in_latent_space(tokenizer):
     singles = torch.stack([enhance(1, 2 * j, 2 * j + 1) for j in range(3)])
     torch.testing.assert_close(mean, singles.mean(0))
     assert (mean - singles[0]).abs().max() > 1e-3
-    with pytest.raises(DashflowError, match="num_samples must be at least 1"):
+    with pytest.raises(DashflowError, match="num_samples must be an integer >= 1"):
         enhance(0)
 
 

@@ -13,12 +13,11 @@ from dashflow.generation.sampling.flow import (
     LatentNormalizer,
     check_config,
     dimension_shift,
-    flow_matching_loss,
     masked_mse,
     sample_noise_levels,
     shift_sigmas,
 )
-from dashflow.generation.sampling.sampler import sample
+from dashflow.generation.sampling.cfm import FlowMatching
 
 from dashflow.errors import DashflowError
 
@@ -92,15 +91,15 @@ def test_interpolation_and_velocity_target():
     model = tiny()
     x0, latent_mask, content, content_mask = batch()
     calls = spy_velocity(model, lambda s, t, c: (s - x0) / (t / 1000)[:, None, None])
-    out = flow_matching_loss(model, x0, latent_mask, content, content_mask,
-                             generator=torch.Generator().manual_seed(0))
+    out = FlowMatching(model).loss(x0, latent_mask, content, content_mask,
+                                   generator=torch.Generator().manual_seed(0))
     assert out["flow"].item() < 1e-8
     (_, timesteps, _), = calls
     assert timesteps.shape == (4,) and (timesteps >= 1).all() and (timesteps <= 1000).all()
     # the wrong convention (x_t = sigma x0 + (1 - sigma) eps) would be far off
     model.velocity = lambda s, t, c: (s - (t / 1000)[:, None, None] * x0) / (1 - t / 1000)[:, None, None]
-    out = flow_matching_loss(model, x0, latent_mask, content, content_mask,
-                             generator=torch.Generator().manual_seed(0))
+    out = FlowMatching(model).loss(x0, latent_mask, content, content_mask,
+                                   generator=torch.Generator().manual_seed(0))
     assert out["flow"].item() > 0.1
 
 
@@ -111,15 +110,14 @@ def test_cfg_dropout_zeroes_both_conditions_and_keeps_masks():
     args = batch()
     calls = spy_velocity(model)
     for p in (0.0, 1.0):
-        flow_matching_loss(model, *args, config=FlowMatchingConfig(cfg_dropout=p),
-                           generator=torch.Generator().manual_seed(0))
+        FlowMatching(model, FlowMatchingConfig(cfg_dropout=p)).loss(*args, generator=torch.Generator().manual_seed(0))
     (_, _, kept), (_, _, dropped) = calls
     assert kept.context.abs().sum() > 0 and kept.time_aligned_context.abs().sum() > 0
     assert not dropped.context.any() and not dropped.time_aligned_context.any()
     assert torch.equal(dropped.context_mask, kept.context_mask)
     assert torch.equal(dropped.latent_mask, kept.latent_mask)
     calls.clear()
-    flow_matching_loss(model, *batch(400), generator=torch.Generator().manual_seed(0))
+    FlowMatching(model).loss(*batch(400), generator=torch.Generator().manual_seed(0))
     dropped_items = (calls[0][2].context.flatten(1).abs().sum(1) == 0).float().mean().item()
     assert 0.15 < dropped_items < 0.25  # p = 0.2, drawn per item
 
@@ -127,8 +125,8 @@ def test_cfg_dropout_zeroes_both_conditions_and_keeps_masks():
 def test_duration_losses_and_weights():
     model = tiny()
     x0, latent_mask, content, content_mask = batch()
-    out = flow_matching_loss(model, x0, latent_mask, content, content_mask,
-                             generator=torch.Generator().manual_seed(0))
+    out = FlowMatching(model).loss(x0, latent_mask, content, content_mask,
+                                   generator=torch.Generator().manual_seed(0))
     assert out["local_duration"].item() == 0.0  # text-to-audio: no local targets
     torch.testing.assert_close(out["loss"], out["flow"] + 0.1 * out["local_duration"] + 0.1 * out["global_duration"])
     model.eval()
@@ -136,8 +134,8 @@ def test_duration_losses_and_weights():
         pred = model.adapt(content, content_mask).global_duration
     lengths = latent_mask.sum(1).float()
     want = torch.mean((pred - torch.log(lengths / 25 + 1)) ** 2)
-    out = flow_matching_loss(model, x0, latent_mask, content, content_mask,
-                             generator=torch.Generator().manual_seed(0))
+    out = FlowMatching(model).loss(x0, latent_mask, content, content_mask,
+                                   generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out["global_duration"], want)
 
 
@@ -148,8 +146,8 @@ def test_local_duration_loss_for_time_aligned_items():
     noisy = torch.randn(4, T, C)
     durations = torch.full((4, T), 0.04)
     ta = torch.tensor([True, True, False, False])
-    out = flow_matching_loss(model, x0, latent_mask, noisy, latent_mask, content_kind="audio",
-                             is_time_aligned=ta, durations=durations, generator=torch.Generator().manual_seed(0))
+    out = FlowMatching(model).loss(x0, latent_mask, noisy, latent_mask, content_kind="audio", is_time_aligned=ta,
+                                   durations=durations, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         local = model.adapt(noisy, latent_mask, "audio").local_duration
     m = latent_mask.float()
@@ -182,15 +180,15 @@ def test_latent_normalisation_is_never_silent():
     args = batch()
     norm = LatentNormalizer(channels=C)
     with pytest.raises(DashflowError, match="normalize_latents"):
-        flow_matching_loss(model, *args, config=FlowMatchingConfig(normalize_latents=True))
+        FlowMatching(model, FlowMatchingConfig(normalize_latents=True))
     with pytest.raises(DashflowError, match="normalize_latents"):
-        flow_matching_loss(model, *args, normalizer=norm)
+        FlowMatching(model, FlowMatchingConfig(), normalizer=norm)
     with torch.no_grad():
         norm.mean.fill_(5.0)
     x0 = args[0]
     calls = spy_velocity(model, lambda s, t, c: (s - (x0 - 5.0)) / (t / 1000)[:, None, None])
-    out = flow_matching_loss(model, *args, config=FlowMatchingConfig(normalize_latents=True), normalizer=norm,
-                             generator=torch.Generator().manual_seed(0))
+    out = FlowMatching(model, FlowMatchingConfig(normalize_latents=True), norm).loss(
+        *args, generator=torch.Generator().manual_seed(0))
     assert out["flow"].item() < 1e-8 and len(calls) == 1  # the oracle saw normalised latents
 
 
@@ -207,8 +205,8 @@ def test_tiny_model_learns_two_conditioned_classes():
     b, losses = 16, []
     for _ in range(300):
         cls = torch.randint(0, 2, (b,), generator=g)
-        out = flow_matching_loss(model, patterns[cls][:, :, None].expand(b, C, T), torch.ones(b, T, dtype=torch.bool),
-                                 embeddings[cls], torch.ones(b, 2, dtype=torch.bool), generator=g)
+        out = FlowMatching(model).loss(patterns[cls][:, :, None].expand(b, C, T), torch.ones(b, T, dtype=torch.bool),
+                                       embeddings[cls], torch.ones(b, 2, dtype=torch.bool), generator=g)
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
@@ -219,7 +217,8 @@ def test_tiny_model_learns_two_conditioned_classes():
     model.eval()
     cls = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     cond = model.condition(embeddings[cls], torch.ones(8, 2, dtype=torch.bool), latent_lengths=T)
-    latents = sample(model, cond, num_steps=10, guidance_scale=3.0, generator=torch.Generator().manual_seed(3))
+    latents = FlowMatching(model).sample(cond, num_steps=10, guidance_scale=3.0,
+                                         generator=torch.Generator().manual_seed(3))
     dist = ((latents[:, None] - patterns[None, :, :, None]) ** 2).mean(dim=(2, 3))  # [8, 2]
     own, other = dist[torch.arange(8), cls], dist[torch.arange(8), 1 - cls]
     assert (own < 0.5 * other).all(), dist

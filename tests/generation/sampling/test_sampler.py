@@ -1,4 +1,4 @@
-"""Sway schedule, scheduler wiring, model-call layout, CFG, seeding of the flow sampler."""
+"""Sway schedule, scheduler wiring, model-call layout, CFG, seeding of the flow sampler (FlowMatching.sample)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 from dashflow.generation.model.audiogen import AudioGenModel, Conditioning
-from dashflow.generation.sampling.sampler import make_scheduler, sample, sway_sigmas
+from dashflow.generation.sampling.cfm import FlowMatching
+from dashflow.generation.sampling.sampler import make_scheduler, sway_sigmas
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from dashflow.errors import DashflowError
@@ -71,7 +72,7 @@ def test_shift_goes_through_the_scheduler():
 def test_model_calls_match_the_reference_loop(model, monkeypatch):
     cond = condition(model)
     calls = spy(model, monkeypatch)
-    sample(model, cond, generator=torch.Generator().manual_seed(0), skip_final_step=False)
+    FlowMatching(model).sample(cond, generator=torch.Generator().manual_seed(0), skip_final_step=False)
     assert len(calls) == 26  # N + 1 calls: the scheduler appends sigma = 0 after 26 sway sigmas
     sway = sway_sigmas(25)
     for i, (batch, t, cond_in) in enumerate(calls):
@@ -87,7 +88,7 @@ def test_model_calls_match_the_reference_loop(model, monkeypatch):
 
 def test_exact_timesteps_option(model, monkeypatch):
     calls = spy(model, monkeypatch)
-    sample(model, condition(model), num_steps=4, truncate_timesteps=False, skip_final_step=False)
+    FlowMatching(model).sample(condition(model), num_steps=4, truncate_timesteps=False, skip_final_step=False)
     torch.testing.assert_close(torch.stack([t[0] for _, t, _ in calls]), sway_sigmas(4) * 1000)
 
 
@@ -95,7 +96,7 @@ def test_euler_integrates_from_sigma_1_to_0(model, monkeypatch):
     cond = condition(model)
     noise = torch.randn(2, C, 6)
     spy(model, monkeypatch, lambda x, t, c: torch.ones_like(x))
-    out = sample(model, cond, num_steps=7, guidance_scale=1.0, noise=noise)
+    out = FlowMatching(model).sample(cond, num_steps=7, guidance_scale=1.0, noise=noise)
     torch.testing.assert_close(out, noise - 1)  # x_0 = x_1 + (0 - 1) * v
 
 
@@ -107,7 +108,7 @@ def test_guidance_formula_and_scale_one_is_conditional_only(model, monkeypatch):
     for i in range(6):
         x = x + (sigmas[i + 1] - sigmas[i]) * model.velocity(x, torch.trunc(sigmas[i] * 1000).expand(2), cond)
     calls = spy(model, monkeypatch)
-    out = sample(model, cond, num_steps=5, guidance_scale=1.0, noise=noise, skip_final_step=False)
+    out = FlowMatching(model).sample(cond, num_steps=5, guidance_scale=1.0, noise=noise, skip_final_step=False)
     assert all(batch == 2 for batch, _, _ in calls)  # no unconditional pass at scale 1
     torch.testing.assert_close(out, x, atol=1e-5, rtol=1e-5)
 
@@ -116,7 +117,7 @@ def test_guidance_formula_and_scale_one_is_conditional_only(model, monkeypatch):
         return rows[:, None, None].expand_as(x).clone()
 
     monkeypatch.setattr(model, "velocity", fake)
-    out = sample(model, cond, num_steps=3, guidance_scale=5.0, noise=noise)
+    out = FlowMatching(model).sample(cond, num_steps=3, guidance_scale=5.0, noise=noise)
     torch.testing.assert_close(out, noise - 11.0)
 
 
@@ -124,7 +125,7 @@ def test_seeding_and_conditions_change_the_output(model):
     cond = condition(model)
 
     def run(c, seed):
-        return sample(model, c, num_steps=6, generator=torch.Generator().manual_seed(seed))
+        return FlowMatching(model).sample(c, num_steps=6, generator=torch.Generator().manual_seed(seed))
 
     a = run(cond, 1)
     assert a.shape == (2, C, 6)
@@ -137,21 +138,21 @@ def test_seeding_and_conditions_change_the_output(model):
 def test_skip_final_step(model, monkeypatch):
     cond = condition(model)
     noise = torch.randn(2, C, 6)
-    full = sample(model, cond, noise=noise, skip_final_step=False)  # the official 26 calls
+    full = FlowMatching(model).sample(cond, noise=noise, skip_final_step=False)  # the official 26 calls
     calls = spy(model, monkeypatch)
-    short = sample(model, cond, noise=noise)  # the default drops the no-op 26th
+    short = FlowMatching(model).sample(cond, noise=noise)  # the default drops the no-op 26th
     assert len(calls) == 25
     assert torch.equal(short, full)  # the last sway sigma is exactly 0: that step adds 0 x v
     calls.clear()
-    sample(model, cond, num_steps=4, sway_coef=None, skip_final_step=True)
+    FlowMatching(model).sample(cond, num_steps=4, sway_coef=None, skip_final_step=True)
     assert len(calls) == 4  # the linear schedule's last step is real: nothing is skipped
 
 
 def test_bad_arguments(model):
     cond = condition(model)
     with pytest.raises(DashflowError, match="guidance_scale"):
-        sample(model, cond, guidance_scale=0.5)
+        FlowMatching(model).sample(cond, guidance_scale=0.5)
     with pytest.raises(DashflowError, match="noise shape"):
-        sample(model, cond, noise=torch.randn(2, C, 5))
+        FlowMatching(model).sample(cond, noise=torch.randn(2, C, 5))
     with pytest.raises(DashflowError, match="num_steps"):
-        sample(model, cond, num_steps=0)
+        FlowMatching(model).sample(cond, num_steps=0)

@@ -22,7 +22,7 @@ import pytest
 import torch
 from dashflow.generation.pipelines.audio import load_pipeline
 from dashflow.generation.sampling.flow import LatentNormalizer
-from dashflow.generation.sampling.sampler import sample
+from dashflow.generation.sampling.cfm import FlowMatching
 from dashflow.generation.training.data import (
     LatentClipDataset,
     batch_latents,
@@ -340,8 +340,8 @@ def test_tiny_recipe_learns_two_prompt_classes(corpus, tmp_path):
     for prompt, other in ((LOW, HIGH), (HIGH, LOW)):
         content, mask = pipe.text_encoder.encode(pipe.format_prompts([prompt] * 4))
         cond = model.condition(content, mask, latent_lengths=25)
-        latents = sample(model, cond, num_steps=25, guidance_scale=5.0,
-                         generator=torch.Generator().manual_seed(0))
+        latents = FlowMatching(model).sample(cond, num_steps=25, guidance_scale=5.0,
+                                             generator=torch.Generator().manual_seed(0))
         embedding = latents.mean(2)  # [4, C]
         own = (embedding - centroids[prompt]).norm(dim=1)
         away = (embedding - centroids[other]).norm(dim=1)
