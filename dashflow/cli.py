@@ -9,6 +9,7 @@ imported at module level, so ``generate --help`` and ``dashflow --help`` stay fa
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import signal
@@ -100,6 +101,15 @@ def write_sidecar(wav_path: str | Path, record: dict) -> None:
     """Write ``record`` atomically as the settings sidecar ``<name>.json`` beside ``wav_path``."""
     with atomic_path(Path(wav_path).with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (sidecars record it for every input file; ``sha256sum`` agrees)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checkpoint_label(checkpoint: str | Path) -> str:

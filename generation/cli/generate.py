@@ -2,6 +2,11 @@
 
     generate "a dog barking" -o dog.wav [--duration 5] [--steps 25] [--cfg 5.0] [--seed 0]
     generate --batch prompts.txt -o outdir/ [--task ttm] [--checkpoint PIPELINE] [--device cuda]
+    generate "rain" --negative "thunder"                    # guidance away from a negative prompt
+    generate "a piano" --init-audio dog.wav --strength 0.7  # audio-to-audio
+    generate "a piano" --inpaint dog.wav --region 1:2.5     # regenerate 1-2.5 s (repeatable)
+    generate "a dog barking" --continue dog.wav --duration 5   # 5 s more after the clip
+    generate "rain" --duration 120 --window 10              # long-form: 10 s windows, crossfaded
 
 Each WAV (16 kHz, 16-bit, written atomically) gets a sidecar ``<name>.json`` with every setting
 that decided it: prompts, requested and actual duration, steps, CFG, sway, seed, checkpoint and
@@ -9,7 +14,9 @@ weight hashes, text encoder, device, dtype, dashflow version, elapsed time. With
 (one prompt a line; blank lines and ``#`` comments skipped) the outputs are
 ``outdir/<index>_<slug>.wav``; prompt i uses seed ``--seed + i``, so a prompt's audio does not
 depend on ``--batch-size`` when ``--duration`` is given. ``--checkpoint`` defaults to the demo
-pipeline bundled in the package (``generation/demo/pipeline``).
+pipeline bundled in the package (``generation/demo/pipeline``). An input clip (``--init-audio``,
+``--inpaint`` or ``--continue``) steers every prompt; the sidecar records its path and the sha256
+of its file with the steering settings (:mod:`dashflow.generation.pipelines.steering`).
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ from dashflow.cli import (
     add_runtime_arguments,
     check_sampling_arguments,
     checkpoint_label,
+    file_sha256,
     load_for_command,
     run_guarded,
     write_sidecar,
 )
 from dashflow.errors import DashflowError
+from dashflow.generation.pipelines.tasks import TASKS, TEXT_TASKS
 from dashflow.hub import bundled_model
 from dashflow.outputs import check_audio_output, check_writable
 
@@ -49,7 +58,8 @@ def build_generate_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="output .wav (one prompt; default <slug>.wav) or folder "
                                                 "(--batch; default <FILE stem>_audio)")
     parser.add_argument("--duration", type=float, default=None,
-                        help="seconds per clip, at most 60 (tta) or 120 (ttm) (default: the model's predicted duration)")
+                        help="seconds per clip, at most 60 (tta) or 120 (ttm), or 3600 with --window; with "
+                             "--continue the seconds added (default: the model's predicted duration)")
     parser.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
     parser.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale, 1 = off (default 5.0)")
     parser.add_argument("--sway", type=float, default=-1.0, help="sway sampling coefficient, 0 = linear (default -1)")
@@ -57,14 +67,38 @@ def build_generate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None,
                         help="pipeline folder, Dasheng-AudioGen model folder or Hugging Face id "
                              "(default: the bundled demo pipeline)")
-    parser.add_argument("--task", choices=("tta", "ttm"), default=None,
-                        help="text-to-audio or text-to-music (default: the checkpoint's)")
+    parser.add_argument("--task", choices=TEXT_TASKS, default=None,
+                        help=" or ".join(f"{TASKS[t].description} ({t})" for t in TEXT_TASKS)
+                        + " (default: the checkpoint's)")
     parser.add_argument("--tokenizer", default=None, help="replace the checkpoint's codec (folder or hub id)")
     parser.add_argument("--text-encoder", default=None, help="replace the checkpoint's text encoder (minilm, "
                                                               "flan-t5-large or a folder)")
     parser.add_argument("--batch-size", type=int, default=4, help="prompts generated together (default 4)")
+    steer = parser.add_argument_group("steering")
+    steer.add_argument("--negative", metavar="TEXT", help="negative prompt: guidance steers away from it (needs --cfg > 1)")
+    steer.add_argument("--init-audio", metavar="FILE", help="audio-to-audio: start from this clip (same length out)")
+    steer.add_argument("--strength", type=float, default=None,
+                       help="with --init-audio: noise level in (0, 1] the clip starts from; 1 ignores it (default 0.8)")
+    steer.add_argument("--inpaint", metavar="FILE", help="regenerate the --region parts of this clip, keep the rest")
+    steer.add_argument("--region", metavar="START:END", action="append", type=parse_region,
+                       help="with --inpaint: seconds to regenerate (repeatable)")
+    steer.add_argument("--continue", dest="continue_audio", metavar="FILE",
+                       help="extend this clip by --duration seconds")
+    steer.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                       help="long-form: make clips longer than this in windows of this length, crossfaded")
+    steer.add_argument("--window-overlap", type=float, default=None, metavar="SECONDS",
+                       help="with --window: seconds two windows share (default a third of the window)")
     add_runtime_arguments(parser)
     return parser
+
+
+def parse_region(text: str) -> tuple[float, float]:
+    """``START:END`` seconds (argparse type of ``--region``)."""
+    try:
+        start, end = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:END in seconds (e.g. 1.5:3)") from None
+    return start, end
 
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
@@ -107,7 +141,50 @@ def check_settings(args: argparse.Namespace) -> None:
         raise DashflowError(f"--sway must be a number, got {args.sway}")
     if args.batch_size < 1:
         raise DashflowError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_steering_flags(args)
 
+
+def check_steering_flags(args: argparse.Namespace) -> None:
+    """The steering flags that go together (the pipeline checks their values)."""
+    clips = [flag for flag, value in (("--init-audio", args.init_audio), ("--inpaint", args.inpaint),
+                                      ("--continue", args.continue_audio)) if value is not None]
+    if len(clips) > 1:
+        raise DashflowError(f"use one of --init-audio, --inpaint, --continue, not {' and '.join(clips)}")
+    if args.negative is not None and args.cfg == 1:
+        raise DashflowError("--negative needs --cfg > 1: at 1 the negative branch is not run")
+    if args.strength is not None and args.init_audio is None:
+        raise DashflowError("--strength applies to --init-audio")
+    if (args.region is not None) != (args.inpaint is not None):
+        raise DashflowError("--inpaint FILE needs at least one --region START:END, and --region needs --inpaint")
+    if args.continue_audio is not None and args.duration is None:
+        raise DashflowError("--continue needs --duration: the seconds to add")
+    if clips and clips[0] != "--continue" and args.duration is not None:
+        raise DashflowError(f"{clips[0]} sets the clip's length: drop --duration")
+    if args.window_overlap is not None and args.window is None:
+        raise DashflowError("--window-overlap needs --window")
+    for path in (args.init_audio, args.inpaint, args.continue_audio):
+        if path is not None and not Path(path).is_file():
+            raise DashflowError(f"{path}: no such audio file")
+
+
+def steering_arguments(args: argparse.Namespace, sample_rate: int, max_seconds: float) -> tuple[dict, dict]:
+    """The pipeline's steering keyword arguments (the input clip read at ``sample_rate``) and what
+    the sidecar records of the flags (the clip's path and file sha256)."""
+    from dashflow.audio import load_audio
+
+    kwargs = {"negative_prompt": args.negative, "window_length_in_s": args.window,
+              "window_overlap_in_s": args.window_overlap}
+    record = {"negative_prompt": args.negative, "input_audio": None, "input_audio_sha256": None}
+    for flag, name in (("init_audio", "init_audio"), ("inpaint", "inpaint_audio"), ("continue_audio", "continue_audio")):
+        path = getattr(args, flag)
+        if path is not None:
+            kwargs[name] = load_audio(path, sample_rate, max_seconds=max_seconds)
+            record.update(input_audio=str(Path(path).resolve()), input_audio_sha256=file_sha256(path))
+    if args.strength is not None:
+        kwargs["strength"] = args.strength
+    if args.region is not None:
+        kwargs["inpaint_regions"] = args.region
+    return kwargs, record
 
 def slug(prompt: str, limit: int = 48) -> str:
     """File-name part from a prompt: tags dropped, lower-case words joined by ``-``."""
@@ -143,7 +220,8 @@ def generate_command(args: argparse.Namespace) -> int:
     seed = secrets.randbelow(2 ** 31) if args.seed is None else args.seed
     start = time.perf_counter()
     pipe, runtime = load_for_command(lambda dtype: load(checkpoint, args, dtype), args, progress=not args.quiet)
-    pipe.duration_frames(args.duration, 1)  # the task's maximum, before anything is written
+    steering, steering_record = steering_arguments(args, pipe.sample_rate, pipe.max_duration)
+    pipe.check_inputs(prompts[0], args.duration, args.steps, args.cfg, **steering)  # before anything is written
     load_seconds = time.perf_counter() - start
     provenance = {
         "checkpoint": checkpoint_label(checkpoint),
@@ -157,8 +235,8 @@ def generate_command(args: argparse.Namespace) -> int:
     for first in range(0, len(prompts), args.batch_size):
         chunk = range(first, min(first + args.batch_size, len(prompts)))
         tic = time.perf_counter()
-        result = pipe([prompts[i] for i in chunk], duration=args.duration, num_inference_steps=args.steps,
-                      guidance_scale=args.cfg, sway_coef=args.sway, seed=[seed + i for i in chunk])
+        result = pipe([prompts[i] for i in chunk], args.duration, num_inference_steps=args.steps,
+                      guidance_scale=args.cfg, sway_coef=args.sway, seed=[seed + i for i in chunk], **steering)
         elapsed = time.perf_counter() - tic
         if not np.isfinite(result.audios).all():
             raise DashflowError(f"sampling diverged: the audio of {prompts[chunk[0]]!r} has NaN or infinite "
@@ -170,7 +248,9 @@ def generate_command(args: argparse.Namespace) -> int:
                 "output": outputs[i].name, "prompt": prompts[i], "prompt_encoded": result.settings["prompts"][j],
                 "duration_requested": args.duration, "duration": result.lengths[j] / result.sample_rate,
                 "num_samples": result.lengths[j], "sample_rate": result.sample_rate, "steps": args.steps,
-                "cfg": args.cfg, "sway": args.sway, "seed": seed + i, "batch_index": i,
+                "cfg": args.cfg, "sway": args.sway, "seed": seed + i, "batch_index": i, **steering_record,
+                "steering": result.settings["steering"], "window": result.settings["window_length_in_s"],
+                "window_overlap": result.settings["window_overlap_in_s"],
                 **provenance, "elapsed_seconds": round(elapsed, 3)}
             write_sidecar(outputs[i], sidecar)
             if len(prompts) == 1:

@@ -41,7 +41,6 @@ from dashflow.generation.pipelines.checks import (
     check_count,
     check_output_type,
     check_sampling,
-    check_seconds,
     is_number,
 )
 from dashflow.generation.pipelines.components import (
@@ -54,7 +53,7 @@ from dashflow.generation.pipelines.components import (
     resolve_checkpoint,
     seeded_generators,
 )
-from dashflow.generation.pipelines.steering import MODES, Steering, check_clip, check_regions
+from dashflow.generation.pipelines.inputs import Request, check_negatives, check_steering, check_window
 from dashflow.generation.pipelines.tasks import TEXT_TASKS, get_task, task_of_class
 from dashflow.generation.sampling.cfm import CALLBACK_INPUTS, FlowMatching
 from dashflow.generation.sampling.flow import LatentNormalizer
@@ -79,7 +78,6 @@ __all__ = [
 CAPTION_TAG = "<|caption|>"
 PROMPT_FIELD = "{prompt}"
 LONG_FORM_SECONDS = 3600.0  # longest windowed clip (an hour, as the audio reader's limit)
-DEFAULT_STRENGTH = 0.8  # audio-to-audio without a strength (diffusers' image-to-image default)
 
 
 def format_prompt(prompt: str, template: str = "<|caption|> {prompt}") -> str:
@@ -108,20 +106,6 @@ class AudioGenerationOutput(AudioPipelineOutput):
     def trimmed(self) -> list[np.ndarray | Tensor]:
         """Each item's audio [S_i] without the padding."""
         return [audio[:length] for audio, length in zip(self.audios, self.lengths)]
-
-
-@dataclass
-class Request:
-    """What :meth:`AudioGenerationPipeline.check_inputs` makes of one call's arguments; every list
-    holds one entry per output (each prompt repeated ``num_waveforms_per_prompt`` times)."""
-
-    prompts: list[str]  # as the text encoder sees them
-    negatives: list[str] | None
-    frames: list[int | None]  # requested latent frames (None: predicted; unused with steering)
-    steering: Steering | None
-    window: int | None  # latent frames per window (long-form), None: one pass
-    overlap: int | None
-    length_requested: Any  # the length argument as given
 
 
 class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
@@ -257,11 +241,16 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
             raise DashflowError("pass audio_length_in_s or duration (the same setting), not both")
         length = audio_length_in_s if audio_length_in_s is not None else duration
         prompts = self.format_prompts(prompt)
-        negatives = self.check_negatives(negative_prompt, len(prompts), guidance_scale)
-        window, overlap = self.check_window(window_length_in_s, window_overlap_in_s)
+        negatives = check_negatives(negative_prompt, len(prompts), guidance_scale)
+        rate = self.transformer.latent_rate
+        window, overlap = check_window(window_length_in_s, window_overlap_in_s, rate, self.max_duration)
         limit = LONG_FORM_SECONDS if window else self.max_duration
-        steering = self.check_steering(init_audio, strength, inpaint_audio, inpaint_regions, continue_audio,
-                                       length, limit, window)
+        clips = {"init_audio": init_audio, "inpaint_audio": inpaint_audio, "continue_audio": continue_audio}
+        steering = check_steering(clips, strength, inpaint_regions, length, sample_rate=self.sample_rate,
+                                  latent_rate=rate, max_seconds=self.max_duration, limit=limit,
+                                  min_samples=self.tokenizer.min_samples, windowed=window is not None)
+        if negatives is not None:
+            negatives = self.format_prompts(negatives)
         if steering is not None:
             frames: list[int | None] = [None] * len(prompts)
         elif latents is not None and length is None:
@@ -277,65 +266,6 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
         repeat = (lambda items: [x for x in items for _ in range(n)])
         return Request(repeat(prompts), None if negatives is None else repeat(negatives), repeat(frames), steering,
                        window, overlap, length)
-
-    def check_negatives(self, negative_prompt, count: int, guidance_scale: float) -> list[str] | None:
-        """``negative_prompt`` (one for all prompts or one each) as encoded, or None."""
-        if negative_prompt is None:
-            return None
-        if guidance_scale == 1:
-            raise DashflowError("negative_prompt needs guidance_scale > 1: at 1 the negative branch is not run")
-        negatives = [negative_prompt] * count if isinstance(negative_prompt, str) else list(negative_prompt)
-        if len(negatives) != count:
-            raise DashflowError(f"{len(negatives)} negative prompts for {count} prompts")
-        return [format_prompt(p, self.prompt_template) for p in negatives]
-
-    def check_window(self, window_length_in_s, window_overlap_in_s) -> tuple[int | None, int | None]:
-        """Window and overlap in latent frames (overlap default: a third of the window), or Nones."""
-        if window_length_in_s is None:
-            if window_overlap_in_s is not None:
-                raise DashflowError("window_overlap_in_s needs window_length_in_s")
-            return None, None
-        check_seconds("window_length_in_s", window_length_in_s, self.max_duration)
-        rate = self.transformer.latent_rate
-        overlap_s = window_length_in_s / 3 if window_overlap_in_s is None else window_overlap_in_s
-        window, overlap = round(window_length_in_s * rate), round(overlap_s * rate) if is_number(overlap_s) else 0
-        if not 0 < overlap < window:
-            raise DashflowError(f"window_overlap_in_s {window_overlap_in_s!r} must be in (0, window_length_in_s) "
-                                "and at least one latent frame")
-        return window, overlap
-
-    def check_steering(self, init_audio, strength, inpaint_audio, inpaint_regions, continue_audio, length,
-                       limit: float, window: int | None) -> Steering | None:
-        """The call's input clip and its mode (see :mod:`.steering`), or None."""
-        given = [(name, audio) for name, audio in (("init_audio", init_audio), ("inpaint_audio", inpaint_audio),
-                                                   ("continue_audio", continue_audio)) if audio is not None]
-        names = {name for name, _ in given}
-        if len(given) > 1:
-            raise DashflowError(f"pass one of init_audio, inpaint_audio, continue_audio, not {' and '.join(names)}")
-        if strength is not None and "init_audio" not in names:
-            raise DashflowError("strength applies to init_audio (audio-to-audio)")
-        if inpaint_regions is not None and "inpaint_audio" not in names:
-            raise DashflowError("inpaint_regions apply to inpaint_audio")
-        if not given:
-            return None
-        name, audio = given[0]
-        wav = check_clip(audio, name, self.sample_rate, self.max_duration, self.tokenizer.min_samples)
-        mode, seconds = MODES[name], wav.numel() / self.sample_rate
-        if mode == "continue":
-            if not is_number(length):
-                raise DashflowError("continue_audio needs audio_length_in_s: the seconds to add (one number)")
-            check_seconds("the continuation's audio_length_in_s", length, limit - seconds)
-            return Steering(mode, wav, added_frames=max(1, round(length * self.transformer.latent_rate)))
-        if length is not None:
-            raise DashflowError(f"{name} sets the output's length: leave audio_length_in_s unset")
-        if window:
-            raise DashflowError("window_length_in_s applies to plain generation and continue_audio")
-        if mode == "inpaint":
-            return Steering(mode, wav, regions=check_regions(inpaint_regions, seconds))
-        strength = DEFAULT_STRENGTH if strength is None else strength
-        if not is_number(strength) or not 0 < strength <= 1:
-            raise DashflowError(f"strength must be in (0, 1] (1 = ignore the init audio), got {strength!r}")
-        return Steering(mode, wav, strength=float(strength))
 
     # --- generation ------------------------------------------------------------------------------
 

@@ -22,7 +22,8 @@ SIDECAR_KEYS = {
     "output", "prompt", "prompt_encoded", "duration_requested", "duration", "num_samples", "sample_rate",
     "steps", "cfg", "sway", "seed", "batch_index", "checkpoint", "task", "model_weights_hash",
     "tokenizer_hash", "text_encoder", "text_encoder_hash", "prompt_template", "instruction", "device",
-    "dtype", "dashflow_version", "compile", "load_seconds", "elapsed_seconds"}
+    "dtype", "dashflow_version", "compile", "load_seconds", "elapsed_seconds", "negative_prompt", "input_audio",
+    "input_audio_sha256", "steering", "window", "window_overlap"}
 FAST = ["--steps", "2", "--quiet", "--device", "cpu"]
 
 
