@@ -37,6 +37,9 @@ from dashflow.spectral import MelSpectrogram
 from dashflow.weights import module_hash
 
 X_ARES_ATTRIBUTES = ("sampling_rate", "output_dim", "hop_size_in_ms")
+# stored features: half the memory of float32 and float32's range (float16 flushes the 1e-5-scale
+# outputs of some untrained codecs to zero)
+FEATURE_DTYPE = torch.bfloat16
 
 
 class CodecFeatures(nn.Module):
@@ -162,7 +165,7 @@ def valid_frames(encoder: nn.Module, lengths: Tensor, frames: int) -> Tensor:
 @torch.no_grad()
 def encode_clips(encoder: nn.Module, records: Sequence[dict], batch_size: int = 16,
                  progress: bool = True) -> tuple[Tensor, Tensor]:
-    """Features of every record's audio: (features [N, T, D] float16, zero-padded; mask [N, T]).
+    """Features of every record's audio: (features [N, T, D] bfloat16, zero-padded; mask [N, T]).
 
     Clips are batched by length (zero-padded to the batch's longest) and each clip's padded
     frames are masked: exactly, for codecs; by duration, for other encoders.
@@ -189,9 +192,9 @@ def encode_clips(encoder: nn.Module, records: Sequence[dict], batch_size: int = 
             mask = torch.arange(feats.shape[1])[None] < valid_frames(encoder, lengths, feats.shape[1])[:, None]
         for row, i in enumerate(index):
             keep = int(mask[row].sum())
-            outputs[i] = (feats[row, :keep].float().cpu().half(), torch.ones(keep, dtype=torch.bool))
+            outputs[i] = (feats[row, :keep].float().cpu().to(FEATURE_DTYPE), torch.ones(keep, dtype=torch.bool))
     frames = max(f.shape[0] for f, _ in outputs)
-    features = torch.zeros(len(records), frames, outputs[0][0].shape[-1], dtype=torch.float16)
+    features = torch.zeros(len(records), frames, outputs[0][0].shape[-1], dtype=FEATURE_DTYPE)
     mask = torch.zeros(len(records), frames, dtype=torch.bool)
     for i, (f, _) in enumerate(outputs):
         features[i, :len(f)], mask[i, :len(f)] = f, True
@@ -205,7 +208,7 @@ def cached_features(encoder: nn.Module, records: Sequence[dict], cache_dir: str 
     if cache_dir is None:
         return encode_clips(encoder, records, batch_size, progress)
     key = hashlib.sha256(json.dumps([(r["audio_id"], r["audio"]) for r in records]).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / feature_id(encoder) / f"{key}.safetensors"
+    path = Path(cache_dir) / feature_id(encoder) / f"{key}-bf16.safetensors"
     if path.is_file():
         try:
             stored = load_file(path)

@@ -26,6 +26,7 @@ from omegaconf import MISSING
 from torch import Tensor, nn
 
 from dashflow.errors import DashflowError
+from dashflow.manifests import read_json
 from dashflow.models import SafetensorsModelMixin
 from dashflow.training import OptimConfig, TrainConfig, check_training
 from dashflow.tokenizer.semantic import DashengEncoder, read_dasheng_checkpoint
@@ -110,10 +111,15 @@ def sembo_loss(bottleneck: SemanticBottleneck, high: Tensor, mask: Tensor | None
 
 def load_teacher(path: str | os.PathLike) -> DashengEncoder:
     """The frozen semantic encoder SemBo and LoSATok learn from, in eval mode: a DashengTokenizer
-    folder's (or hub id's) ``encoder.model``, or a PyPI ``dasheng`` checkpoint file."""
+    folder's (or hub id's) ``encoder.model``, a :class:`SemanticTeacher` folder's ``encoder``, or a
+    PyPI ``dasheng`` checkpoint file."""
     from dashflow.tokenizer.model import DashengTokenizer
+    from dashflow.tokenizer.teacher import SemanticTeacher
 
-    if Path(path).is_file():
+    config = Path(path) / CONFIG_NAME
+    if config.is_file() and read_json(config).get("_class_name") == SemanticTeacher.__name__:
+        encoder = SemanticTeacher.from_pretrained(path).encoder
+    elif Path(path).is_file():
         state, config = read_dasheng_checkpoint(path)
         encoder = DashengEncoder(config.get("embed_dim", 768), config.get("depth", 12), config.get("num_heads", 12))
         load_strict(encoder, {k: v for k, v in state.items() if not k.startswith("outputlayer.")}, path,

@@ -158,3 +158,18 @@ def test_bench_codec_writes_one_table(tone_task, tmp_path):
     assert "| encodec (untrained) | 16 | 50 |" in markdown and "| majority class |" in markdown
     html = (out / "codec_bench.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "<table>" in html
+
+
+def test_tiny_feature_values_survive_storage(tone_task, tmp_path):
+    """Untrained codecs can output 1e-6-scale features; storage must not flush them to zero."""
+
+    class Whisper(LogMelFeatures):
+        def forward(self, wav):
+            return super().forward(wav) * 1e-7
+
+    encoder = Whisper()
+    features, mask = cached_features(encoder, records(tone_task)[:2], tmp_path, progress=False)
+    stored = features[mask].float()
+    assert (stored != 0).float().mean() > 0.99
+    reference = (LogMelFeatures()(torch.zeros(1, 16000)) * 1e-7).abs().max()
+    assert stored.abs().max() > 0.1 * reference
