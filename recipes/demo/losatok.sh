@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# LoSATok at demo scale, and the claim it rests on (is a 10x smaller latent easier for the DiT?),
+# on a CPU machine, with the suite's own recipes:
+#   semantic teacher (supervised on the demo corpus's train split) -> SemBo, with and without the
+#   time-relation loss -> demo LoSATok (GAN) -> codec benchmark rows (reconstruction + probes)
+#   -> DiT arms on (a) the demo tokenizer's latents and (b) demo LoSATok latents, same DiT, steps, data.
+# Usage: recipes/demo/losatok.sh CORPUS_DIR PROBE_TASKS_DIR [WORK_DIR]
+#   CORPUS_DIR: recipes/demo/build_corpus.py's output; PROBE_TASKS_DIR: recipes/probe_tasks/build.py's.
+# Every stage resumes from its newest checkpoint when rerun (a finished one only re-exports).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+corpus="$1"; tasks="$2"; work="${3:-runs/losatok_demo}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+launch=(accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no)
+
+"${launch[@]}" recipes/semantic_teacher.py --config recipes/configs/semantic_teacher/demo.yaml \
+    data.train="$corpus/train.jsonl" train.output_dir="$work/teacher"
+for variant in relation:1.0 no_relation:0.0; do
+    "${launch[@]}" recipes/sembo.py --config recipes/configs/sembo/demo.yaml data.train="$corpus/train.jsonl" \
+        model.teacher="$work/teacher/final" loss.relation_weight="${variant#*:}" \
+        train.output_dir="$work/sembo_${variant%%:*}"
+done
+"${launch[@]}" recipes/tokenizer_gan.py --config recipes/configs/tokenizer/losatok_demo.yaml \
+    data.train="$corpus/train.jsonl" model.teacher="$work/teacher/final" \
+    model.sembo="$work/sembo_relation/final" train.output_dir="$work/losatok"
+python -m benchmarks.losatok_demo --tasks "$tasks" --work "$work" --out benchmarks/results/losatok_demo
