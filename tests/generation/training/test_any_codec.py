@@ -1,12 +1,16 @@
-"""A second latent space plugs in with no edit under ``generation/``: a codec written only against
-:mod:`dashflow.codecs` (``tests/generation/frame_codec.py``, installed as a plugin) trains a tiny DiT
-through ``recipes/tta.py`` and generates through ``generate --checkpoint``."""
+"""Any latent space plugs in with no edit under ``generation/``: a codec written only against
+:mod:`dashflow.codecs` (``tests/generation/frame_codec.py``, installed as a plugin) and LoSATok each
+train a tiny DiT through ``recipes/tta.py`` and generate through ``generate --checkpoint``."""
 
 import ast
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
+from dashflow.tokenizer.losatok import LoSATok
 
 from dashflow.audio import load_audio
 from dashflow.manifests import write_manifest
@@ -32,10 +36,26 @@ def test_generation_names_no_concrete_codec():
     assert not offenders, offenders
 
 
-def test_a_plugin_codec_trains_the_dit_and_generates(frame_codec_plugin, tmp_path):
+def tiny_losatok(folder):
+    torch.manual_seed(0)
+    LoSATok.from_preset("tiny").save_pretrained(folder)
+    return LoSATok
+
+
+CODECS = {  # name -> (writes a codec folder and returns its class, latent dim)
+    "FrameCodec": (lambda folder: FrameCodec(bands=4).save_pretrained(folder) or FrameCodec, 8),
+    "LoSATok": (tiny_losatok, 8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_a_codec_trains_the_dit_and_generates(name, frame_codec_plugin, tmp_path):
+    """A plugin codec (written only against the interface) and LoSATok: tta.py trains on their
+    latents and `generate --checkpoint` samples the exported pipeline."""
     env = {**frame_codec_plugin, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     codec_dir = tmp_path / "codec"
-    FrameCodec(bands=4).save_pretrained(codec_dir)
+    write, latent_dim = CODECS[name]
+    codec_class = write(codec_dir)
     records = []
     for i in range(4):
         write_wav(tmp_path / f"low_{i}.wav", tone(100 + 20 * i, 1.0))
@@ -54,8 +74,8 @@ def test_a_plugin_codec_trains_the_dit_and_generates(frame_codec_plugin, tmp_pat
     assert train.returncode == 0, train.stderr[-3000:]
     pipeline = out / "final" / "ema"
     index = json.loads((pipeline / "model_index.json").read_text())
-    assert index["tokenizer"] == ["dashflow.codecs", "FrameCodec"]
-    assert json.loads((pipeline / "transformer" / "config.json").read_text())["latent_dim"] == 8
+    assert index["tokenizer"] == ["dashflow.codecs", name]
+    assert json.loads((pipeline / "transformer" / "config.json").read_text())["latent_dim"] == latent_dim
 
     wav = tmp_path / "hum.wav"
     gen = subprocess.run([sys.executable, "-m", "dashflow.generation.cli.generate", "a low hum", "-o", str(wav),
@@ -65,4 +85,4 @@ def test_a_plugin_codec_trains_the_dit_and_generates(frame_codec_plugin, tmp_pat
     audio = load_audio(wav)
     assert audio.shape == (25 * 640,) and audio.abs().max() > 0
     sidecar = json.loads(wav.with_suffix(".json").read_text())
-    assert sidecar["tokenizer_hash"] == FrameCodec.from_pretrained(codec_dir).weights_hash()
+    assert sidecar["tokenizer_hash"] == codec_class.from_pretrained(codec_dir).weights_hash()
