@@ -21,9 +21,10 @@ RECON_COLUMNS = (("audio", "mel_distance", "Mel-16k", "lower"), ("audio", "stft_
                  ("speech", "stoi", "STOI", "higher"))
 
 
-def probe_mean(row: dict) -> float:
-    scores = [entry["test"] for entry in row["probes"].values()]
-    return float(np.mean(scores))
+def probe_mean(row: dict, key: str = "test") -> float | None:
+    """Mean over tasks of the linear probe's test accuracy (``test``) or the k-NN score (``knn``)."""
+    scores = [entry.get(key) for entry in row["probes"].values()]
+    return None if None in scores else float(np.mean(scores))
 
 
 def rtf(row: dict) -> float | None:
@@ -35,7 +36,7 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     """Header and text rows of the one table (probe accuracies in %)."""
     tasks = list(results["tasks"])
     header = ["encoder", "dim", "rate (Hz)", "params (M)", *(c[2] for c in RECON_COLUMNS), "enc+dec RTF",
-              *tasks, "probe mean"]
+              *tasks, "probe mean", "k-NN mean"]
     rows = []
     for label, row in results["encoders"].items():
         recon = [row["reconstruction"].get(kind, {}).get(key) for kind, key, _, _ in RECON_COLUMNS]
@@ -43,10 +44,11 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         rows.append([label + (" (untrained)" if row.get("untrained") else ""), str(row["dim"]),
                      f"{row['rate_hz']:g}", f"{row['parameters'] / 1e6:.2f}",
                      *("–" if v is None else f"{v:.3f}" for v in recon), "–" if speed is None else f"{speed:.4f}",
-                     *(f"{100 * row['probes'][t]['test']:.1f}" for t in tasks), f"{100 * probe_mean(row):.1f}"])
+                     *(f"{100 * row['probes'][t]['test']:.1f}" for t in tasks), f"{100 * probe_mean(row):.1f}",
+                     "–" if probe_mean(row, "knn") is None else f"{100 * probe_mean(row, 'knn'):.1f}"])
     majority = [results["tasks"][t]["majority"] for t in tasks]
     rows.append(["majority class", "", "", "", *("" for _ in RECON_COLUMNS), "",
-                 *(f"{100 * m:.1f}" for m in majority), f"{100 * np.mean(majority):.1f}"])
+                 *(f"{100 * m:.1f}" for m in majority), f"{100 * np.mean(majority):.1f}", ""])
     return header, rows
 
 
@@ -56,7 +58,7 @@ def render_markdown(results: dict) -> str:
     lines = ["# Codec benchmark", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|",
              *("| " + " | ".join(r) + " |" for r in rows), "",
              "Probe columns: test accuracy (%) of a LayerNorm + linear probe on frozen features, epoch chosen on "
-             "the validation split; reconstruction through each codec's own decoder at 16 kHz; RTF = encode + "
+             "the validation split; k-NN mean: X-ARES's k = 10 cosine k-NN score, averaged over the tasks; reconstruction through each codec's own decoder at 16 kHz; RTF = encode + "
              "decode seconds per second of audio on the benchmark's device.", "", "## Tasks", "",
              "| task | classes | train / val / test clips | majority class |", "|---|---|---|---|"]
     lines += [f"| {name} | {t['classes']} | {t['clips']['train']} / {t['clips']['val']} / {t['clips']['test']} | "
