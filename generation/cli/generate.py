@@ -80,7 +80,7 @@ def build_generate_parser() -> argparse.ArgumentParser:
     steer.add_argument("--strength", type=float, default=None,
                        help="with --init-audio: noise level in (0, 1] the clip starts from; 1 ignores it (default 0.8)")
     steer.add_argument("--inpaint", metavar="FILE", help="regenerate the --region parts of this clip, keep the rest")
-    steer.add_argument("--region", metavar="START:END", action="append", type=parse_region,
+    steer.add_argument("--region", metavar="START:END", action="append",
                        help="with --inpaint: seconds to regenerate (repeatable)")
     steer.add_argument("--continue", dest="continue_audio", metavar="FILE",
                        help="extend this clip by --duration seconds")
@@ -93,11 +93,11 @@ def build_generate_parser() -> argparse.ArgumentParser:
 
 
 def parse_region(text: str) -> tuple[float, float]:
-    """``START:END`` seconds (argparse type of ``--region``)."""
+    """``--region START:END`` as seconds (the pipeline checks them against the clip)."""
     try:
         start, end = (float(part) for part in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not START:END in seconds (e.g. 1.5:3)") from None
+        raise DashflowError(f"--region {text!r} is not START:END in seconds (e.g. 1.5:3)") from None
     return start, end
 
 
@@ -162,14 +162,18 @@ def check_steering_flags(args: argparse.Namespace) -> None:
         raise DashflowError(f"{clips[0]} sets the clip's length: drop --duration")
     if args.window_overlap is not None and args.window is None:
         raise DashflowError("--window-overlap needs --window")
+    for region in args.region or ():
+        parse_region(region)
     for path in (args.init_audio, args.inpaint, args.continue_audio):
         if path is not None and not Path(path).is_file():
             raise DashflowError(f"{path}: no such audio file")
 
 
-def steering_arguments(args: argparse.Namespace, sample_rate: int, max_seconds: float) -> tuple[dict, dict]:
-    """The pipeline's steering keyword arguments (the input clip read at ``sample_rate``) and what
-    the sidecar records of the flags (the clip's path and file sha256)."""
+def steering_arguments(args: argparse.Namespace, pipe) -> tuple[dict, dict]:
+    """The pipeline's steering keyword arguments (the input clip read and checked at the
+    pipeline's rate) and what the sidecar records of the flags (the clip's path and file sha256)."""
+    from dashflow.generation.pipelines.steering import check_clip
+
     from dashflow.audio import load_audio
 
     kwargs = {"negative_prompt": args.negative, "window_length_in_s": args.window,
@@ -178,12 +182,13 @@ def steering_arguments(args: argparse.Namespace, sample_rate: int, max_seconds: 
     for flag, name in (("init_audio", "init_audio"), ("inpaint", "inpaint_audio"), ("continue_audio", "continue_audio")):
         path = getattr(args, flag)
         if path is not None:
-            kwargs[name] = load_audio(path, sample_rate, max_seconds=max_seconds)
+            wav = load_audio(path, pipe.sample_rate, max_seconds=pipe.max_duration)
+            kwargs[name] = check_clip(wav, path, pipe.sample_rate, pipe.max_duration, pipe.tokenizer.min_samples)
             record.update(input_audio=str(Path(path).resolve()), input_audio_sha256=file_sha256(path))
     if args.strength is not None:
         kwargs["strength"] = args.strength
     if args.region is not None:
-        kwargs["inpaint_regions"] = args.region
+        kwargs["inpaint_regions"] = [parse_region(region) for region in args.region]
     return kwargs, record
 
 def slug(prompt: str, limit: int = 48) -> str:
@@ -220,7 +225,7 @@ def generate_command(args: argparse.Namespace) -> int:
     seed = secrets.randbelow(2 ** 31) if args.seed is None else args.seed
     start = time.perf_counter()
     pipe, runtime = load_for_command(lambda dtype: load(checkpoint, args, dtype), args, progress=not args.quiet)
-    steering, steering_record = steering_arguments(args, pipe.sample_rate, pipe.max_duration)
+    steering, steering_record = steering_arguments(args, pipe)
     pipe.check_inputs(prompts[0], args.duration, args.steps, args.cfg, **steering)  # before anything is written
     load_seconds = time.perf_counter() - start
     provenance = {

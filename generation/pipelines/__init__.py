@@ -27,7 +27,7 @@ _EXPORTS = {
     "SpeechEnhancementPipeline": "dashflow.generation.pipelines.speech_enhancement",
     "ModelMixin": "diffusers",
 }
-__all__ = list(_EXPORTS)  # noqa: PLE0605
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> type:

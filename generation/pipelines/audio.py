@@ -227,9 +227,9 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
     # --- argument checks -------------------------------------------------------------------------
 
     def check_inputs(self, prompt, audio_length_in_s=None, num_inference_steps=25, guidance_scale=5.0,
-                     negative_prompt=None, num_waveforms_per_prompt=1, sway_coef=-1.0, latents=None,
-                     init_audio=None, strength=None, inpaint_audio=None, inpaint_regions=None, continue_audio=None,
-                     window_length_in_s=None, window_overlap_in_s=None, callback_on_step_end=None,
+                     negative_prompt=None, negative_guidance_scale=1.0, num_waveforms_per_prompt=1, sway_coef=-1.0,
+                     latents=None, init_audio=None, strength=None, inpaint_audio=None, inpaint_regions=None,
+                     continue_audio=None, window_length_in_s=None, window_overlap_in_s=None, callback_on_step_end=None,
                      callback_on_step_end_tensor_inputs=("latents",), output_type="np", duration=None) -> Request:
         """Every check of :meth:`__call__`'s arguments (one DashflowError line each), before any
         model runs; returns the call's :class:`Request`."""
@@ -241,7 +241,7 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
             raise DashflowError("pass audio_length_in_s or duration (the same setting), not both")
         length = audio_length_in_s if audio_length_in_s is not None else duration
         prompts = self.format_prompts(prompt)
-        negatives = check_negatives(negative_prompt, len(prompts), guidance_scale)
+        negatives = check_negatives(negative_prompt, negative_guidance_scale, len(prompts), guidance_scale)
         rate = self.transformer.latent_rate
         window, overlap = check_window(window_length_in_s, window_overlap_in_s, rate, self.max_duration)
         limit = LONG_FORM_SECONDS if window else self.max_duration
@@ -304,7 +304,8 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, prompt: str | Sequence[str], audio_length_in_s: float | Sequence[float | None] | None = None,
                  num_inference_steps: int = 25, guidance_scale: float = 5.0,
-                 negative_prompt: str | Sequence[str] | None = None, num_waveforms_per_prompt: int = 1,
+                 negative_prompt: str | Sequence[str] | None = None, negative_guidance_scale: float = 1.0,
+                 num_waveforms_per_prompt: int = 1,
                  sway_coef: float | None = -1.0, generator: torch.Generator | list[torch.Generator] | None = None,
                  seed: int | Sequence[int] | None = None, latents: Tensor | None = None,
                  init_audio: Tensor | np.ndarray | None = None, strength: float | None = None,
@@ -321,8 +322,9 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
         per prompt, in (0, max_duration]; None uses the model's predicted duration (or the length
         of ``latents``). Each item's length is its latent frames x 640 samples.
         num_inference_steps >= 1 (Euler, sway schedule, N model calls), guidance_scale >= 1
-        (1 = no classifier-free guidance), negative_prompt (one, or one per prompt): guidance
-        steers away from it instead of from the null condition (needs guidance_scale > 1).
+        (1 = no classifier-free guidance), negative_prompt (one, or one per prompt): a third
+        branch steers away from it, ``- negative_guidance_scale (v_neg - v_uncond)`` (needs
+        guidance_scale > 1; :mod:`dashflow.generation.sampling.cfm` says why not diffusers' swap).
         num_waveforms_per_prompt: outputs per prompt (output i * n + j is prompt i's j-th).
         sway_coef (0 / None = linear sigmas). seed: output k uses ``seed + k`` (or one seed per
         output); generator: torch generator(s) instead. latents: the starting noise [B, C, T]
@@ -339,9 +341,10 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
         output_type ``"np"`` or ``"pt"``. Returns AudioGenerationOutput (audios [B, S]).
         """
         request = self.check_inputs(prompt, audio_length_in_s, num_inference_steps, guidance_scale, negative_prompt,
-                                    num_waveforms_per_prompt, sway_coef, latents, init_audio, strength, inpaint_audio,
-                                    inpaint_regions, continue_audio, window_length_in_s, window_overlap_in_s,
-                                    callback_on_step_end, callback_on_step_end_tensor_inputs, output_type, duration)
+                                    negative_guidance_scale, num_waveforms_per_prompt, sway_coef, latents, init_audio,
+                                    strength, inpaint_audio, inpaint_regions, continue_audio, window_length_in_s,
+                                    window_overlap_in_s, callback_on_step_end, callback_on_step_end_tensor_inputs,
+                                    output_type, duration)
         batch = len(request.prompts)
         generator, seeds = seeded_generators(batch, generator, seed)
         model, steering, hop = self.transformer, request.steering, self.samples_per_latent
@@ -368,6 +371,7 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
             lambda step, timestep, tensors: callback_on_step_end(self, step, timestep, tensors))
         flow = FlowMatching(model, normalizer=self.latent_normalizer)
         sampling = {"num_steps": num_inference_steps, "guidance_scale": guidance_scale, "sway_coef": sway_coef,
+                    "negative_scale": negative_guidance_scale,
                     "scheduler": self.scheduler, "generator": generator, "callback": callback,
                     "callback_inputs": callback_on_step_end_tensor_inputs, "progress": progress}
         windowed = request.window is not None and int(frames[0]) > request.window
@@ -390,6 +394,7 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
             audios = steering.paste(audios, lengths, self.sample_rate, hop)
 
         settings = {"task": self.task, "prompts": request.prompts, "negative_prompts": request.negatives,
+                    "negative_guidance_scale": negative_guidance_scale if request.negatives else None,
                     "num_waveforms_per_prompt": num_waveforms_per_prompt,
                     "duration_requested": request.length_requested,
                     "durations": [n / self.sample_rate for n in lengths],

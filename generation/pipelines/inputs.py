@@ -28,8 +28,10 @@ class Request:
     length_requested: Any  # the length argument as given
 
 
-def check_negatives(negative_prompt, count: int, guidance_scale: float) -> list[str] | None:
+def check_negatives(negative_prompt, negative_guidance_scale, count: int, guidance_scale: float) -> list[str] | None:
     """``negative_prompt`` (one for all ``count`` prompts, or one each) as a list, or None."""
+    if not is_number(negative_guidance_scale) or negative_guidance_scale < 0:
+        raise DashflowError(f"negative_guidance_scale must be a number >= 0, got {negative_guidance_scale!r}")
     if negative_prompt is None:
         return None
     if guidance_scale == 1:

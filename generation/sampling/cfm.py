@@ -9,8 +9,13 @@ normaliser (latents are normalised on the way in and denormalised on the way out
 
 Sampling (``sample``) integrates with the Euler scheduler from noise to latents and steers it:
 
-- guidance ``v = v_u + w (v_c - v_u)`` where ``v_u`` is the null condition's velocity, or a
-  negative prompt's (``negative``), run as one ``[uncond; cond]`` batch;
+- guidance ``v = v_u + w (v_c - v_u)`` (``v_u``: the null condition's velocity), run as one
+  ``[uncond; cond]`` batch; a ``negative`` condition adds a third branch and a term
+  ``- w_n (v_n - v_u)`` (composable-diffusion negation, Liu et al. 2022, arXiv:2206.01714). We
+  chose it over replacing ``v_u`` by ``v_n`` (diffusers' and stable-audio-tools' negative
+  prompt): on the demo model, with a negative of a related class (violin / flute), replacement
+  at CFG 5 also lost the prompt's class, while the extra term with ``w_n = 1`` lowered the
+  negative class and kept the prompt's (``benchmarks/results/steer/report.md``);
 - ``init`` latents with ``strength`` s in (0, 1]: the schedule is scaled to start at sigma = s and
   the init latents are noised to that level (audio-to-audio; s = 1 is plain generation);
 - ``keep`` [B, T] weights in [0, 1]: after every step the init latents, noised to the new level
@@ -52,9 +57,9 @@ CALLBACK_INPUTS = ("latents", "velocity")
 StepCallback = Callable[[int, Tensor, dict[str, Tensor]], dict[str, Tensor]]
 
 
-def stack_conditions(first: Conditioning, second: Conditioning) -> Conditioning:
-    """``[first; second]`` along the batch; contexts of different lengths are zero-padded (masked)."""
-    length = max(first.context.shape[1], second.context.shape[1])
+def stack_conditions(*conditions: Conditioning) -> Conditioning:
+    """The conditions stacked along the batch; contexts of different lengths are zero-padded (masked)."""
+    length = max(cond.context.shape[1] for cond in conditions)
 
     def padded(cond: Conditioning) -> Conditioning:
         extra = length - cond.context.shape[1]
@@ -64,7 +69,10 @@ def stack_conditions(first: Conditioning, second: Conditioning) -> Conditioning:
                             torch.nn.functional.pad(cond.context_mask, (0, extra)),
                             cond.time_aligned_context, cond.latent_mask)
 
-    return padded(first).cat(padded(second))
+    stacked = padded(conditions[0])
+    for cond in conditions[1:]:
+        stacked = stacked.cat(padded(cond))
+    return stacked
 
 
 class FlowMatching:
@@ -143,7 +151,7 @@ class FlowMatching:
 
     @torch.no_grad()
     def sample(self, cond: Conditioning, *, num_steps: int = 25, guidance_scale: float = 5.0,
-               negative: Conditioning | None = None, sway_coef: float | None = -1.0,
+               negative: Conditioning | None = None, negative_scale: float = 1.0, sway_coef: float | None = -1.0,
                scheduler: SchedulerMixin | None = None, generator: torch.Generator | list[torch.Generator] | None = None,
                noise: Tensor | None = None, init: Tensor | None = None, strength: float = 1.0,
                keep: Tensor | None = None, callback: StepCallback | None = None,
@@ -152,10 +160,10 @@ class FlowMatching:
         """Integrate from noise to tokenizer latents [B, C, T] (``T = cond.latent_mask.shape[1]``).
 
         guidance_scale 1 runs the conditional pass only (5.0 for TTA/TTM, 1.0 for SE); ``negative``
-        (the negative prompt's conditioning, same batch and frames) replaces the null condition
-        and needs guidance > 1. noise ``randn[B, C, T]`` from ``generator`` unless ``noise`` is
-        given; frames past an item's length are computed but masked out of attention (trim them
-        with ``cond.latent_mask``). ``scheduler`` (a pipeline's component; default
+        (the negative prompt's conditioning, same batch and frames) adds its branch with weight
+        ``negative_scale`` and needs guidance > 1. noise ``randn[B, C, T]`` from ``generator``
+        unless ``noise`` is given; frames past an item's length are computed but masked out of
+        attention (trim them with ``cond.latent_mask``). ``scheduler`` (a pipeline's component; default
         FlowMatchEulerDiscreteScheduler) is copied and set to the sway sigmas (times ``strength``).
         ``init`` [B, C, T] tokenizer latents, ``strength`` and ``keep`` [B, T] steer the result
         (module doc). ``skip_final_step`` (default) leaves out the last call when its step is a
@@ -196,22 +204,25 @@ class FlowMatching:
             x0, eps = self.to_model_space(init.to(device)), latents
             latents = interpolate(x0, eps, scheduler.sigmas[0])
             weights = None if keep is None else keep.to(device, torch.float32)[:, None, :]
-        guided = guidance_scale > 1
-        if guided:
-            batch_cond = stack_conditions(negative if negative is not None else cond.null(), cond)
+        if guidance_scale == 1:
+            branches, batch_cond = 1, cond
+        elif negative is None:
+            branches, batch_cond = 2, stack_conditions(cond.null(), cond)
         else:
-            batch_cond = cond
+            branches, batch_cond = 3, stack_conditions(cond.null(), cond, negative)
         timesteps = scheduler.timesteps
         if skip_final_step and abs(float(scheduler.sigmas[-2])) < NOOP_SIGMA:
             timesteps = timesteps[:-1]
         prepared = model.prepare(batch_cond)  # what every step shares: computed once
         for i, step_t in enumerate(tqdm(timesteps, delay=1.0, disable=not progress, desc="sampling", leave=False)):
-            x_in = torch.cat([latents, latents]) if guided else latents
+            x_in = torch.cat([latents] * branches) if branches > 1 else latents
             t_in = torch.trunc(step_t) if truncate_timesteps else step_t
             v = model.velocity(x_in.to(dtype), t_in.expand(x_in.shape[0]), batch_cond, prepared).float()
-            if guided:
-                v_uncond, v_cond = v.chunk(2)
+            if branches > 1:
+                v_uncond, v_cond, *v_negative = v.chunk(branches)
                 v = v_uncond + guidance_scale * (v_cond - v_uncond)
+                if v_negative:
+                    v = v - negative_scale * (v_negative[0] - v_uncond)
             latents = scheduler.step(v, step_t, latents).prev_sample
             if weights is not None:
                 known = interpolate(x0, eps, scheduler.sigmas[scheduler.step_index])

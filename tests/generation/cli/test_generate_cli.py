@@ -185,3 +185,76 @@ def test_console_script_reports_one_line(tmp_path):
     done = subprocess.run([*command, "a dog", "-o", str(tmp_path / "a.wav"), "--checkpoint", str(tmp_path / "none")],
                           check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.splitlines() == [f"error: {tmp_path / 'none'}: pipeline folder not found"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """A 2 s tone, a silent clip, a 61 s clip and a file that is no audio."""
+    root = tmp_path_factory.mktemp("clips")
+    t = np.arange(32000) / 16000
+    sf.write(root / "tone.wav", 0.3 * np.sin(2 * np.pi * 330 * t), 16000)
+    sf.write(root / "silent.wav", np.zeros(16000), 16000)
+    sf.write(root / "long.wav", 0.1 * np.ones(61 * 16000), 16000)
+    (root / "text.wav").write_text("not audio")
+    return {p.stem: p for p in root.iterdir()}
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("flags, check", [
+    (["--negative", "wind", "--duration", "0.4"],
+     lambda side: side["negative_prompt"] == "wind" and side["steering"] is None and side["input_audio"] is None),
+    (["--init-audio", "{tone}", "--strength", "0.6"],
+     lambda side: side["steering"]["mode"] == "audio_to_audio" and side["steering"]["strength"] == 0.6
+     and side["num_samples"] == 32000),
+    (["--inpaint", "{tone}", "--region", "0.5:1", "--region", "1.5:1.75"],
+     lambda side: side["steering"]["regions"] == [[0.5, 1.0], [1.5, 1.75]] and side["num_samples"] == 32000),
+    (["--continue", "{tone}", "--duration", "0.4"],
+     lambda side: side["steering"]["added_seconds"] == 0.4 and side["num_samples"] == 32000 + 6400),
+    (["--duration", "2", "--window", "1", "--window-overlap", "0.4"],
+     lambda side: side["window"] == 1.0 and side["window_overlap"] == 0.4 and side["num_samples"] == 32000),
+])
+def test_steering_flags_reach_the_pipeline_and_the_sidecar(flags, check, checkpoint, clips, tmp_path, capfd):
+    out = tmp_path / "out.wav"
+    argv = [a.format(**clips) for a in flags]
+    code, err = run(["a bell", "-o", out, "--checkpoint", checkpoint, "--seed", 2, *FAST, *argv], capfd)
+    assert code == 0 and err == []
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert set(side) == SIDECAR_KEYS and check(side), side
+    assert sf.read(out)[0].shape == (side["num_samples"],)
+    if side["input_audio"] is not None:
+        assert side["input_audio"] == str(clips["tone"].resolve())
+        assert side["input_audio_sha256"] == sha256(clips["tone"]) and len(side["steering"]["audio_sha256"]) == 64
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--init-audio", "{tone}", "--strength", "0"], "strength must be in (0, 1]"),
+    (["--init-audio", "{tone}", "--strength", "1.5"], "strength must be in (0, 1]"),
+    (["--strength", "0.5"], "--strength applies to --init-audio"),
+    (["--inpaint", "{tone}", "--region", "1.5:2.5"], "inpaint region 1.5:2.5 s lies outside the clip (0:2.000 s)"),
+    (["--inpaint", "{tone}", "--region", "1:1"], "inpaint region 1:1 s is empty"),
+    (["--inpaint", "{tone}", "--region", "0.2:1", "--region", "0.5:1.5"], "overlap"),
+    (["--inpaint", "{tone}", "--region", "one:two"], "--region 'one:two' is not START:END"),
+    (["--inpaint", "{tone}"], "--inpaint FILE needs at least one --region"),
+    (["--init-audio", "{text}"], "cannot read audio"),
+    (["--init-audio", "{silent}"], "is silent"),
+    (["--init-audio", "{long}"], "longer than the 60 s limit"),
+    (["--init-audio", "{tmp}/none.wav"], "no such audio file"),
+    (["--init-audio", "{tone}", "--continue", "{tone}"], "use one of --init-audio, --inpaint, --continue"),
+    (["--init-audio", "{tone}", "--duration", "1"], "--init-audio sets the clip's length: drop --duration"),
+    (["--continue", "{tone}"], "--continue needs --duration"),
+    (["--negative", "wind", "--cfg", "1"], "--negative needs --cfg > 1"),
+    (["--duration", "70"], "pass window_length_in_s"),
+    (["--duration", "5", "--window", "1", "--window-overlap", "2"], "window_overlap_in_s"),
+])
+def test_steering_errors_are_one_line_and_leave_no_file(args, message, checkpoint, clips, tmp_path, capfd):
+    out = tmp_path / "out" / "clip.wav"
+    argv = [a.format(tmp=tmp_path, **clips) for a in args]
+    code, err = run(["a dog", "--checkpoint", checkpoint, *FAST, *argv, "-o", out], capfd)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()

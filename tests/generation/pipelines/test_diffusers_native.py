@@ -124,3 +124,44 @@ def test_compiled_pipeline_matches_eager_and_keeps_its_weights(tmp_path):
     assert sorted(pipe.transformer.state_dict()) == keys
     pipe.save_pretrained(tmp_path / "saved")  # a compiled pipeline still saves loadable weights
     np.testing.assert_allclose(generate(TextToAudioPipeline.from_pretrained(tmp_path / "saved")), eager, rtol=0, atol=1e-5)
+
+
+def test_dtype_casts_and_loading_are_quiet(saved, capfd):
+    """No "modules that should be kept in float32: []" note on ``.to(dtype)`` (diffusers' own cast
+    logs it), no transformers weight-loading bars on load; the quieting ends with the call."""
+    import logging
+
+    import diffusers
+    from transformers.utils import logging as hf_logging
+
+    _, folder = saved
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    library = logging.getLogger("diffusers")
+    library.addHandler(handler)
+    diffusers.utils.logging.set_verbosity_warning()  # as a fresh process has it
+    try:
+        capfd.readouterr()
+        pipe = TextToAudioPipeline.from_pretrained(folder)
+        assert "Loading weights" not in capfd.readouterr().err
+        pipe.to(torch.bfloat16)
+        assert pipe.transformer.dtype == torch.bfloat16 and not any("kept in float32" in r for r in records)
+        DiffusionPipeline.to(pipe, torch.float32)  # the control: diffusers' cast does log it
+        assert any("kept in float32: []" in r for r in records)
+    finally:
+        library.removeHandler(handler)
+    assert hf_logging.is_progress_bar_enabled()  # restored after loading
+    from dashflow.text_encoders import load_text_encoder
+
+    load_text_encoder("minilm")  # the control: loading outside a pipeline shows transformers' bar
+    assert "Loading weights" in capfd.readouterr().err
+
+
+def test_saved_index_holds_no_machine_path(saved, tmp_path):
+    _, folder = saved
+    loaded = TextToAudioPipeline.from_pretrained(folder)
+    loaded.save_pretrained(tmp_path / "again")
+    assert "_name_or_path" not in json.loads((tmp_path / "again" / "model_index.json").read_text())
+    for bundled in (DEMO_PIPELINE, DEMO_ENHANCER):
+        assert "_name_or_path" not in json.loads((bundled / "model_index.json").read_text())

@@ -157,3 +157,20 @@ def test_loading_a_folder_that_is_not_a_pipeline_is_one_line(tmp_path):
         SpeechEnhancementPipeline.from_pretrained(tmp_path)
     with pytest.raises(DashflowError, match="folder not found"):
         SpeechEnhancementPipeline.from_pretrained(tmp_path / "missing")
+
+
+def test_flow_enhancer_steps_with_its_scheduler_component(tokenizer, tmp_path):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe = make("flow", tokenizer)
+    assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler)  # the default when none is given
+    noisy = 0.1 * torch.randn(1, 8_000)
+    reference = pipe(noisy, num_inference_steps=3, seed=0)
+    pipe.save_pretrained(tmp_path / "se")
+    assert (tmp_path / "se" / "scheduler" / "scheduler_config.json").is_file()
+    shifted = SpeechEnhancementPipeline.from_pretrained(
+        tmp_path / "se", scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0))
+    assert not torch.allclose(shifted(noisy, num_inference_steps=3, seed=0), reference)
+    bundled = Path(__file__).resolve().parents[3] / "generation" / "demo" / "enhancer"
+    assert not (bundled / "scheduler").exists()  # saved before the component: loads with the default
+    assert isinstance(SpeechEnhancementPipeline.from_pretrained(bundled).scheduler, FlowMatchEulerDiscreteScheduler)
