@@ -23,22 +23,21 @@ Model (``dashflow.generation.model.audiogen``)::
     prepared = model.prepare(cond)                     # per-generation constants, computed once
     v = model.velocity(sample, timesteps, cond, prepared)   # the same, without recomputing them
 
-Objective (``dashflow.generation.sampling.flow``)::
+Flow matching (``dashflow.generation.sampling.cfm``): one object owns the loss and the sampler::
 
-    losses = flow_matching_loss(model_or_wrapped, latents [B, C, T], latent_mask [B, T],
-                                content [B, L, D_in], content_mask [B, L], *,
-                                config=FlowMatchingConfig(), content_kind="text",
-                                is_time_aligned=None, durations=None, instruction=None,
-                                instruction_mask=None, normalizer=None, generator=None)
+    flow = FlowMatching(model_or_wrapped, config=FlowMatchingConfig(), normalizer=None)
+    losses = flow.loss(latents [B, C, T], latent_mask [B, T], content [B, L, D_in], content_mask [B, L], *,
+                       content_kind="text", is_time_aligned=None, durations=None, instruction=None,
+                       instruction_mask=None, generator=None)
     losses["loss"].backward()                          # also "flow", "local_duration", "global_duration"
+    latents = flow.sample(cond, *, num_steps=25, guidance_scale=5.0, negative=None, negative_scale=1.0,
+                          sway_coef=-1.0, scheduler=None, generator=None, noise=None, init=None [B, C, T],
+                          strength=1.0, keep=None [B, T], callback=None, callback_inputs=("latents",),
+                          skip_final_step=True, truncate_timesteps=True, progress=False)
+                                                       # [B, C, T]; trim with cond.latent_mask
     normalizer = LatentNormalizer.fit(latents_or_(latents, mask)_iterable)   # only with
                                                        # FlowMatchingConfig(normalize_latents=True)
-
-Sampler (``dashflow.generation.sampling.sampler``)::
-
-    latents = sample(model, cond, *, num_steps=25, guidance_scale=5.0, sway_coef=-1.0, scheduler=None,
-                     generator=None, noise=None, skip_final_step=True, truncate_timesteps=True,
-                     normalizer=None, progress=False)  # [B, C, T]; trim with cond.latent_mask
+    latents = sample_windows(sample_fn, known [B, C, K], total, window, overlap)   # long-form (``windows``)
 
 Text-to-audio / music: ``content`` is the text encoder's states and mask (the model projects
 them); speech enhancement: build the model with ``audio_content_dim=1280``, pass the noisy

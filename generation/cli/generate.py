@@ -75,7 +75,8 @@ def build_generate_parser() -> argparse.ArgumentParser:
                                                               "flan-t5-large or a folder)")
     parser.add_argument("--batch-size", type=int, default=4, help="prompts generated together (default 4)")
     steer = parser.add_argument_group("steering")
-    steer.add_argument("--negative", metavar="TEXT", help="negative prompt: guidance steers away from it (needs --cfg > 1)")
+    steer.add_argument("--negative", metavar="TEXT",
+                       help="negative prompt: guidance steers away from it (needs --cfg > 1)")
     steer.add_argument("--init-audio", metavar="FILE", help="audio-to-audio: start from this clip (same length out)")
     steer.add_argument("--strength", type=float, default=None,
                        help="with --init-audio: noise level in (0, 1] the clip starts from; 1 ignores it (default 0.8)")
@@ -179,8 +180,8 @@ def steering_arguments(args: argparse.Namespace, pipe) -> tuple[dict, dict]:
     kwargs = {"negative_prompt": args.negative, "window_length_in_s": args.window,
               "window_overlap_in_s": args.window_overlap}
     record = {"negative_prompt": args.negative, "input_audio": None, "input_audio_sha256": None}
-    for flag, name in (("init_audio", "init_audio"), ("inpaint", "inpaint_audio"), ("continue_audio", "continue_audio")):
-        path = getattr(args, flag)
+    for path, name in ((args.init_audio, "init_audio"), (args.inpaint, "inpaint_audio"),
+                       (args.continue_audio, "continue_audio")):
         if path is not None:
             wav = load_audio(path, pipe.sample_rate, max_seconds=pipe.max_duration)
             kwargs[name] = check_clip(wav, path, pipe.sample_rate, pipe.max_duration, pipe.tokenizer.min_samples)

@@ -1,15 +1,21 @@
 """Text-to-audio and text-to-music pipelines (``diffusers.DiffusionPipeline`` subclasses).
 
-Components: ``tokenizer`` (any :class:`dashflow.codecs.LatentCodec`: decodes latents to audio), ``text_encoder``
-(PipelineTextEncoder around a frozen TextEncoder), ``transformer`` (AudioGenModel: DiT + content
-adapter), ``scheduler`` (FlowMatchEulerDiscreteScheduler by default: the sampler steps with a copy
-of it set to the sway sigmas, so its settings and class take effect) and the optional ``latent_normalizer`` (LatentNormalizer, only for models
-trained on normalised latents). ``save_pretrained(dir)`` writes one folder per component plus
-``model_index.json``; ``from_pretrained`` reads such a folder (or a hub id), and also a bare
+Components: ``tokenizer`` (any :class:`dashflow.codecs.LatentCodec`: decodes latents to audio),
+``text_encoder`` (PipelineTextEncoder around a frozen TextEncoder), ``transformer`` (AudioGenModel:
+DiT + content adapter), ``scheduler`` (FlowMatchEulerDiscreteScheduler by default: the sampler
+steps with a copy of it set to the sway sigmas, so its settings and class take effect) and the
+optional ``latent_normalizer`` (LatentNormalizer, only for models trained on normalised latents).
+``save_pretrained(dir)`` writes one folder per component plus ``model_index.json``; ``from_pretrained`` reads such a folder (or a hub id), and also a bare
 Dasheng-AudioGen model folder (``config.json`` + ``model.safetensors``), whose tokenizer and text
 encoder come from the names in its config.
 
-Prompts (the ``mispeech/Dasheng-AudioGen`` remote code on the Hugging Face Hub, ``modeling_dasheng_audiogen.py``): Dasheng-AudioGen reads structured prompts
+Calls take diffusers' argument names (``audio_length_in_s``, ``negative_prompt``,
+``num_waveforms_per_prompt``, ``latents``, ``callback_on_step_end``) and steer with input audio
+(:mod:`.steering`) and long-form windows (:mod:`dashflow.generation.sampling.windows`); one
+``check_inputs`` checks every argument before any model runs.
+
+Prompts (the ``mispeech/Dasheng-AudioGen`` remote code on the Hugging Face Hub,
+``modeling_dasheng_audiogen.py``): Dasheng-AudioGen reads structured prompts
 ``<|caption|> text [<|speech|> text] [<|asr|> text] [<|sfx|> text] [<|music|> text] [<|env|> text]``
 as plain text. The pipeline's ``prompt_template`` (stored in ``model_index.json``) turns a plain
 prompt into that text; ``None`` means the task's default: ``<|caption|> {prompt}`` for
@@ -251,18 +257,24 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
                                   min_samples=self.tokenizer.min_samples, windowed=window is not None)
         if negatives is not None:
             negatives = self.format_prompts(negatives)
+        n = num_waveforms_per_prompt
+        if latents is not None:
+            want = (len(prompts) * n, self.transformer.config.latent_dim)
+            if not isinstance(latents, Tensor) or latents.dim() != 3 or tuple(latents.shape[:2]) != want:
+                shape = tuple(latents.shape) if isinstance(latents, Tensor) else type(latents).__name__
+                raise DashflowError(f"latents must be a tensor [{want[0]}, {want[1]}, T] (one per output), got {shape}")
         if steering is not None:
             frames: list[int | None] = [None] * len(prompts)
         elif latents is not None and length is None:
-            frames = [latents.shape[-1] if isinstance(latents, Tensor) and latents.dim() == 3 else 0] * len(prompts)
+            frames = [latents.shape[-1]] * len(prompts)
         else:
             frames = self.duration_frames(length, len(prompts), limit)
         if window and steering is None and (frames[0] is None or len(set(frames)) > 1):
             raise DashflowError("window_length_in_s needs one audio_length_in_s for every prompt")
         total = steering.added_frames if steering is not None else frames[0] or 0
         if latents is not None and window and total > window:
-            raise DashflowError("latents cannot start a windowed (long-form) generation: each window draws its own noise")
-        n = num_waveforms_per_prompt
+            raise DashflowError("latents cannot start a windowed (long-form) generation: each window draws its "
+                                "own noise")
         repeat = (lambda items: [x for x in items for _ in range(n)])
         return Request(repeat(prompts), None if negatives is None else repeat(negatives), repeat(frames), steering,
                        window, overlap, length)
@@ -305,8 +317,8 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
     def __call__(self, prompt: str | Sequence[str], audio_length_in_s: float | Sequence[float | None] | None = None,
                  num_inference_steps: int = 25, guidance_scale: float = 5.0,
                  negative_prompt: str | Sequence[str] | None = None, negative_guidance_scale: float = 1.0,
-                 num_waveforms_per_prompt: int = 1,
-                 sway_coef: float | None = -1.0, generator: torch.Generator | list[torch.Generator] | None = None,
+                 num_waveforms_per_prompt: int = 1, sway_coef: float | None = -1.0,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
                  seed: int | Sequence[int] | None = None, latents: Tensor | None = None,
                  init_audio: Tensor | np.ndarray | None = None, strength: float | None = None,
                  inpaint_audio: Tensor | np.ndarray | None = None,
@@ -371,23 +383,22 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
             lambda step, timestep, tensors: callback_on_step_end(self, step, timestep, tensors))
         flow = FlowMatching(model, normalizer=self.latent_normalizer)
         sampling = {"num_steps": num_inference_steps, "guidance_scale": guidance_scale, "sway_coef": sway_coef,
-                    "negative_scale": negative_guidance_scale,
-                    "scheduler": self.scheduler, "generator": generator, "callback": callback,
-                    "callback_inputs": callback_on_step_end_tensor_inputs, "progress": progress}
+                    "negative_scale": negative_guidance_scale, "scheduler": self.scheduler, "generator": generator,
+                    "callback": callback, "callback_inputs": callback_on_step_end_tensor_inputs, "progress": progress}
         windowed = request.window is not None and int(frames[0]) > request.window
         # 3. sampling with the scheduler component, to latents [B, C, T]; 4. decoding to audio [B, S]
         if windowed:
             cond, neg = conditions(request.window)
-            known = init[:, :, :steering.kept] if steering is not None else torch.zeros(batch, model.config.latent_dim, 0)
-            latents = sample_windows(lambda _w, w_init, w_keep: flow.sample(
+            known = torch.zeros(batch, model.config.latent_dim, 0) if steering is None else init[:, :, :steering.kept]
+            sampled = sample_windows(lambda _window, w_init, w_keep: flow.sample(
                 cond, negative=neg, init=w_init, keep=w_keep, **sampling), known.to(model.device),
                 int(frames[0]), request.window, request.overlap)
-            audios = self.decode_in_chunks(latents, request.window, request.overlap)
+            audios = self.decode_in_chunks(sampled, request.window, request.overlap)
         else:
             cond, neg = conditions(frames)
-            latents = flow.sample(cond, negative=neg, noise=latents, init=init, keep=keep,
+            sampled = flow.sample(cond, negative=neg, noise=latents, init=init, keep=keep,
                                   strength=1.0 if steering is None else steering.strength, **sampling)
-            audios = self.decode(latents, frames)
+            audios = self.decode(sampled, frames)
         lengths = [int(f) * hop for f in frames.tolist()]
         if steering is not None:
             lengths = [steering.output_samples(int(f), hop) for f in frames.tolist()]
@@ -399,7 +410,7 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
                     "duration_requested": request.length_requested,
                     "durations": [n / self.sample_rate for n in lengths],
                     "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
-                    "sway_coef": sway_coef, "seeds": seeds, "latents_given": latents is not None and not windowed,
+                    "sway_coef": sway_coef, "seeds": seeds, "latents_given": latents is not None,
                     "steering": None if steering is None else steering.settings(self.sample_rate, hop),
                     "window_length_in_s": window_length_in_s if windowed else None,
                     "window_overlap_in_s": request.overlap / model.latent_rate if windowed else None,

@@ -51,7 +51,8 @@ def check_window(window_length_in_s, window_overlap_in_s, latent_rate: float,
         return None, None
     check_seconds("window_length_in_s", window_length_in_s, max_seconds)
     overlap_s = window_length_in_s / 3 if window_overlap_in_s is None else window_overlap_in_s
-    window, overlap = round(window_length_in_s * latent_rate), round(overlap_s * latent_rate) if is_number(overlap_s) else 0
+    window = round(window_length_in_s * latent_rate)
+    overlap = round(overlap_s * latent_rate) if is_number(overlap_s) else 0
     if not 0 < overlap < window:
         raise DashflowError(f"window_overlap_in_s {window_overlap_in_s!r} must be in (0, window_length_in_s) "
                             "and at least one latent frame")

@@ -108,8 +108,11 @@ class Steering:
     kept: int = 0  # continue: the clip's frames kept (set by ``plan``)
 
     def encode(self, codec: LatentCodec) -> Tensor:
-        """The clip's tokenizer latents [1, C, T] (float32, every frame the codec gives)."""
-        encoding = codec.encode(self.wav[None].to(codec.device, codec.dtype))
+        """The clip's tokenizer latents [1, C, T] (float32), the clip zero-padded to whole latent
+        frames first so that they cover every sample (T = ceil(S / samples_per_latent))."""
+        hop = codec.samples_per_latent
+        wav = torch.nn.functional.pad(self.wav, (0, -self.wav.numel() % hop))
+        encoding = codec.encode(wav[None].to(codec.device, codec.dtype))
         frames = int(encoding.mask[0].sum())
         return encoding.latents[:, :frames].transpose(1, 2).float()
 

@@ -152,7 +152,8 @@ class FlowMatching:
     @torch.no_grad()
     def sample(self, cond: Conditioning, *, num_steps: int = 25, guidance_scale: float = 5.0,
                negative: Conditioning | None = None, negative_scale: float = 1.0, sway_coef: float | None = -1.0,
-               scheduler: SchedulerMixin | None = None, generator: torch.Generator | list[torch.Generator] | None = None,
+               scheduler: SchedulerMixin | None = None,
+               generator: torch.Generator | list[torch.Generator] | None = None,
                noise: Tensor | None = None, init: Tensor | None = None, strength: float = 1.0,
                keep: Tensor | None = None, callback: StepCallback | None = None,
                callback_inputs: Sequence[str] = ("latents",), skip_final_step: bool = True,
@@ -182,7 +183,8 @@ class FlowMatching:
             raise DashflowError("strength and keep steer init latents: pass init")
         unknown = sorted(set(callback_inputs) - set(CALLBACK_INPUTS))
         if unknown:
-            raise DashflowError(f"callback tensor inputs {unknown} are not offered (choose from {list(CALLBACK_INPUTS)})")
+            raise DashflowError(f"callback tensor inputs {unknown} are not offered "
+                                f"(choose from {list(CALLBACK_INPUTS)})")
         b, t = cond.latent_mask.shape
         device, dtype = model.device, model.dtype
         shape = (b, model.config.latent_dim, t)

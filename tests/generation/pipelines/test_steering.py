@@ -113,6 +113,12 @@ def test_inpainting_keeps_the_input_outside_the_regions(pipe, clip):
     assert np.abs(audio[int(0.55 * SR):int(0.95 * SR)] - clip.numpy()[int(0.55 * SR):int(0.95 * SR)]).mean() > 1e-3
 
 
+def test_a_clip_of_any_length_comes_back_whole(pipe, clip):
+    odd = clip[:2 * SR - 300]  # not a whole number of latent frames: padded to whole ones, then cut
+    for kwargs in ({"init_audio": odd}, {"inpaint_audio": odd, "inpaint_regions": [(1.5, odd.numel() / SR)]}):
+        assert run(pipe, **kwargs).lengths == [odd.numel()]
+
+
 def test_crossfade_weights_fade_on_the_kept_side():
     w = crossfade_weights(100, [(40, 60)], fade=10)
     assert not w[40:60].any() and (w[:30] == 1).all() and (w[70:] == 1).all()
@@ -192,6 +198,8 @@ def test_continuation_in_windows(pipe, clip):
     ({"window_overlap_in_s": 1.0}, "needs window_length_in_s"),
     ({"init_audio": "CLIP", "window_length_in_s": 1.0}, "applies to plain generation and continue_audio"),
     ({"audio_length_in_s": 5.0, "window_length_in_s": 1.0, "latents": torch.zeros(1, 64, 125)}, "latents cannot"),
+    ({"latents": torch.zeros(2, 64, 10)}, "latents must be a tensor [1, 64, T]"),
+    ({"latents": [0.0]}, "latents must be a tensor"),
     ({"callback_on_step_end": "yes"}, "must be callable"),
     ({"callback_on_step_end_tensor_inputs": ["noise_pred"]}, "not offered"),
     ({"seed": 1, "num_waveforms_per_prompt": 2, "generator": torch.Generator()}, "seed or generator"),

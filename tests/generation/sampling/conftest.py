@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from dashflow.generation.model.audiogen import AudioGenModel
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -11,3 +12,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model(one_thread) -> AudioGenModel:
+    """The tiny preset, in eval mode, with its zero-initialised paths woken."""
+    torch.manual_seed(0)
+    m = AudioGenModel.from_preset("tiny").eval()
+    with torch.no_grad():  # wake the zero-initialised paths so conditions and time matter
+        for p in m.backbone.parameters():
+            if not p.any():
+                p.normal_(0, 0.05)
+        m.dummy_ta_embed.normal_()
+    return m

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dashflow.generation.model.audiogen import AudioGenModel, Conditioning
+from dashflow.generation.model.audiogen import Conditioning
 from dashflow.generation.sampling.cfm import FlowMatching, stack_conditions
 from dashflow.generation.sampling.flow import LatentNormalizer, interpolate
 from dashflow.generation.sampling.sampler import sway_sigmas
@@ -14,18 +14,6 @@ from diffusers import FlowMatchHeunDiscreteScheduler
 from dashflow.errors import DashflowError
 
 from tests.generation.sampling.test_sampler import C, condition, spy
-
-
-@pytest.fixture(scope="module")
-def model(one_thread) -> AudioGenModel:
-    torch.manual_seed(0)
-    m = AudioGenModel.from_preset("tiny").eval()
-    with torch.no_grad():  # wake the zero-initialised paths so conditions and time matter
-        for p in m.backbone.parameters():
-            if not p.any():
-                p.normal_(0, 0.05)
-        m.dummy_ta_embed.normal_()
-    return m
 
 
 def test_training_and_sampling_share_the_path():

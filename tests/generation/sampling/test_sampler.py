@@ -16,18 +16,6 @@ from dashflow.errors import DashflowError
 C = 16
 
 
-@pytest.fixture(scope="module")
-def model(one_thread) -> AudioGenModel:
-    torch.manual_seed(0)
-    m = AudioGenModel.from_preset("tiny").eval()
-    with torch.no_grad():  # wake the zero-initialised paths so conditions and time matter
-        for p in m.backbone.parameters():
-            if not p.any():
-                p.normal_(0, 0.05)
-        m.dummy_ta_embed.normal_()
-    return m
-
-
 def condition(model: AudioGenModel, seed: int = 0, lengths=(6, 4)) -> Conditioning:
     g = torch.Generator().manual_seed(seed)
     content = torch.randn(len(lengths), 3, 32, generator=g)

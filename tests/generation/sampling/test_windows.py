@@ -10,7 +10,6 @@ from dashflow.generation.sampling.windows import Window, context_weights, plan_w
 
 from dashflow.errors import DashflowError
 
-from tests.generation.sampling.test_cfm import model  # noqa: F401  (the fixture)
 from tests.generation.sampling.test_sampler import C, condition
 
 
@@ -48,7 +47,7 @@ def test_window_sampling_passes_what_exists_and_assembles_the_windows():
 
     out = sample_windows(sample, known, total=14, window=8, overlap=4)
     assert [w for w, _, _ in seen] == plan_windows(14, 8, 4, known=4)
-    first_window, init, keep = seen[0]
+    _, init, keep = seen[0]
     assert torch.equal(init[:, :, :4], known) and not init[:, :, 4:].any() and keep.shape == (1, 8)
     assert keep[0, :4].tolist() == [1.0] * 4  # the given clip stays whole
     torch.testing.assert_close(out[:, :, :4], torch.full((1, C, 4), 1.0))  # ... as the sampler returned it
@@ -61,7 +60,7 @@ def test_window_sampling_passes_what_exists_and_assembles_the_windows():
     assert none_known[0] == (None, None)  # the first window of a fresh clip is plain generation
 
 
-def test_windowed_flow_sampling_is_continuous_where_windows_meet(model):  # noqa: F811
+def test_windowed_flow_sampling_is_continuous_where_windows_meet(model):
     cond = condition(model, lengths=(8,))
     flow = FlowMatching(model)
     generator = torch.Generator().manual_seed(0)
