@@ -3,12 +3,12 @@
     python -m benchmarks.losatok_demo --tasks data/probe_tasks --work runs/losatok_demo \
         --out benchmarks/results/losatok_demo
 
-Reads what ``recipes/demo/losatok.sh`` trained under ``--work`` (teacher, SemBo with and without
-the time-relation loss, LoSATok) and runs ``dashflow bench-codec`` on: the bundled demo tokenizer,
-demo LoSATok's 16-d latents, its parts (the teacher's 128-d features, SemBo's 16-d compression,
-the 16-d acoustic projection), SemBo without the time-relation loss (a LoSATok folder that differs
-only in its bottleneck) and the log-mel baseline. Appends SemBo's last training losses to
-``sembo_ablation.json``.
+Reads what ``recipes/demo/losatok.sh`` trained under ``--work`` and runs ``dashflow bench-codec`` on:
+the bundled demo tokenizer, the log-mel baseline, the semantic teacher's 128-d features, SemBo's
+16-d compression of them with and without the time-relation loss (LoSATok folders that differ only
+in their frozen bottleneck: their ``@semantic`` / ``@semantic_low`` parts need no LoSATok training),
+and, once the demo LoSATok is trained (``losatok/final``), its 16-d latents (reconstruction and
+probes) and its 16-d acoustic projection. Writes SemBo's last training losses to ``sembo_ablation.json``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from dashflow.tokenizer.losatok import LoSATok
-from dashflow.tokenizer.sembo import SemanticBottleneck
+from dashflow.tokenizer.sembo import SemanticBottleneck, load_teacher
 
 from benchmarks.codec_bench import AUDIO_TASKS, SPEECH_TASKS, test_clips
 from dashflow.cli import main as dashflow_main
@@ -40,16 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--clips", type=int, default=20)
     args, extra = parser.parse_known_args(argv)
+    teacher = load_teacher(args.work / "teacher" / "final").state_dict()
+    frozen = {}
+    for variant in ("relation", "no_relation"):
+        model = LoSATok.from_preset("demo")
+        model.load_frozen_parts(teacher, SemanticBottleneck.from_pretrained(args.work / f"sembo_{variant}" / "final"))
+        model.save_pretrained(args.work / f"frozen_parts_{variant}")
+        frozen[variant] = args.work / f"frozen_parts_{variant}"
+    encoders = [f"demo={bundled_model('pipeline') / 'tokenizer'}", "logmel",
+                f"teacher={frozen['relation']}@semantic", f"sembo={frozen['relation']}@semantic_low",
+                f"sembo_no_relation={frozen['no_relation']}@semantic_low"]
     losatok = args.work / "losatok" / "final"
-    ablated = args.work / "losatok_sembo_no_relation"
-    model = LoSATok.from_pretrained(losatok)
-    model.load_frozen_parts(sembo=SemanticBottleneck.from_pretrained(args.work / "sembo_no_relation" / "final"))
-    model.save_pretrained(ablated)
-
-    encoders = [f"demo={bundled_model('pipeline') / 'tokenizer'}", f"losatok={losatok}",
-                f"losatok_teacher={losatok}@semantic", f"losatok_sembo={losatok}@semantic_low",
-                f"losatok_sembo_no_relation={ablated}@semantic_low", f"losatok_acoustic_low={losatok}@acoustic_low",
-                "logmel"]
+    if losatok.is_dir():
+        encoders += [f"losatok={losatok}", f"losatok_acoustic_low={losatok}@acoustic_low"]
     command = ["bench-codec", "--out", str(args.out), "--cache", str(args.work / "features"), "--knn",
                "--audio", str(test_clips(args.tasks, AUDIO_TASKS, args.clips, args.work / "audio.jsonl")),
                "--speech", str(test_clips(args.tasks, SPEECH_TASKS, args.clips, args.work / "speech.jsonl")), *extra]
