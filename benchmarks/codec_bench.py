@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("encodec", "dac"):
         encoders.append(f"{kind}_tiny_random={save_tiny_codec(kind, args.work / kind)}")
     tasks = sorted(str(p) for p in args.tasks.glob("*.jsonl"))
-    command = ["bench-codec", "--out", str(args.out), "--cache", str(args.work / "features"), "--knn",
+    command = ["bench-codec", "--out", str(args.out), "--cache", "runs/feature_cache", "--knn",
                "--audio", str(test_clips(args.tasks, AUDIO_TASKS, args.clips, args.work / "audio.jsonl")),
                "--speech", str(test_clips(args.tasks, SPEECH_TASKS, args.clips, args.work / "speech.jsonl")),
                "--untrained", "encodec_tiny_random", "--untrained", "dac_tiny_random", *extra]

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     losatok = args.work / "losatok" / "final"
     if losatok.is_dir():
         encoders += [f"losatok={losatok}", f"losatok_acoustic_low={losatok}@acoustic_low"]
-    command = ["bench-codec", "--out", str(args.out), "--cache", str(args.work / "features"), "--knn",
+    command = ["bench-codec", "--out", str(args.out), "--cache", "runs/feature_cache", "--knn",
                "--audio", str(test_clips(args.tasks, AUDIO_TASKS, args.clips, args.work / "audio.jsonl")),
                "--speech", str(test_clips(args.tasks, SPEECH_TASKS, args.clips, args.work / "speech.jsonl")), *extra]
     for task in sorted(args.tasks.glob("*.jsonl")):
