@@ -88,7 +88,7 @@ def build_generate_parser() -> argparse.ArgumentParser:
     steer.add_argument("--window", type=float, default=None, metavar="SECONDS",
                        help="long-form: make clips longer than this in windows of this length, crossfaded")
     steer.add_argument("--window-overlap", type=float, default=None, metavar="SECONDS",
-                       help="with --window: seconds two windows share (default a third of the window)")
+                       help="with --window: seconds two windows share (default half the window)")
     add_runtime_arguments(parser)
     return parser
 

@@ -5,8 +5,8 @@ Components: ``tokenizer`` (any :class:`dashflow.codecs.LatentCodec`: decodes lat
 DiT + content adapter), ``scheduler`` (FlowMatchEulerDiscreteScheduler by default: the sampler
 steps with a copy of it set to the sway sigmas, so its settings and class take effect) and the
 optional ``latent_normalizer`` (LatentNormalizer, only for models trained on normalised latents).
-``save_pretrained(dir)`` writes one folder per component plus ``model_index.json``; ``from_pretrained`` reads such a folder (or a hub id), and also a bare
-Dasheng-AudioGen model folder (``config.json`` + ``model.safetensors``), whose tokenizer and text
+``save_pretrained(dir)`` writes one folder per component plus ``model_index.json``;
+``from_pretrained`` reads such a folder (or a hub id), and also a bare Dasheng-AudioGen model folder (``config.json`` + ``model.safetensors``), whose tokenizer and text
 encoder come from the names in its config.
 
 Calls take diffusers' argument names (``audio_length_in_s``, ``negative_prompt``,
@@ -341,14 +341,14 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
         sway_coef (0 / None = linear sigmas). seed: output k uses ``seed + k`` (or one seed per
         output); generator: torch generator(s) instead. latents: the starting noise [B, C, T]
         (B = all outputs). callback_on_step_end(pipe, step, timestep, tensors) -> dict after every
-        step, with ``callback_on_step_end_tensor_inputs`` from ``latents`` / ``velocity``; a
-        returned ``latents`` replaces the state.
+        step (of every window, when windowed), with ``callback_on_step_end_tensor_inputs`` from
+        ``latents`` / ``velocity`` (model space); a returned ``latents`` replaces the state.
         Input audio (mono [S] at ``sample_rate``, one clip for every output; :mod:`.steering`):
         ``init_audio`` + ``strength`` in (0, 1] (default 0.8; audio-to-audio, the output has the
         clip's length), ``inpaint_audio`` + ``inpaint_regions`` [(start, end) seconds], or
         ``continue_audio`` (``audio_length_in_s`` is then the seconds added).
         window_length_in_s: clips longer than this are made in windows of this length that
-        overlap by ``window_overlap_in_s`` (default a third) and are crossfaded in latent space
+        overlap by ``window_overlap_in_s`` (default half a window) and are crossfaded in latent space
         (:mod:`dashflow.generation.sampling.windows`); lengths up to 3600 s.
         output_type ``"np"`` or ``"pt"``. Returns AudioGenerationOutput (audios [B, S]).
         """
