@@ -142,18 +142,17 @@ class Steering:
 
     def paste(self, audio: Tensor, lengths: list[int], sample_rate: int, hop: int) -> Tensor:
         """Generated audio [B, N] with the input's samples put back outside the regenerated time
-        (inpaint, continue; crossfaded, see :func:`crossfade_weights`). Audio-to-audio: unchanged."""
-        if self.mode == "audio_to_audio":
-            return audio
+        (inpaint, continue; crossfaded, see :func:`crossfade_weights`), zero past ``lengths`` [B]."""
         n = audio.shape[1]
-        original = torch.nn.functional.pad(self.wav, (0, max(0, n - self.wav.numel())))[:n]
-        if self.mode == "inpaint":
-            regions = [(round(a * sample_rate), round(b * sample_rate)) for a, b in self.regions]
-        else:
-            regions = [(self.kept * hop, n)]
-        weights = crossfade_weights(n, regions, round(FADE_SECONDS * sample_rate))
-        pasted = weights * original + (1 - weights) * audio
-        return pasted * (torch.arange(n)[None] < torch.tensor(lengths)[:, None])
+        if self.mode != "audio_to_audio":
+            original = torch.nn.functional.pad(self.wav, (0, max(0, n - self.wav.numel())))[:n]
+            if self.mode == "inpaint":
+                regions = [(round(a * sample_rate), round(b * sample_rate)) for a, b in self.regions]
+            else:
+                regions = [(self.kept * hop, n)]
+            weights = crossfade_weights(n, regions, round(FADE_SECONDS * sample_rate))
+            audio = weights * original + (1 - weights) * audio
+        return audio * (torch.arange(n)[None] < torch.tensor(lengths)[:, None])
 
     def settings(self, sample_rate: int, hop: int) -> dict:
         """What the call's settings record about the clip."""

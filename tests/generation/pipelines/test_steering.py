@@ -116,7 +116,8 @@ def test_inpainting_keeps_the_input_outside_the_regions(pipe, clip):
 def test_a_clip_of_any_length_comes_back_whole(pipe, clip):
     odd = clip[:2 * SR - 300]  # not a whole number of latent frames: padded to whole ones, then cut
     for kwargs in ({"init_audio": odd}, {"inpaint_audio": odd, "inpaint_regions": [(1.5, odd.numel() / SR)]}):
-        assert run(pipe, **kwargs).lengths == [odd.numel()]
+        out = run(pipe, **kwargs)
+        assert out.lengths == [odd.numel()] and not out.audios[0, odd.numel():].any()  # zero past the end
 
 
 def test_crossfade_weights_fade_on_the_kept_side():
