@@ -34,6 +34,15 @@ import numpy as np
 
 from dashflow.audio import SAMPLE_RATE, load_audio, save_audio
 from dashflow.demo_corpus import (
+    KEYS,
+    MUSIC,
+    PROGRESSIONS,
+    SFX,
+    SFX_PACKAGES,
+    SOLO_RHYTHMS,
+    TOOL_PACKAGES,
+    chord,
+    render_song,
     SPEAKERS,
     TRANSFORMS,
     augment,
@@ -48,48 +57,6 @@ from dashflow.demo_corpus import (
 from dashflow.errors import DashflowError
 from dashflow.manifests import write_manifest
 
-SFX_PACKAGES = ("qabcs-data", "scratch", "sonic-pi-samples", "lmms-common", "tuxpaint-stamps-default",
-                "lugaru-data", "scorched3d-data", "hedgewars-data", "wesnoth-1.16-data", "trophy-data",
-                "etw-data", "minetest-data", "mate-media-common")
-TOOL_PACKAGES = ("fluidsynth", "timgm6mb-soundfont", "mma", "flite", "espeak-ng")
-SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
-
-# label -> (caption phrasings, first = the canonical prompt; file-name pattern over the packages)
-SFX = {
-    "dog": (["a dog barking", "a dog barks several times", "dog barking", "a barking dog"],
-            r"/(dog[123]?|bark[23]?|barkgrowl)\.(ogg|wav)$"),
-    "crowd": (["a crowd cheering", "a cheering crowd", "crowd noise in a stadium", "people cheering and applauding"],
-              r"/(crowd\d*|cheering|cheeringloop|applause01|raving_crowd01)\.(ogg|wav)$"),
-    "footsteps": (["footsteps", "someone walking", "footsteps on the ground", "a person walking"],
-                  r"/(footsteps-\d|footstep(grass|snow|stone)\d|steps|default_\w+_footstep(\.\d)?)\.(ogg|wav|mp3)$"),
-    "thunder": (["thunder rumbling", "a thunderstorm", "thunder and lightning", "a loud thunderclap"],
-                r"/(thunder\d?|lightning|lightningbolt)\.(ogg|wav)$"),
-    "bird": (["birds chirping", "a bird singing", "birdsong", "small birds tweeting"],
-             r"/(bird|sparrow|blackbird|lark|cuckoo|birdchirp\d|birds\d)\.(ogg|wav)$"),
-    "horse": (["a horse neighing", "a horse", "horse sounds", "a horse galloping"],
-              r"/(horse|foal|horsegallop|horse-(elf-)?canter|horse-die|horse-hit-\d)\.(ogg|wav)$"),
-    "laughter": (["people laughing", "a man laughing", "laughter", "someone laughs out loud"],
-                 r"/(laugh|laugh-(female|male\d)|witches-laugh|dwarf-laugh)\.(ogg|wav|mp3)$"),
-    "cough": (["a person coughing", "someone coughing", "coughing", "a man coughs"],
-              r"/(cough-(female|male)|poisoncough)\.(ogg|wav)$"),
-    "explosion": (["an explosion", "a loud explosion", "a bomb exploding", "a blast"],
-                  r"/(explosions/(large|medium|small|xlarge|exp|tank)|explode01|explosion|tnt_explode)\.(ogg|wav)$"),
-    "fire": (["a fire crackling", "a crackling campfire", "fire burning", "flames crackling"],
-             r"/(noises/fire|sounds/fire|campfire|fire_fire\.\d|fire_large|fire_small|trophy/sounds/fire)\.(ogg|wav)$"),
-}
-# label -> (caption phrasings, MMA grooves, General MIDI instruments heard)
-MUSIC = {
-    "bossa nova": (["bossa nova music", "a bossa nova song", "a relaxed bossa nova groove"],
-                   ("BossaNova", "BossaNovaSus", "BossaNovaPlus"), "nylon guitar, bass and brushes"),
-    "rock": (["rock music", "a rock song with drums and electric guitar", "an upbeat rock beat"],
-             ("50sRock", "60sRock", "8Beat", "SoftRock", "BasicRock", "Rock128"), "electric guitar, bass and drums"),
-    "swing jazz": (["swing jazz", "a jazz band playing swing", "an upbeat swing tune"],
-                   ("Swing", "BigBand", "JazzCombo", "EasySwing"), "piano, walking bass and ride cymbal"),
-    "march": (["a military march", "marching band music", "a brass band march"],
-              ("March", "68March", "DixieMarch"), "brass, snare drum and bass drum"),
-    "waltz": (["a waltz", "a gentle waltz in three four time", "waltz music"],
-              ("Waltz", "VieneseWaltz", "CountryWaltz"), "strings, piano and bass"),
-}
 # label -> (caption phrasings, General MIDI instrument as MMA names it): solo melodies over chords
 INSTRUMENTS = {
     "piano": (["a piano playing", "a piano melody", "solo piano", "someone playing the piano"], "Piano1"),
@@ -101,14 +68,7 @@ INSTRUMENTS = {
     "guitar": (["an acoustic guitar playing", "a guitar melody", "solo acoustic guitar",
                 "someone playing the guitar"], "SteelGuitar"),
 }
-# MMA sequences (beat, length, velocity) for the solos: a bar of quavers, crotchets, a mixed bar
-SOLO_RHYTHMS = ("1 8 90; 1.5 8 80; 2 8 85; 2.5 8 75; 3 8 90; 3.5 8 80; 4 8 85; 4.5 8 75",
-                "1 4 90; 2 4 80; 3 4 85; 4 4 80", "1 4 90; 2 8 80; 2.5 8 75; 3 2 85",
-                "1 8 90; 1.5 8 80; 2 4 85; 3 8 85; 3.5 8 80; 4 4 80")
 SPEECH = ["a person speaking", "someone talking", "a voice reading a sentence", "speech"]
-PROGRESSIONS = (("I", "vi", "ii", "V"), ("I", "IV", "V", "I"), ("ii", "V", "I", "I"), ("I", "vi", "IV", "V"),
-                ("I", "V", "vi", "IV"), ("vi", "IV", "I", "V"))
-KEYS = ("C", "D", "Eb", "F", "G", "A", "Bb")
 SONGS_PER_STYLE = 12
 CLIP_SECONDS = (3.0, 6.0)
 HELDOUT_FRACTION = 0.4  # of each class's sources, for the classifier: more sources, a fairer judge
@@ -153,24 +113,6 @@ def sfx_sources() -> list[Source]:
                         sources.append(Source(label, source_id, package, path, [wav]))
                     break
     return sources
-
-
-def chord(degree: str, key: str) -> str:
-    """MMA chord name of a Roman-numeral degree in a major key (vi / ii minor sevenths, V dominant)."""
-    names = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
-    steps = {"I": 0, "ii": 2, "IV": 5, "V": 7, "vi": 9}[degree]
-    root = names[(names.index(key) + steps) % 12]
-    return root + {"I": "", "ii": "m7", "IV": "", "V": "7", "vi": "m"}[degree]
-
-
-def render_song(song: str, work: Path, soundfont: Path = SOUNDFONT) -> np.ndarray:
-    """MMA song text -> MIDI (mma) -> 16 kHz mono wav [S] (fluidsynth with ``soundfont``, by default TimGM6mb)."""
-    mma, mid, wav_path = work / "song.mma", work / "song.mid", work / "song.wav"
-    mma.write_text(song)
-    subprocess.run(["mma", str(mma), "-f", str(mid)], check=True, capture_output=True)
-    subprocess.run(["fluidsynth", "-ni", "-q", "-F", str(wav_path), "-r", str(SAMPLE_RATE),
-                    str(soundfont), str(mid)], check=True, capture_output=True)
-    return trim(load_audio(wav_path, SAMPLE_RATE).numpy())
 
 
 def music_sources(work: Path, rng: np.random.Generator) -> tuple[list[Source], dict[str, str]]:

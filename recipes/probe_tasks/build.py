@@ -3,7 +3,7 @@
     python recipes/probe_tasks/build.py --out data/probe_tasks [--install] [--demo-corpus PATH]
         [--seed 0] [--tasks keywords,speaker_id] [--limit-per-split 40 | --small]
 
-X-ARES-style clip classification (reference/probing.md §7), built from Debian packages only:
+X-ARES-style clip classification (github.com/jimbozhang/xares), built from Debian packages only:
 ``sound_events`` (1-3 s crops of the demo corpus's held-out sources, which the demo tokenizer and
 DiT never saw), ``music_style`` and ``instrument`` (MMA songs rendered with fluidsynth and
 FluidR3_GM, a soundfont the demo did not use), ``speaker_id``, ``speaker_gender`` and ``keywords``
@@ -22,9 +22,9 @@ import hashlib
 import json
 import math
 import re
-import runpy
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -36,6 +36,15 @@ import numpy as np
 
 from dashflow.audio import SAMPLE_RATE, load_audio, save_audio
 from dashflow.demo_corpus import (
+    KEYS,
+    MUSIC,
+    PROGRESSIONS,
+    SFX,
+    SFX_PACKAGES,
+    SOLO_RHYTHMS,
+    TOOL_PACKAGES,
+    chord,
+    render_song,
     augment,
     licence_sentences,
     loud_crop,
@@ -47,7 +56,7 @@ from dashflow.demo_corpus import (
 from dashflow.errors import DashflowError
 from dashflow.manifests import read_manifest, write_manifest
 
-DEMO = runpy.run_path(str(Path(__file__).resolve().parents[1] / "demo" / "build_corpus.py"), run_name="demo_corpus")
+DEMO_CORPUS_RECIPE = Path(__file__).resolve().parents[1] / "demo" / "build_corpus.py"
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")  # the demo rendered with TimGM6mb
 PACKAGES = ("fluid-soundfont-gm",)
 SPLITS = ("train", "val", "test")
@@ -58,7 +67,7 @@ FLOOR_RMS = 1e-3  # a clip quieter than -60 dBFS counts as silent
 TASKS = ("sound_events", "music_style", "instrument", "speaker_id", "speaker_gender", "keywords")
 
 # style -> MMA grooves; the demo's five styles with their grooves, plus four more families
-STYLES = {**{label: spec[1] for label, spec in DEMO["MUSIC"].items()},
+STYLES = {**{label: spec[1] for label, spec in MUSIC.items()},
           "tango": ("Tango", "Tango1", "TangoClean", "LightTango", "LightTango1"),
           "polka": ("Polka", "Polka1", "PolkaArp", "Polka1Arp"),
           "blues": ("Blues", "Blues1", "SlowBlues", "FastBlues", "BluesTriple"),
@@ -198,7 +207,7 @@ def level(wav: np.ndarray, rng: np.random.Generator, room: float = 0.3) -> np.nd
 
 def sound_events(demo_corpus: Path, seed: int) -> Task:
     """Crops of the demo corpus's held-out clips of its sound-event and speech classes."""
-    labels = {*DEMO["SFX"], "speech"}
+    labels = {*SFX, "speech"}
     clips: dict[str, list[str]] = {}
     owner = {}
     for record in read_manifest(demo_corpus / "heldout.jsonl"):
@@ -223,7 +232,7 @@ def sound_events(demo_corpus: Path, seed: int) -> Task:
 
 def mma_song(number: int, key: str, tempo: int, progression: tuple[str, ...], part: str) -> str:
     """MMA text of a 12-bar song: ``part`` (a Groove line or a solo track) over the progression x 3."""
-    bars = [DEMO["chord"](degree, key) for degree in progression] * 3
+    bars = [chord(degree, key) for degree in progression] * 3
     return f"RndSeed {number}\nTempo {tempo}\nKeySig {key}\n{part}" + "".join(f"{i + 1} {c}\n" for i, c in enumerate(bars))
 
 
@@ -235,17 +244,17 @@ def music(name: str, songs_per_label: int, seed: int, work: Path) -> Task:
     audio: dict[str, np.ndarray] = {}
     for label, choices in table.items():
         for number in range(songs_per_label):
-            key, tempo = DEMO["KEYS"][int(rng.integers(len(DEMO["KEYS"])))], int(rng.integers(90, 150))
-            progression = DEMO["PROGRESSIONS"][int(rng.integers(len(DEMO["PROGRESSIONS"])))]
+            key, tempo = KEYS[int(rng.integers(len(KEYS)))], int(rng.integers(90, 150))
+            progression = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
             if name == "music_style":
                 part = f"Groove {choices[number % len(choices)]}\n"
             else:
-                rhythm = DEMO["SOLO_RHYTHMS"][number % len(DEMO["SOLO_RHYTHMS"])]
+                rhythm = SOLO_RHYTHMS[number % len(SOLO_RHYTHMS)]
                 part = (f"Begin Arpeggio\n Voice {choices[number % len(choices)]}\n Sequence {{{rhythm}}}\n"
                         f" Octave 5\n Range 2\n Direction Random\nEnd\n")
             song_id = f"{slug(label)}_{number:02d}"
             song = mma_song(seed * 10000 + len(audio), key, tempo, progression, part)
-            audio[song_id] = DEMO["render_song"](song, work, SOUNDFONT)
+            audio[song_id] = render_song(song, work, SOUNDFONT)
             sources.setdefault(label, []).append(song_id)
 
     def make(label: str, source: str, use: int, rng: np.random.Generator) -> np.ndarray:
@@ -327,7 +336,7 @@ def build(out: Path, seed: int = 0, tasks: tuple[str, ...] = TASKS, demo_corpus:
                 demo_corpus = demo_corpus or out / "demo_corpus"
                 if not (demo_corpus / "heldout.jsonl").is_file():
                     print(f"building the demo corpus in {demo_corpus} (recipes/demo/build_corpus.py)", flush=True)
-                    DEMO["build"](demo_corpus.resolve(), 300.0)
+                    subprocess.run([sys.executable, str(DEMO_CORPUS_RECIPE), "--out", str(demo_corpus)], check=True)
                 task = sound_events(demo_corpus, seed)
             elif name in ("music_style", "instrument"):
                 task = music(name, songs_per_label, seed, Path(tmp))
@@ -373,8 +382,8 @@ def main() -> None:
     parser.add_argument("--install", action="store_true", help="apt-get install the packages (root)")
     args = parser.parse_args()
     if args.install:
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *DEMO["SFX_PACKAGES"],
-                        *DEMO["TOOL_PACKAGES"], *PACKAGES], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *SFX_PACKAGES,
+                        *TOOL_PACKAGES, *PACKAGES], check=True)
     limit = args.limit_per_split or (SMALL_CLIPS if args.small else None)
     clips = {s: min(n, limit) for s, n in CLIPS.items()} if limit else CLIPS
     songs = SMALL_SONGS if args.small else SONGS_PER_LABEL

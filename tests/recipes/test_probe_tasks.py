@@ -135,7 +135,7 @@ def test_music_tasks_label_songs_by_groove_or_program_family(probe, tmp_path, mo
         assert soundfont == probe.SOUNDFONT and "FluidR3" in soundfont.name  # not the demo's TimGM6mb
         return tone(220.0 + len(songs), 20.0)
 
-    monkeypatch.setitem(probe.DEMO, "render_song", fake_render)
+    monkeypatch.setattr(probe, "render_song", fake_render)
     for name, table, word in (("music_style", probe.STYLES, "Groove"), ("instrument", probe.FAMILIES, "Voice")):
         songs.clear()
         task = probe.music(name, 3, 0, tmp_path)
