@@ -221,7 +221,7 @@ def inpaint(pipe, judge: Judge, clips: dict[str, np.ndarray], out: Path) -> None
                           "generated_alone_top1": judge.labels[int(alone_probs[seed].argmax())]})
         if len(grid) < 6:
             grid.append((f"{clip_label} + '{prompt}'", wav, result.trimmed()[0]))
-    fig, axes = plt.subplots(len(grid), 2, figsize=(8, 1.6 * len(grid)), squeeze=False)
+    fig, axes = plt.subplots(len(grid), 2, figsize=(7, 1.3 * len(grid)), squeeze=False)
     for row, (title, wav, output) in enumerate(grid):
         for col, (name, audio) in enumerate((("input", wav), ("inpainted", output))):
             ax = axes[row][col]
@@ -234,7 +234,7 @@ def inpaint(pipe, judge: Judge, clips: dict[str, np.ndarray], out: Path) -> None
             ax.set_yticks([])
             ax.set_title(f"{title}: {name}" if col == 0 else name, fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "inpaint_grid.png", dpi=90)
+    fig.savefig(out / "inpaint_grid.png", dpi=60)
     plt.close(fig)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import git_commit
+from benchmarks.common import ROOT, git_commit
 
 
 def read_rows(out: Path, stage: str) -> list[dict]:
@@ -92,14 +92,14 @@ def longform_section(rows: list[dict]) -> list[str]:
                      f"{r['top1_share']:.2f} |")
     passing = [r["prompt"] for r in rows if r["max_seam_flux_ratio"] <= 1.5]
     first = rows[0]
-    return [(f"{verdict(bool(passing))} {first['seconds']:.0f} s clips in {first['window_s']:g} s windows "
+    return [(f"**{len(passing)} of {len(rows)} clips pass**: {first['seconds']:.0f} s clips in {first['window_s']:g} s windows "
              f"({first['overlap_s']:g} s overlap, the last half of it a latent crossfade). Per seam: the largest "
              f"spectral flux within its {first['overlap_s'] / 2:g} s crossfade zone over the median of the same "
              "measure elsewhere (bar 1.5), "
              "and where it ranks among all other positions (0.5: unremarkable). Within the bar at every seam: "
              f"{', '.join(passing) or 'none'} ({len(passing)} of {len(rows)} clips). The control, independent "
              "4 s clips butted together, shows how little this measure alone says about bursty sounds. Flux "
-             "curves: `longform_flux.png`."), "", *lines]
+             "curves: `longform_flux.png` (the clips: `runs/steer/longform/`)."), "", *lines]
 
 
 def memory_section(rows: list[dict]) -> list[str]:
@@ -119,7 +119,20 @@ def memory_section(rows: list[dict]) -> list[str]:
     return [(f"{verdict(flat)} windowed generation from {min(seconds):g} to {max(seconds):g} s: peak growth less "
              f"the output audio stays within {min(windowed):.0f}-{max(windowed):.0f} MiB, while one pass grows from "
              f"{one_pass[0]:.0f} to {one_pass[-1]:.0f} MiB between 10 and 60 s (CPU, one thread, a fresh process per "
-             "row; flat: the windowed range under a quarter of the one-pass growth)."), "", *lines]
+             "row; flat: the windowed range under a quarter of the one-pass growth; wall times on a shared "
+             "machine)."), "", *lines]
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def classifier_top1(folder: Path) -> str:
+    config = Path(folder) / "config.json"
+    top1 = json.loads(config.read_text()).get("validation", {}).get("top1") if config.is_file() else None
+    return "unknown" if top1 is None else f"{top1:.1%}"
 
 
 def write_report(out: Path, args: argparse.Namespace) -> Path:
@@ -127,10 +140,11 @@ def write_report(out: Path, args: argparse.Namespace) -> Path:
                 ("Inpainting", "inpaint", inpaint_section), ("Long-form", "longform", longform_section),
                 ("Long-form memory", "memory", memory_section)]
     lines = ["# Steering the bundled demo model", "",
-             (f"Pipeline `{Path(args.pipeline).name}` (generation/demo/pipeline, trained on clips of at most 6 s), "
-             f"25 steps, CFG 5, judged by the in-house classifier `{args.classifier}` (trained as "
+             (f"Pipeline `{shown(args.pipeline)}` (the bundled demo, trained on clips of at most 6 s), "
+             f"25 steps, CFG 5, judged by the in-house classifier `{shown(args.classifier)}` (trained as "
              "`recipes/demo/train.sh` does: `dashflow train-classifier --epochs 25 --val-fraction 0 --manifest "
-             "corpus/heldout.jsonl --test-manifest corpus/train.jsonl`). Input clips are the corpus's train clips, "
+             f"corpus/heldout.jsonl --test-manifest corpus/train.jsonl` on `{shown(args.corpus)}`; its own top-1 on "
+             f"those train clips: {classifier_top1(args.classifier)}). Input clips are the corpus's train clips, "
              "which the classifier never saw, one per class that it labels right. In-house numbers: not comparable "
              f"to published ones. Commit {git_commit()}; `python -m benchmarks.steer` remakes every file here."), ""]
     for title, stage, section in sections:
