@@ -141,6 +141,7 @@ def test_dtype_casts_and_loading_are_quiet(saved, capfd):
     library = logging.getLogger("diffusers")
     library.addHandler(handler)
     diffusers.utils.logging.set_verbosity_warning()  # as a fresh process has it
+    hf_logging.enable_progress_bar()  # as a fresh process has it (an earlier CLI test may have turned it off)
     try:
         capfd.readouterr()
         pipe = TextToAudioPipeline.from_pretrained(folder)
