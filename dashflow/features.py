@@ -49,8 +49,11 @@ class CodecFeatures(nn.Module):
         super().__init__()
         self.codec, self.part = codec, part
         self.sampling_rate = codec.sample_rate
-        self.output_dim = codec.latent_dim
         self.hop_size_in_ms = 1000.0 / latent_rate(codec)
+        self.output_dim = codec.latent_dim
+        if part != "latents":  # a part's own width (e.g. the 1280-d semantic term of a 128-d LoSATok)
+            with torch.no_grad():
+                self.output_dim = self.encode(torch.zeros(1, max(codec.min_samples, 2 * codec.samples_per_latent)))[0].shape[-1]
 
     def encode(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """wav [B, N], lengths [B] -> (features [B, T, D], mask [B, T])."""

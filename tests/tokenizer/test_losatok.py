@@ -84,6 +84,11 @@ def test_codec_interface_and_saved_folders(tmp_path):
     assert codec.decode(encoding.latents).shape == (2, 12 * 640)
     assert dashflow_main(["reconstruct", "--demo-signal", "-o", str(tmp_path / "r.wav"),
                           "--checkpoint", str(tmp_path / "losatok")]) == 0
+    from dashflow.features import encoder_from_spec
+
+    widths = {part: encoder_from_spec(f"{tmp_path / 'losatok'}@{part}").encoder.output_dim
+              for part in ("latents", "semantic", "semantic_low")}
+    assert widths == {"latents": 8, "semantic": 64, "semantic_low": 8}  # each part reports its own width
 
 
 def test_official_checkpoint_folder_loads_strictly(tmp_path):
