@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from dashflow.tokenizer.losatok import LoSATok
 from dashflow.tokenizer.sembo import SemanticBottleneck, load_teacher
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = load_teacher(args.work / "teacher" / "final").state_dict()
     frozen = {}
     for variant in ("relation", "no_relation"):
+        torch.manual_seed(0)  # the untrained parts, unused by these rows, stay the same run to run
         model = LoSATok.from_preset("demo")
         model.load_frozen_parts(teacher, SemanticBottleneck.from_pretrained(args.work / f"sembo_{variant}" / "final"))
         model.save_pretrained(args.work / f"frozen_parts_{variant}")
