@@ -31,6 +31,7 @@ from dashflow.hub import resolve_folder
 from dashflow.models import SafetensorsModelMixin
 from dashflow.tokenizer.config import FRAMES_PER_LATENT, SAMPLE_RATE, TokenizerConfig
 from dashflow.tokenizer.decoder import VocosDecoder
+from dashflow.tokenizer.losses import masked_frame_mean
 from dashflow.tokenizer.model import AcousticBranch
 from dashflow.tokenizer.sembo import SemanticBottleneck
 from dashflow.tokenizer.semantic import DashengEncoder
@@ -108,9 +109,7 @@ class LoSATokEncoding(LatentEncoding):
 
 def kl_divergence(mu: Tensor, logvar: Tensor, mask: Tensor) -> Tensor:
     """KL(N(mu, e^logvar) || N(0, 1)) summed over channels, averaged over the valid frames of mask."""
-    per_frame = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(-1)  # [B, T]
-    weights = mask.to(per_frame.dtype)
-    return (per_frame * weights).sum() / weights.sum().clamp(min=1.0)
+    return masked_frame_mean(-0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(-1), mask)  # [B, T] -> []
 
 
 class LoSATok(SafetensorsModelMixin, ConfigMixin):

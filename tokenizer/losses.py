@@ -126,10 +126,15 @@ def semantic_loss(semantic: torch.Tensor, acoustic: torch.Tensor,
     The semantic target is detached (the encoder is frozen).
     """
     error = (acoustic.float() - semantic.detach().float()).square().mean(dim=-1)  # [B, T]
+    return masked_frame_mean(error, mask)
+
+
+def masked_frame_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of per-frame values [B, T] over the True frames of mask [B, T] (every frame when None)."""
     if mask is None:
-        return error.mean()
-    mask = mask.to(error.dtype)
-    return (error * mask).sum() / mask.sum().clamp(min=1.0)
+        return values.mean()
+    weights = mask.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 # ----------------------------------------------------------------------------- combination

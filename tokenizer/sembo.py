@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from dashflow.errors import DashflowError
 from dashflow.manifests import read_json
 from dashflow.models import SafetensorsModelMixin
+from dashflow.tokenizer.losses import semantic_loss
 from dashflow.training import OptimConfig, TrainConfig, check_training
 from dashflow.tokenizer.semantic import DashengEncoder, read_dasheng_checkpoint
 from dashflow.weights import CONFIG_NAME, load_strict
@@ -63,14 +64,6 @@ class SemanticBottleneck(SafetensorsModelMixin, ConfigMixin):
         return low, self.restore(low)
 
 
-def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean of values [B, T] over the True frames of mask [B, T] (all frames when None)."""
-    if mask is None:
-        return values.mean()
-    weights = mask.to(values.dtype)
-    return (values * weights).sum() / weights.sum().clamp(min=1.0)
-
-
 def time_relation_loss(high: Tensor, low: Tensor, mask: Tensor | None = None, block: int = RELATION_BLOCK) -> Tensor:
     """``mean (G_low - sg(G_high))^2`` over each clip's valid T_b x T_b frame pairs, then over clips.
 
@@ -92,8 +85,7 @@ def time_relation_loss(high: Tensor, low: Tensor, mask: Tensor | None = None, bl
 
 def reconstruction_loss(high: Tensor, restored: Tensor, mask: Tensor | None = None) -> Tensor:
     """``mse(norm(restored), sg(norm(high)))``: mean over channels, then over valid frames."""
-    error = (F.normalize(restored.float(), dim=-1) - F.normalize(high.detach().float(), dim=-1)).square().mean(-1)
-    return _masked_mean(error, mask)
+    return semantic_loss(F.normalize(high.float(), dim=-1), F.normalize(restored.float(), dim=-1), mask)
 
 
 def sembo_loss(bottleneck: SemanticBottleneck, high: Tensor, mask: Tensor | None = None,
