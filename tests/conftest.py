@@ -102,3 +102,12 @@ def frame_codec_plugin(tmp_path_factory) -> dict[str, str]:
     importlib.invalidate_caches()
     path = os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return {**os.environ, "PYTHONPATH": path}
+
+
+def cpu_launch(recipe: str, *args: str) -> list[str]:
+    """``accelerate launch`` of ``recipes/<recipe>`` as one CPU process, one thread (no GPU, no mixed precision)."""
+    import sys
+
+    return [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
+            str(REPO / "recipes" / recipe), *args]

@@ -19,6 +19,7 @@ from dashflow.codecs import LatentCodec, load_codec
 from dashflow.errors import DashflowError
 from dashflow.prepare import prepare_manifest, records_from_folder
 from dashflow.training import read_metrics
+from tests.conftest import cpu_launch
 
 ROOT = Path(__file__).resolve().parents[2]
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "window", "fb")
@@ -148,13 +149,10 @@ def losatok_setup(small_corpus, tmp_path_factory):
 
 
 def gan_command(out: Path, root: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--num_cpu_threads_per_process", "1", str(ROOT / "recipes" / "tokenizer_gan.py"),
-            "--config", str(ROOT / "recipes" / "configs" / "tokenizer" / "tiny.yaml"),
+    return cpu_launch("tokenizer_gan.py", "--config", str(ROOT / "recipes" / "configs" / "tokenizer" / "tiny.yaml"),
             f"data.train={root / 'train.jsonl'}", "data.val_clips=2", "model.kind=losatok", "model.preset=tiny",
             f"model.teacher={root / 'teacher'}", f"model.sembo={root / 'sembo'}", f"train.output_dir={out}",
-            *overrides]
+            *overrides)
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from safetensors.torch import load_file
 
 from dashflow.prepare import prepare_manifest, records_from_folder
 from dashflow.training import read_metrics
+from tests.conftest import cpu_launch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,11 +90,8 @@ def tiny_setup(small_corpus, tmp_path_factory):
 
 
 def command(out: Path, setup, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--num_cpu_threads_per_process", "1", str(ROOT / "recipes" / "sembo.py"),
-            "--config", str(ROOT / "recipes" / "configs" / "sembo" / "tiny.yaml"), f"data.train={setup[0]}",
-            f"model.teacher={setup[1]}", f"train.output_dir={out}", *overrides]
+    return cpu_launch("sembo.py", "--config", str(ROOT / "recipes" / "configs" / "sembo" / "tiny.yaml"), f"data.train={setup[0]}",
+            f"model.teacher={setup[1]}", f"train.output_dir={out}", *overrides)
 
 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}

@@ -14,7 +14,7 @@ from dashflow.tokenizer.losatok import LoSATok
 
 from dashflow.audio import load_audio
 from dashflow.manifests import write_manifest
-from tests.conftest import chirp, tone, write_wav
+from tests.conftest import chirp, cpu_launch, tone, write_wav
 from tests.generation.frame_codec import FrameCodec
 
 REPO = Path(__file__).resolve().parents[3]
@@ -65,11 +65,9 @@ def test_a_codec_trains_the_dit_and_generates(name, frame_codec_plugin, tmp_path
     manifest = write_manifest(records, tmp_path / "train.jsonl")
     out = tmp_path / "run"
     train = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
-         str(REPO / "recipes" / "tta.py"), "--config", str(REPO / "recipes/configs/tta/tiny.yaml"),
+        cpu_launch("tta.py", "--config", str(REPO / "recipes/configs/tta/tiny.yaml"),
          f"data.train={manifest}", f"model.tokenizer={codec_dir}", f"train.output_dir={out}",
-         "train.max_steps=3", "train.checkpoint_every=3", "sample.every=0", "data.batch_size=4"],
+         "train.max_steps=3", "train.checkpoint_every=3", "sample.every=0", "data.batch_size=4"),
         capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert train.returncode == 0, train.stderr[-3000:]
     pipeline = out / "final" / "ema"
