@@ -141,7 +141,7 @@ def quiet_libraries() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from dashflow import prepare
-    from dashflow.commands import bench_codec, probe
+    from dashflow.commands import bench_codec, probe, serve
     from dashflow.eval import cli as eval_cli
     from dashflow.generation.cli import cache_latents
     from dashflow.tokenizer import cli as tokenizer_cli
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.register(subparsers)         # eval, download-weights, train-classifier
     probe.register(subparsers)            # probe
     bench_codec.register(subparsers)      # bench-codec
+    serve.register(subparsers)            # serve
     return parser
 
 

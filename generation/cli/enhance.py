@@ -82,6 +82,15 @@ def chunk_enhancer(pipe, args: argparse.Namespace):
                               guidance_scale=args.cfg, num_samples=args.samples, seed=next(counter))[0]
 
 
+def enhance_settings(pipe, checkpoint: str | Path, args) -> dict:
+    """What a sidecar records of an enhancement run: checkpoint, enhancer kind, mode, the flow
+    enhancer's sampling settings and the chunking (``args``: the command's, or any object with them)."""
+    flow = {"steps": args.steps, "cfg": args.cfg, "samples": args.samples, "seed": args.seed}
+    return {"checkpoint": checkpoint_label(checkpoint), "enhancer": pipe.kind, "mode": args.mode,
+            **(flow if pipe.kind == "flow" else {}), "chunk_seconds": args.chunk_seconds,
+            "overlap_seconds": args.overlap_seconds}
+
+
 def enhance_command(args: argparse.Namespace) -> int:
     check_settings(args)
     jobs = plan_audio_jobs(args.input, args.output, "_enhanced.wav")
@@ -98,10 +107,7 @@ def enhance_command(args: argparse.Namespace) -> int:
 
     pipe, runtime = load_for_command(lambda dtype: SpeechEnhancementPipeline.from_pretrained(
         checkpoint, torch_dtype=dtype), args, progress=False)
-    flow = {"steps": args.steps, "cfg": args.cfg, "samples": args.samples, "seed": args.seed}
-    settings = {"checkpoint": checkpoint_label(checkpoint),
-                "enhancer": pipe.kind, "mode": args.mode, **(flow if pipe.kind == "flow" else {}),
-                "chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap_seconds, **runtime}
+    settings = {**enhance_settings(pipe, checkpoint, args), **runtime}
 
     folder = Path(args.input).is_dir()
 

@@ -218,7 +218,6 @@ def generate_command(args: argparse.Namespace) -> int:
         raise DashflowError(f"the bundled demo pipeline is missing ({DEMO_PIPELINE}); pass --checkpoint "
                             "PIPELINE_FOLDER (a saved pipeline, a Dasheng-AudioGen folder or a Hugging Face id)")
 
-    import numpy as np
     from tqdm.auto import tqdm
 
     from dashflow.audio import save_audio
@@ -228,14 +227,8 @@ def generate_command(args: argparse.Namespace) -> int:
     pipe, runtime = load_for_command(lambda dtype: load(checkpoint, args, dtype), args, progress=not args.quiet)
     steering, steering_record = steering_arguments(args, pipe)
     pipe.check_inputs(prompts[0], args.duration, args.steps, args.cfg, **steering)  # before anything is written
-    load_seconds = time.perf_counter() - start
-    provenance = {
-        "checkpoint": checkpoint_label(checkpoint),
-        "task": pipe.task,
-        "model_weights_hash": pipe.transformer.weights_hash(), "tokenizer_hash": pipe.tokenizer.weights_hash(),
-        "text_encoder": pipe.text_encoder.name, "text_encoder_hash": pipe.text_encoder.weights_hash(),
-        "prompt_template": pipe.prompt_template, "instruction": pipe.config.instruction,
-        **runtime, "load_seconds": round(load_seconds, 3)}
+    provenance = {**pipeline_provenance(pipe, checkpoint), **runtime,
+                  "load_seconds": round(time.perf_counter() - start, 3)}
 
     bar = tqdm(delay=1.0, total=len(prompts), desc="prompts", unit="prompt", disable=args.quiet or len(prompts) == 1)
     for first in range(0, len(prompts), args.batch_size):
@@ -244,20 +237,13 @@ def generate_command(args: argparse.Namespace) -> int:
         result = pipe([prompts[i] for i in chunk], args.duration, num_inference_steps=args.steps,
                       guidance_scale=args.cfg, sway_coef=args.sway, seed=[seed + i for i in chunk], **steering)
         elapsed = time.perf_counter() - tic
-        if not np.isfinite(result.audios).all():
-            raise DashflowError(f"sampling diverged: the audio of {prompts[chunk[0]]!r} has NaN or infinite "
-                                f"samples (--cfg {args.cfg} is likely too high; 3-7 is usual); its clip was not written")
+        check_finite(result, prompts[chunk[0]], args.cfg)
         for j, i in enumerate(chunk):
-            audio = result.audios[j, :result.lengths[j]]
-            save_audio(outputs[i], audio, result.sample_rate)
-            sidecar = {
-                "output": outputs[i].name, "prompt": prompts[i], "prompt_encoded": result.settings["prompts"][j],
-                "duration_requested": args.duration, "duration": result.lengths[j] / result.sample_rate,
-                "num_samples": result.lengths[j], "sample_rate": result.sample_rate, "steps": args.steps,
-                "cfg": args.cfg, "sway": args.sway, "seed": seed + i, "batch_index": i, **steering_record,
-                "steering": result.settings["steering"], "window": result.settings["window_length_in_s"],
-                "window_overlap": result.settings["window_overlap_in_s"],
-                **provenance, "elapsed_seconds": round(elapsed, 3)}
+            save_audio(outputs[i], result.audios[j, :result.lengths[j]], result.sample_rate)
+            sidecar = clip_sidecar(outputs[i], result, j, prompts[i], {
+                "duration_requested": args.duration, "steps": args.steps, "cfg": args.cfg, "sway": args.sway,
+                "seed": seed + i, "batch_index": i, **steering_record, **provenance,
+                "elapsed_seconds": round(elapsed, 3)})
             write_sidecar(outputs[i], sidecar)
             if len(prompts) == 1:
                 print(f"wrote {outputs[i]} ({sidecar['duration']:.2f} s) and its settings {outputs[i].with_suffix('.json').name}")
@@ -266,6 +252,34 @@ def generate_command(args: argparse.Namespace) -> int:
     if len(prompts) > 1:
         print(f"wrote {len(prompts)} clips to {outputs[0].parent}")
     return 0
+
+
+def pipeline_provenance(pipe, checkpoint: str | Path) -> dict:
+    """What every sidecar records of the loaded pipeline: checkpoint, task, weight hashes, text
+    encoder, prompt template and instruction."""
+    return {"checkpoint": checkpoint_label(checkpoint), "task": pipe.task,
+            "model_weights_hash": pipe.transformer.weights_hash(), "tokenizer_hash": pipe.tokenizer.weights_hash(),
+            "text_encoder": pipe.text_encoder.name, "text_encoder_hash": pipe.text_encoder.weights_hash(),
+            "prompt_template": pipe.prompt_template, "instruction": pipe.config.instruction}
+
+
+def check_finite(result, prompt: str, cfg: float) -> None:
+    """One DashflowError line when sampling diverged (NaN / infinite samples in ``result.audios``)."""
+    import numpy as np
+
+    if not np.isfinite(result.audios).all():
+        raise DashflowError(f"sampling diverged: the audio of {prompt!r} has NaN or infinite samples "
+                            f"(cfg {cfg} is likely too high; 3-7 is usual); its clip was not written")
+
+
+def clip_sidecar(output: Path, result, j: int, prompt: str, settings: dict) -> dict:
+    """The sidecar of output ``j`` of a pipeline ``result`` written to ``output``: the prompt as given
+    and as encoded, the clip's length, the steering and windows as run, then ``settings``."""
+    return {"output": output.name, "prompt": prompt, "prompt_encoded": result.settings["prompts"][j],
+            "duration": result.lengths[j] / result.sample_rate, "num_samples": result.lengths[j],
+            "sample_rate": result.sample_rate, "steering": result.settings["steering"],
+            "window": result.settings["window_length_in_s"], "window_overlap": result.settings["window_overlap_in_s"],
+            **settings}
 
 
 def load(checkpoint: str | Path, args: argparse.Namespace, dtype):
