@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import shutil
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
