@@ -20,10 +20,7 @@ from __future__ import annotations
 import sys
 from functools import partial
 
-import torch
-from accelerate.utils import set_seed
 from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
-from dashflow.generation.training.data import split_batch
 from dashflow.generation.training.speech_enhancement import (
     SEConfig,
     build_enhancer,
@@ -36,18 +33,7 @@ from dashflow.cli import run_guarded
 from dashflow.codecs import load_codec
 from dashflow.config import recipe_config
 from dashflow.mixing import build_se_loader
-from dashflow.training import (
-    RunLog,
-    adamw,
-    attach_ema,
-    build_accelerator,
-    export_pipelines,
-    is_due,
-    lr_schedule,
-    optimizer_step,
-    resume_training,
-    save_checkpoint,
-)
+from dashflow.training import RunLog, prepare_run, start_accelerator
 
 LOGGED = {"denoiser": ("loss", "mse"), "flow": ("loss", "flow", "local_duration", "global_duration")}
 
@@ -56,53 +42,31 @@ def main(argv: list[str] | None = None) -> int:
     cfg: SEConfig = recipe_config(SEConfig, "Train a latent speech enhancer with Accelerate.",
                                   "recipes/configs/se", argv)
     check_se_settings(cfg)
-    accum = cfg.optim.gradient_accumulation_steps
+    accumulation = cfg.optim.gradient_accumulation_steps
     flow = OmegaConf.to_object(cfg.flow)
-    logged = LOGGED[cfg.model.kind]
+    accelerator = start_accelerator(cfg.train, accumulation)  # same initial weights on every process
 
-    accelerator = build_accelerator(cfg.train.output_dir, cfg.train.mixed_precision,
-                                    gradient_accumulation_steps=accum)
-    set_seed(cfg.train.seed)  # same initial weights on every process
-
-    # frozen tokenizer; trainable enhancer, optimiser, schedule, EMA
+    # frozen tokenizer; trainable enhancer, optimiser, schedule, EMA; resume
     tokenizer = load_codec(cfg.model.tokenizer, device=accelerator.device)
-    model = build_enhancer(cfg.model, tokenizer)
-    optimizer = adamw(model.parameters(), cfg.optim)
-    scheduler = lr_schedule(optimizer, cfg.optim, cfg.train.max_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    ema = attach_ema(accelerator, model, cfg.ema)
+    run = prepare_run(accelerator, build_enhancer(cfg.model, tokenizer), cfg.optim, cfg.train, cfg, cfg.ema)
 
-    # resume: weights, optimiser, schedule, EMA, RNG; the data position is the step
-    start_step = resume_training(accelerator, cfg.train.output_dir, cfg.train.resume)
-
-    loader = build_se_loader(cfg.data.train, cfg.data.noise or None, cfg.data.batch_size * accum,
-                             cfg.data.max_seconds, cfg.train.seed, start_step, accelerator.process_index,
+    loader = build_se_loader(cfg.data.train, cfg.data.noise or None, cfg.data.batch_size * accumulation,
+                             cfg.data.max_seconds, cfg.train.seed, run.start_step, accelerator.process_index,
                              accelerator.num_processes, cfg.data.num_workers, tokenizer.sample_rate,
                              cfg.data.mixing)
     log = RunLog(accelerator, f"se_{cfg.model.kind}", cfg, cfg.train.output_dir, cfg.train.max_steps,
-                 cfg.train.log_every, start_step)
+                 cfg.train.log_every, run.start_step)
 
     batches = iter(loader)
-    for step in range(start_step + 1, cfg.train.max_steps + 1):
-        totals = torch.zeros(len(logged), device=accelerator.device)
-        for index, micro in enumerate(split_batch(next(batches), accum)):
-            position = accelerator.process_index * accum + index  # in the global batch
-            with accelerator.accumulate(model):
-                losses = se_micro_batch_loss(model, micro, tokenizer, cfg.model.kind, flow, cfg.train.seed,
-                                             step, position, accelerator)
-                accelerator.backward(losses["loss"])
-            totals += torch.stack([losses[key].detach() for key in logged]) / accum
-        grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, cfg.optim.grad_clip, ema)
-        log.step(step, dict(zip(logged, totals)), grad_norm=grad_norm, lr=lr)
-
-        if is_due(step, cfg.train.checkpoint_every, cfg.train.max_steps):
-            save_checkpoint(accelerator, cfg.train.output_dir, step, cfg, cfg.train.keep_checkpoints)
+    for step in run.steps():
+        losses, stats = run.step(next(batches), lambda micro, position: se_micro_batch_loss(
+            run.model, micro, tokenizer, cfg.model.kind, flow, cfg.train.seed, step, position, accelerator),
+            LOGGED[cfg.model.kind])
+        log.step(step, losses, **stats)
+        run.checkpoint(step)
     log.close()
 
-    build = partial(SpeechEnhancementPipeline, tokenizer.to("cpu"))
-    for folder in export_pipelines(accelerator, model, ema, build, f"{cfg.train.output_dir}/final"):
-        accelerator.print(f"saved {folder}")
-    accelerator.end_training()
+    run.export_pipelines(partial(SpeechEnhancementPipeline, tokenizer.to("cpu")), f"{cfg.train.output_dir}/final")
     return 0
 
 

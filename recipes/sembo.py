@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 import torch
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import send_to_device
 from dashflow.tokenizer.config import FRAMES_PER_LATENT
 from dashflow.tokenizer.sembo import SemanticBottleneck, SemBoConfig, check_sembo_settings, load_teacher, sembo_loss
 
@@ -25,65 +25,47 @@ from dashflow.cli import run_guarded
 from dashflow.config import recipe_config
 from dashflow.data import build_clip_loader
 from dashflow.spectral import frame_counts
-from dashflow.training import (
-    RunLog,
-    adamw,
-    build_accelerator,
-    is_due,
-    lr_schedule,
-    optimizer_step,
-    resume_training,
-    save_checkpoint,
-)
+from dashflow.training import RunLog, prepare_run, start_accelerator
+
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg: SemBoConfig = recipe_config(SemBoConfig, "Train SemBo (LoSATok's semantic bottleneck).",
                                      "recipes/configs/sembo", argv)
     check_sembo_settings(cfg)
-
-    accelerator = build_accelerator(cfg.train.output_dir, cfg.train.mixed_precision)
-    set_seed(cfg.train.seed)  # same initial weights on every process
+    accelerator = start_accelerator(cfg.train)  # same initial weights on every process
     device = accelerator.device
 
-    # frozen teacher; trainable bottleneck, optimiser, schedule
+    # frozen teacher; trainable bottleneck, optimiser, schedule; resume
     teacher = load_teacher(cfg.model.teacher).to(device)
     model = SemanticBottleneck(teacher.embed_dim, cfg.model.low_dim, cfg.model.hidden)
-    optimizer = adamw(model.parameters(), cfg.optim)
-    scheduler = lr_schedule(optimizer, cfg.optim, cfg.train.max_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-
-    # resume: weights, optimiser, schedule, RNG; the data position is the step
-    start_step = resume_training(accelerator, cfg.train.output_dir, cfg.train.resume)
+    run = prepare_run(accelerator, model, cfg.optim, cfg.train, cfg)
     loader = build_clip_loader(cfg.data.train, cfg.data.batch_size, cfg.data.crop_seconds, cfg.train.seed,
-                               start_step, accelerator.process_index, accelerator.num_processes,
+                               run.start_step, accelerator.process_index, accelerator.num_processes,
                                cfg.data.num_workers)
     log = RunLog(accelerator, "sembo", cfg, cfg.train.output_dir, cfg.train.max_steps, cfg.train.log_every,
-                 start_step, shown="recon")
+                 run.start_step, shown="recon")
 
-    batches = iter(loader)
-    for step in range(start_step + 1, cfg.train.max_steps + 1):
-        batch = send_to_device(next(batches), device)
+    def loss_of(batch: dict, position: int) -> dict:
+        batch = send_to_device(batch, device)
         lengths = batch["length"]
         with torch.no_grad():
             high = teacher(batch["audio"], lengths)  # [B, T, D], zero past each clip
         frames = frame_counts(lengths, teacher.front_end.hop_length) // FRAMES_PER_LATENT
         mask = torch.arange(high.shape[1], device=device)[None] < frames[:, None]
         with accelerator.autocast():
-            loss, parts = sembo_loss(model, high, mask, cfg.loss.recon_weight, cfg.loss.relation_weight)
-        accelerator.backward(loss)
-        grad_norm, lr = optimizer_step(accelerator, model, optimizer, scheduler, cfg.optim.grad_clip)
-        log.step(step, {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}},
-                 grad_norm=grad_norm, lr=lr)
-        if is_due(step, cfg.train.checkpoint_every, cfg.train.max_steps):
-            save_checkpoint(accelerator, cfg.train.output_dir, step, cfg, cfg.train.keep_checkpoints)
+            loss, parts = sembo_loss(run.model, high, mask, cfg.loss.recon_weight, cfg.loss.relation_weight)
+        return {"loss": loss, **parts}
+
+    logged = ("loss", "recon", "relation") if cfg.loss.relation_weight else ("loss", "recon")
+    batches = iter(loader)
+    for step in run.steps():
+        losses, stats = run.step(next(batches), loss_of, logged)
+        log.step(step, losses, **stats)
+        run.checkpoint(step)
     log.close()
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(f"{cfg.train.output_dir}/final")
-        accelerator.print(f"saved {cfg.train.output_dir}/final")
-    accelerator.end_training()
+    run.save_final()
     return 0
 
 

@@ -37,12 +37,12 @@ from dashflow.config import recipe_config
 from dashflow.data import AudioClipDataset, build_clip_loader
 from dashflow.training import (
     RunLog,
-    build_accelerator,
     gather_weights,
     is_due,
     model_from_weights,
     resume_training,
     save_checkpoint,
+    start_accelerator,
 )
 
 
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                                 argv)
     check_settings(cfg)
 
-    accelerator = build_accelerator(cfg.train.output_dir, cfg.train.mixed_precision)
-    set_seed(cfg.train.seed)  # same initial weights on every process
+    accelerator = start_accelerator(cfg.train)  # same initial weights on every process
     device = accelerator.device
 
     gan = build_gan(cfg, accelerator)

@@ -9,7 +9,9 @@ Recipes stay explicit loops (``recipes/*.py``, read top to bottom); what they sh
 - ``ema``: the EMA of a model's parameters, saved into every checkpoint as safetensors;
 - ``checkpoints``: atomic ``step_*`` folders, rotation and resume (falls back past damage);
 - ``logs``: progress bar, TensorBoard scalars / audio / spectrograms, ``metrics.jsonl``;
-- ``export``: the trained weights (raw and EMA) as pipelines, frozen parts written once.
+- ``export``: the trained weights (raw and EMA) as pipelines, frozen parts written once;
+- ``run``: the frame of a run (seeded Accelerator; model, optimizer, schedule and EMA prepared and
+  resumed; one optimizer step over the micro-batches; due checkpoints; the export at the end).
 """
 
 from dashflow.training.accelerator import build_accelerator, is_due
@@ -40,6 +42,7 @@ from dashflow.training.logs import (
     log_spectrogram,
     read_metrics,
 )
+from dashflow.training.run import TrainingRun, prepare_run, split_batch, start_accelerator
 from dashflow.training.optim import (
     ConfiguredLambdaLR,
     CosineWithWarmup,
@@ -50,9 +53,9 @@ from dashflow.training.optim import (
 )
 
 __all__ = ["CHECKPOINT_PREFIX", "CONFIG_NAME", "METRICS_NAME", "STATE_NAME", "ConfiguredLambdaLR",
-           "CosineWithWarmup", "EMAConfig", "MetricsLog", "OptimConfig", "RunLog", "TrainConfig", "adamw",
+           "CosineWithWarmup", "EMAConfig", "MetricsLog", "OptimConfig", "RunLog", "TrainConfig", "TrainingRun", "adamw",
            "attach_ema", "build_accelerator", "check_training", "checkpoint_path", "cosine_schedule",
            "export_pipelines", "find_checkpoint", "gather_weights", "init_trackers", "is_due",
            "list_checkpoints", "load_checkpoint", "load_ema", "log_audio", "log_spectrogram", "lr_schedule",
-           "model_from_weights", "optimizer_step", "read_metrics", "resume_training", "save_checkpoint",
-           "save_ema"]
+           "model_from_weights", "optimizer_step", "prepare_run", "read_metrics", "resume_training",
+           "save_checkpoint", "save_ema", "split_batch", "start_accelerator"]

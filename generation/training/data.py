@@ -9,7 +9,7 @@ Two sources give the same kind of batch:
   crops of at most ``max_seconds`` worth of latent frames of the cached ``[T, C]`` latents.
 
 Each process loads ``batch_size x accumulation`` clips per optimizer step (its share of the
-global batch) and :func:`split_batch` cuts them into micro-batches. Sample order and crops are
+global batch) and :func:`dashflow.training.split_batch` cuts them into micro-batches. Sample order and crops are
 pure functions of ``(seed, epoch, clip)``, so a loader rebuilt at step k resumes exactly.
 """
 
@@ -105,15 +105,6 @@ def build_train_loader(source: str, tokenizer: LatentCodec, max_seconds: float, 
     sampler = ResumableBatchSampler(len(dataset), batch_size, seed, start_step, rank, world_size)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_latents, num_workers=num_workers,
                       persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
-
-
-def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
-    """Cut a batch (tensors and lists along dim 0) into ``parts`` equal micro-batches, in order."""
-    size = len(batch["caption"])
-    if size % parts:
-        raise DashflowError(f"a batch of {size} clips does not split into {parts} micro-batches")
-    step = size // parts
-    return [{key: value[i:i + step] for key, value in batch.items()} for i in range(0, size, step)]
 
 
 @torch.no_grad()

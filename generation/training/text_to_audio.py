@@ -1,4 +1,4 @@
-"""What the text-to-audio and text-to-music recipes share (``recipes/tta.py``, ``recipes/ttm.py``).
+"""What the text-to-audio / text-to-music recipe needs beyond :mod:`dashflow.training` (``recipes/tta.py``).
 
 The config schema (its ``train`` / ``optim`` / ``ema`` sections are :mod:`dashflow.training`'s),
 the frozen parts (tokenizer, text encoder, optional latent normalizer), the DiT with its task
@@ -93,6 +93,7 @@ class SampleConfig:
 
 @dataclass
 class Config:
+    task: str = "tta"                # tta | ttm: the run's name and the pipeline class it is exported as
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -104,6 +105,7 @@ class Config:
 
 def check_settings(cfg: Config) -> None:
     """Raise one DashflowError line for settings the recipe cannot run with."""
+    get_task(cfg.task, text=True)
     check_config(cfg.flow)
     check_training(cfg.train, cfg.optim, {"data.batch_size": cfg.data.batch_size,
                                           "data.max_seconds": cfg.data.max_seconds,

@@ -29,7 +29,6 @@ from dashflow.generation.training.data import (
     build_train_loader,
     collate_latents,
     require_captions,
-    split_batch,
 )
 from dashflow.generation.training.latent_cache import LatentCache, cache_latents
 from dashflow.generation.training.text_to_audio import (
@@ -48,7 +47,7 @@ from dashflow.config import load_config
 from dashflow.data import write_shards
 from dashflow.errors import DashflowError
 from dashflow.manifests import read_manifest, write_manifest
-from dashflow.training import load_ema, read_metrics, save_ema
+from dashflow.training import load_ema, read_metrics, save_ema, split_batch
 from tests.conftest import chirp, tone, write_wav
 
 REPO = Path(__file__).resolve().parents[3]
