@@ -30,7 +30,9 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None,
             if not Path(path).is_file():
                 raise DashflowError(f"{path}: config file not found")
             merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        for override in overrides:  # one at a time: a key may index a list (tasks.0.train=...)
+            key, _, value = override.partition("=")
+            OmegaConf.update(merged, key, OmegaConf.from_dotlist([f"value={value}"])["value"], merge=True)
     except OmegaConfBaseException as exc:
         raise DashflowError(f"bad config: {str(exc).splitlines()[0]}") from None
     return merged  # type: ignore[return-value]

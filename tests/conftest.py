@@ -111,3 +111,34 @@ def cpu_launch(recipe: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
             str(REPO / "recipes" / recipe), *args]
+
+
+def kill_after_step(command: list[str], metrics: Path, step: int, log: Path, env: dict, cwd: Path,
+                    timeout: float = 600) -> int:
+    """Run a recipe ``command`` in its own process group, SIGKILL it (children too) once its
+    ``metrics`` file logs ``step``; returns its exit status."""
+    import json
+    import os
+    import signal
+    import time
+
+    def logged_step() -> int:
+        try:
+            lines = metrics.read_text().splitlines()
+            return max((json.loads(line)["step"] for line in lines if line.strip()), default=0)
+        except (OSError, ValueError):  # not there yet, or a line being written
+            return 0
+
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and process.poll() is None and logged_step() < step:
+                time.sleep(0.05)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+

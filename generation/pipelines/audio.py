@@ -58,6 +58,7 @@ from dashflow.generation.pipelines.components import (
     read_json,
     resolve_checkpoint,
     seeded_generators,
+    task_folder,
 )
 from dashflow.generation.pipelines.inputs import Request, check_negatives, check_steering, check_window
 from dashflow.generation.pipelines.tasks import TEXT_TASKS, get_task, task_of_class
@@ -481,7 +482,7 @@ def load_pipeline(checkpoint: str | Path, task: str | None = None, torch_dtype: 
                   **kwargs) -> AudioGenerationPipeline:
     """Load ``checkpoint`` as the pipeline of a text task (tta / ttm of the task registry;
     default: the saved class, else tta)."""
-    folder = resolve_checkpoint(checkpoint, "pipeline")
+    folder = task_folder(resolve_checkpoint(checkpoint, "pipeline"), task or "tta")
     saved = pipeline_task(folder)
     pipeline_class = get_task(task or (saved if saved in TEXT_TASKS else "tta"), text=True).pipeline_class()
     return pipeline_class.from_pretrained(folder, torch_dtype=torch_dtype, **kwargs)

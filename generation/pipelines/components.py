@@ -125,6 +125,7 @@ class DashflowPipelineMixin:
     """
 
     own_components: ClassVar[tuple[type, ...]] = ()
+    task: ClassVar[str] = ""  # the task registry's name of the pipeline
     trained_component: ClassVar[str] = "transformer"  # the component a recipe trains
     folder_kind: ClassVar[str] = "pipeline"  # what error messages call the folder
 
@@ -134,7 +135,7 @@ class DashflowPipelineMixin:
         """Load a saved pipeline folder or hub id (``torch_dtype`` default float32; the text encoder
         stays float32). Components passed as keyword arguments replace the stored ones. Every
         failure is one DashflowError line; transformers' loading bars stay off."""
-        folder = resolve_checkpoint(pretrained_model_name_or_path, cls.folder_kind)
+        folder = task_folder(resolve_checkpoint(pretrained_model_name_or_path, cls.folder_kind), cls.task)
         if not (folder / PIPELINE_INDEX).is_file():
             return cls.from_folder_without_index(folder, torch_dtype=torch_dtype, **kwargs)
         for name, entry in read_json(folder / PIPELINE_INDEX).items():
@@ -190,6 +191,14 @@ class DashflowPipelineMixin:
         config = loaded[0] if isinstance(loaded, tuple) else loaded
         config["_class_name"] = index_class_name(config)
         return loaded
+
+
+def task_folder(folder: Path, task: str) -> Path:
+    """``folder/<task>`` when ``folder`` is a multi-task export (one pipeline folder per task, as
+    ``recipes/unified.py`` writes) and holds that task; else ``folder``."""
+    if not (folder / PIPELINE_INDEX).is_file() and task and (folder / task / PIPELINE_INDEX).is_file():
+        return folder / task
+    return folder
 
 
 def index_class_name(index: dict) -> str | None:

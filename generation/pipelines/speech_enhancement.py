@@ -50,6 +50,7 @@ class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
     own_components = (LatentDenoiser, AudioGenModel)
     trained_component = "enhancer"
     folder_kind = "speech-enhancement pipeline"
+    task = "se"
     _optional_components: ClassVar[list[str]] = ["scheduler"]
 
     def __init__(self, tokenizer: LatentCodec, enhancer: LatentDenoiser | AudioGenModel,

@@ -229,13 +229,16 @@ def micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], frozen: Froz
 
 # ----------------------------------------------------------------------------- samples
 
-def make_pipeline(task: str, model: AudioGenModel, frozen: Frozen) -> AudioGenerationPipeline:
+def make_pipeline(task: str, model: AudioGenModel, frozen: Frozen, instruction: str | None = None
+                  ) -> AudioGenerationPipeline:
     """The ``tta`` / ``ttm`` pipeline of a trained model; its prompt template applies the
-    training prompt prefix, so inference formats prompts as training did."""
+    training prompt prefix, so inference formats prompts as training did. ``instruction``: a task
+    phrase the pipeline encodes instead of using the model's stored one (multi-task models)."""
     pipeline_class = get_task(task, text=True).pipeline_class()
     pipeline = pipeline_class(tokenizer=frozen.tokenizer, text_encoder=frozen.text.encoder, transformer=model,
                               scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000),
-                              latent_normalizer=frozen.normalizer, prompt_template=frozen.text.prefix + "{prompt}")
+                              latent_normalizer=frozen.normalizer, prompt_template=frozen.text.prefix + "{prompt}",
+                              instruction=instruction)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

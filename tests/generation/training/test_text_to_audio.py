@@ -9,11 +9,9 @@ whistles): it learns, two processes compute what one does, and a killed run resu
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
@@ -48,7 +46,7 @@ from dashflow.data import write_shards
 from dashflow.errors import DashflowError
 from dashflow.manifests import read_manifest, write_manifest
 from dashflow.training import load_ema, read_metrics, save_ema, split_batch
-from tests.conftest import chirp, tone, write_wav
+from tests.conftest import chirp, kill_after_step, tone, write_wav
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "recipes" / "configs"
@@ -373,21 +371,8 @@ def test_killed_run_resumes_exactly(corpus, reference_run, tmp_path):
     and EMA of the uninterrupted run, bit for bit."""
     out = tmp_path / "killed"
     command = launch_command(TINY, corpus, out, *SHORT_RUN, "optim.gradient_accumulation_steps=2")
-    with open(tmp_path / "first.log", "w") as log:
-        process = subprocess.Popen(command, env=LAUNCH_ENV, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        try:
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline and process.poll() is None:
-                metrics = out / "metrics.jsonl"
-                if metrics.is_file() and any(m["step"] >= 12 for m in read_metrics_safely(metrics)):
-                    break
-                time.sleep(0.05)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode != 0, "the run finished before it could be killed"
+    status = kill_after_step(command, out / "metrics.jsonl", 12, tmp_path / "first.log", LAUNCH_ENV, REPO)
+    assert status != 0, "the run finished before it could be killed"
     assert not (out / "final").exists()
     saved = sorted(p.name for p in out.glob("step_*"))
     assert saved and "step_0000030" not in saved
@@ -399,14 +384,6 @@ def test_killed_run_resumes_exactly(corpus, reference_run, tmp_path):
         reference = transformer_weights(reference_run, kind)
         resumed = transformer_weights(out, kind)
         assert all(torch.equal(resumed[key], reference[key]) for key in reference), kind
-
-
-def read_metrics_safely(path: Path) -> list[dict]:
-    """Metrics written so far (a line being written may be incomplete)."""
-    try:
-        return read_metrics(path)
-    except ValueError:
-        return []
 
 
 @pytest.mark.slow

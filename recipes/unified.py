@@ -1,0 +1,109 @@
+"""Train one DiT on several tasks at once (UniFlow-Audio): text-to-audio, text-to-music and latent
+speech enhancement, each batch from one task drawn by weight.
+
+    accelerate launch recipes/unified.py --config recipes/configs/unified/tiny.yaml \\
+        tasks.0.train=audio.jsonl tasks.1.train=music.jsonl tasks.2.train=speech.jsonl \\
+        tasks.2.noise=noise.jsonl model.tokenizer=TOKENIZER_DIR [dotted.key=value ...]
+
+One optimizer step: the step's task (:class:`~dashflow.generation.training.unified.TaskMixture`,
+the same on every process and after a resume), then every process takes its share of that task's
+global batch and accumulates the flow-matching loss of each micro-batch: captions through the
+frozen text encoder for tta / ttm, the noisy speech's latents on the time-aligned path for se,
+each clip with one of its task's instruction phrasings. Losses are logged per task
+(``loss_<task>``). Checkpoints resume exactly. The raw and EMA weights are exported as one
+pipeline per task, ``<output_dir>/final/{raw,ema}/<task>`` (``generate --checkpoint
+.../ema --task ttm``, ``enhance --checkpoint .../ema``), identical files hard-linked: the weights
+are on disk once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
+from dashflow.generation.training.data import build_train_loader
+from dashflow.generation.training.text_to_audio import build_model, load_frozen, make_pipeline
+from dashflow.generation.training.unified import (
+    LOGGED,
+    Instructions,
+    TaskMixture,
+    UnifiedConfig,
+    check_unified_settings,
+    instructions_of,
+    link_duplicate_files,
+    task_flow,
+    unified_micro_batch_loss,
+    unified_model_config,
+)
+from omegaconf import OmegaConf
+
+from dashflow.cli import run_guarded
+from dashflow.config import recipe_config
+from dashflow.mixing import build_se_loader
+from dashflow.training import RunLog, gather_weights, model_from_weights, prepare_run, start_accelerator
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg: UnifiedConfig = recipe_config(UnifiedConfig, "Train one DiT on several tasks with Accelerate.",
+                                       "recipes/configs/unified", argv)
+    check_unified_settings(cfg)
+    accumulation = cfg.optim.gradient_accumulation_steps
+    flow = OmegaConf.to_object(cfg.flow)
+    tasks = {task.name: task for task in cfg.tasks}
+    accelerator = start_accelerator(cfg.train, accumulation)  # same initial weights on every process
+
+    # frozen tokenizer + text encoder; each task's instructions; trainable DiT, optimiser, schedule, EMA; resume
+    frozen = load_frozen(cfg, accelerator.device)
+    model = build_model(unified_model_config(cfg, frozen.tokenizer.latent_dim), frozen.tokenizer, frozen.text.encoder)
+    model_config = dict(model.config)
+    instructions = {name: Instructions.encode(instructions_of(task), frozen.text.encoder)
+                    for name, task in tasks.items()}
+    run = prepare_run(accelerator, model, cfg.optim, cfg.train, cfg, cfg.ema)
+
+    # one loader per task, each resumed at the batches it has served
+    mixture = TaskMixture(list(tasks), [task.weight for task in cfg.tasks], cfg.train.seed)
+    served = mixture.batches_before(run.start_step)
+    batch, rank, world = cfg.data.batch_size * accumulation, accelerator.process_index, accelerator.num_processes
+    batches = {}
+    for name, task in tasks.items():
+        if name == "se":
+            loader = build_se_loader(task.train, task.noise or None, batch, cfg.data.max_seconds, cfg.train.seed,
+                                     served[name], rank, world, cfg.data.num_workers, frozen.tokenizer.sample_rate,
+                                     cfg.data.mixing)
+        else:
+            loader = build_train_loader(task.train, frozen.tokenizer, cfg.data.max_seconds, batch, task.latent_cache,
+                                        cfg.train.seed, served[name], rank, world, cfg.data.num_workers)
+        batches[name] = iter(loader)
+    log = RunLog(accelerator, "unified", cfg, cfg.train.output_dir, cfg.train.max_steps, cfg.train.log_every,
+                 run.start_step)
+
+    for step in run.steps():
+        name = mixture.task_at(step)
+        losses, stats = run.step(next(batches[name]), lambda micro, position: unified_micro_batch_loss(
+            run.model, name, micro, frozen, instructions[name], task_flow(flow, name), cfg.train.seed, step,
+            position, accelerator), LOGGED)
+        log.step(step, {**losses, f"loss_{name}": losses["loss"]}, **stats)
+        run.checkpoint(step)
+    log.close()
+
+    # one pipeline per task for the raw and the EMA weights, the weights on disk once
+    written = []
+    for kind, average in (("raw", None), ("ema", run.ema)) if run.ema is not None else (("raw", None),):
+        weights = gather_weights(accelerator, run.model, average)
+        if accelerator.is_main_process:
+            trained = model_from_weights(type(accelerator.unwrap_model(run.model)), model_config, weights)
+            for name, task in tasks.items():
+                pipeline = (SpeechEnhancementPipeline(frozen.tokenizer, trained) if name == "se" else
+                            make_pipeline(name, trained, frozen, instruction=instructions_of(task)[0]))
+                pipeline.save_pretrained(Path(cfg.train.output_dir) / "final" / kind / name)
+                written.append(Path(cfg.train.output_dir) / "final" / kind / name)
+    if accelerator.is_main_process:
+        link_duplicate_files(written)
+        accelerator.print(f"saved {', '.join(map(str, written))}")
+    accelerator.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_guarded(main))

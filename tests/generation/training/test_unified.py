@@ -1,0 +1,229 @@
+"""The multi-task recipe (recipes/unified.py): the task mixture, per-task routing and instructions,
+bad task lists, a tiny three-task run (each task's loss falls), exact resume after kill -9, and
+one export that serves every task with the weights on disk once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.pipelines.audio import load_pipeline
+from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
+from dashflow.generation.training.text_to_audio import Frozen, TextConditioner
+from dashflow.generation.training.unified import (
+    DEFAULT_INSTRUCTIONS,
+    Instructions,
+    TaskMixture,
+    UnifiedConfig,
+    check_unified_settings,
+    task_flow,
+    unified_micro_batch_loss,
+)
+from dashflow.generation.sampling.flow import FlowMatchingConfig
+from dashflow.tokenizer.model import DashengTokenizer
+from safetensors.torch import load_file
+
+from dashflow.config import load_config
+from dashflow.errors import DashflowError
+from dashflow.manifests import write_manifest
+from dashflow.text_encoders import load_text_encoder
+from dashflow.training import read_metrics
+from tests.conftest import SENTENCES, chirp, kill_after_step, noise, tone, tts, write_wav
+
+REPO = Path(__file__).resolve().parents[3]
+TINY = REPO / "recipes" / "configs" / "unified" / "tiny.yaml"
+LAUNCH_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> SimpleNamespace:
+    """Sounds (hums / whistles), music (chords / arpeggios), clean speech (flite, or its committed
+    recordings) and noise, each a manifest; a random tiny tokenizer."""
+    root = tmp_path_factory.mktemp("unified")
+    sounds, music, speech, noises = [], [], [], []
+    for i in range(8):
+        write_wav(root / f"hum_{i}.wav", tone(100 + 20 * i, 1.2))
+        write_wav(root / f"whistle_{i}.wav", chirp(2500 + 60 * i, 4000, 1.2))
+        sounds += [{"audio_id": f"hum_{i}", "audio": str(root / f"hum_{i}.wav"), "caption": "a low hum"},
+                   {"audio_id": f"whistle_{i}", "audio": str(root / f"whistle_{i}.wav"), "caption": "a high whistle"}]
+        chord = sum(tone(f * (1 + i / 20), 1.2, amp=0.1) for f in (262, 330, 392))
+        write_wav(root / f"chord_{i}.wav", chord)
+        music.append({"audio_id": f"chord_{i}", "audio": str(root / f"chord_{i}.wav"), "caption": "a piano chord"})
+        write_wav(root / f"noise_{i}.wav", noise(1.5, amp=0.05, seed=i))
+        noises.append({"audio_id": f"noise_{i}", "audio": str(root / f"noise_{i}.wav")})
+    for i, text in enumerate(SENTENCES):
+        path = tts(text, root / f"speech_{i}.wav")
+        assert path is not None, "needs flite, espeak-ng or the committed recordings in tests/data/speech"
+        speech.append({"audio_id": f"speech_{i}", "audio": str(path)})
+    torch.manual_seed(0)
+    DashengTokenizer.from_preset("tiny").eval().save_pretrained(root / "tokenizer")
+    return SimpleNamespace(root=root, tokenizer=root / "tokenizer",
+                           sounds=write_manifest(sounds, root / "sounds.jsonl"),
+                           music=write_manifest(music, root / "music.jsonl"),
+                           speech=write_manifest(speech, root / "speech.jsonl"),
+                           noise=write_manifest(noises, root / "noise.jsonl"))
+
+
+def task_overrides(data) -> list[str]:
+    return [f"tasks.0.train={data.sounds}", f"tasks.1.train={data.music}", f"tasks.2.train={data.speech}",
+            f"tasks.2.noise={data.noise}", f"model.tokenizer={data.tokenizer}"]
+
+
+# ----------------------------------------------------------------------------- the mixture
+
+def test_sampled_task_proportions_match_the_weights():
+    mixture = TaskMixture(["tta", "ttm", "se"], [2.0, 1.0, 1.0], seed=0)
+    drawn = [mixture.task_at(step) for step in range(1, 20001)]
+    shares = {name: drawn.count(name) / len(drawn) for name in ("tta", "ttm", "se")}
+    assert shares == pytest.approx({"tta": 0.5, "ttm": 0.25, "se": 0.25}, abs=0.015)
+    again = TaskMixture(["tta", "ttm", "se"], [2.0, 1.0, 1.0], seed=0)
+    assert [again.task_at(step) for step in range(1, 201)] == drawn[:200]  # same on every process / resume
+    assert mixture.batches_before(200) == {name: drawn[:200].count(name) for name in ("tta", "ttm", "se")}
+    other_seed = TaskMixture(["tta", "ttm", "se"], [2.0, 1.0, 1.0], seed=1)
+    assert [other_seed.task_at(step) for step in range(1, 201)] != drawn[:200]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["tasks.1.weight=0"], "task 'ttm' has weight 0"),
+    (["tasks.0.train=/nonexistent/sounds.jsonl"], "/nonexistent/sounds.jsonl: no such manifest"),
+    (["tasks.1.name=karaoke"], "task 'karaoke': use one of tta, ttm, se"),
+    (["tasks.1.name=tta"], "task 'tta' is listed twice"),
+    (["flow.normalize_latents=true"], "normalize_latents is not supported with the se task"),
+])
+def test_bad_task_lists_get_one_clear_line(data, overrides, message):
+    cfg = load_config(UnifiedConfig, TINY, task_overrides(data) + overrides)
+    with pytest.raises(DashflowError, match=message):
+        check_unified_settings(cfg)
+
+
+def test_an_empty_task_list_is_refused():
+    with pytest.raises(DashflowError, match="tasks is empty"):
+        check_unified_settings(load_config(UnifiedConfig, None, ["model.tokenizer=x"]))
+
+
+# ----------------------------------------------------------------------------- routing
+
+def test_each_task_routes_its_content_and_draws_its_own_instructions(data):
+    tokenizer = DashengTokenizer.from_pretrained(data.tokenizer).eval()
+    encoder = load_text_encoder("minilm")
+    frozen = Frozen(tokenizer, TextConditioner(encoder))
+    torch.manual_seed(0)
+    model = AudioGenModel.from_preset("tiny", latent_dim=tokenizer.latent_dim, text_embed_dim=encoder.dim,
+                                      task_instruction_dim=encoder.dim, audio_content_dim=tokenizer.latent_dim)
+    calls = []
+    original = model.forward
+
+    def spy(*args, **kwargs):
+        calls.append(dict(kwargs, content=args[2]))
+        return original(*args, **kwargs)
+
+    model.forward = spy
+    phrases = {name: Instructions.encode(DEFAULT_INSTRUCTIONS[name], encoder) for name in ("tta", "se")}
+    accelerator = SimpleNamespace(autocast=contextlib.nullcontext, unwrap_model=lambda m: m)
+    wav = torch.from_numpy(np.stack([tone(200, 1.0), chirp(300, 900, 1.0)]))
+    length = torch.tensor([16000, 12800])
+    flow = FlowMatchingConfig(cfg_dropout=0.5)
+    text = {"audio": wav, "length": length, "audio_id": ["a", "b"], "caption": ["a low hum", "a high whistle"]}
+    losses = unified_micro_batch_loss(model, "tta", text, frozen, phrases["tta"], task_flow(flow, "tta"), 0, 1, 0,
+                                      accelerator)
+    se = {"audio": wav, "noisy": wav + torch.from_numpy(noise(1.0, amp=0.2)), "length": length}
+    se_losses = unified_micro_batch_loss(model, "se", se, frozen, phrases["se"], task_flow(flow, "se"), 0, 1, 0,
+                                         accelerator)
+    (text_call, se_call) = calls
+    assert text_call["content_kind"] == "text" and text_call["content"].shape[-1] == encoder.dim
+    assert se_call["content_kind"] == "audio" and se_call["content"].shape[-1] == tokenizer.latent_dim
+    assert se_call["durations"] is not None and se_call["is_time_aligned"].all()
+    assert not text_call["is_time_aligned"].any()
+    for call, name in ((text_call, "tta"), (se_call, "se")):
+        table = phrases[name]
+        for states, mask in zip(call["instruction"], call["instruction_mask"]):
+            assert any(torch.equal(states[mask], s[m]) for s, m in zip(table.states, table.mask)), \
+                f"{name}: an instruction not among the task's phrasings"
+    assert not se_call["drop_condition"].any()  # no CFG dropout for enhancement
+    assert float(se_losses["global_duration"]) >= 0 and torch.isfinite(losses["loss"]) and torch.isfinite(
+        se_losses["loss"])
+    assert task_flow(flow, "se").global_duration_weight == 0 and task_flow(flow, "tta") is flow
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+SHORT = ("train.max_steps=24", "train.checkpoint_every=8", "data.batch_size=4", "optim.warmup_steps=4")
+
+
+def launch(data, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines",
+            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
+            str(REPO / "recipes" / "unified.py"), "--config", str(TINY), *task_overrides(data),
+            f"train.output_dir={out}", *extra]
+
+
+def run(command: list[str]) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, env=LAUNCH_ENV, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("unified_run")
+    run(launch(data, out, "train.max_steps=90", "train.checkpoint_every=90", "data.batch_size=8"))
+    return out
+
+
+def test_a_tiny_mixture_trains_every_task(trained):
+    rows = read_metrics(trained / "metrics.jsonl")
+    for name in ("tta", "ttm", "se"):
+        losses = [row[f"loss_{name}"] for row in rows if f"loss_{name}" in row]
+        assert len(losses) >= 10, (name, len(losses))
+        assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), (name, losses[:5], losses[-5:])
+
+
+def test_one_export_serves_every_task_with_the_weights_once(trained, tmp_path):
+    ema = trained / "final" / "ema"
+    assert sorted(p.name for p in ema.iterdir()) == ["se", "tta", "ttm"]
+    weights = [ema / "tta" / "transformer" / "model.safetensors", ema / "ttm" / "transformer" / "model.safetensors",
+               ema / "se" / "enhancer" / "model.safetensors", trained / "final" / "raw" / "tta" / "tokenizer" /
+               "model.safetensors"]
+    assert os.path.samefile(weights[0], weights[1]) and os.path.samefile(weights[0], weights[2])
+    assert os.path.samefile(weights[3], ema / "se" / "tokenizer" / "model.safetensors")
+    assert load_file(weights[0]).keys() == load_file(weights[2]).keys()
+
+    music = load_pipeline(ema, task="ttm")
+    audio = load_pipeline(ema)
+    assert (music.task, audio.task) == ("ttm", "tta")
+    assert music.config.instruction == DEFAULT_INSTRUCTIONS["ttm"][0]
+    assert audio.config.instruction == DEFAULT_INSTRUCTIONS["tta"][0]
+    clip = music("a piano chord", duration=1.0, num_inference_steps=4, seed=0)
+    assert clip.audios.shape == (1, 16000) and np.isfinite(clip.audios).all()
+    enhancer = SpeechEnhancementPipeline.from_pretrained(ema)
+    noisy = torch.from_numpy(tone(200, 1.0) + noise(1.0, amp=0.1))[None]
+    assert enhancer(noisy, num_inference_steps=4, seed=0).shape == (1, 16000)
+    out = tmp_path / "gen.wav"
+    result = subprocess.run([sys.executable, "-m", "dashflow.generation.cli.generate", "a piano chord", "--checkpoint",
+                             str(ema), "--task", "ttm", "--steps", "4", "--duration", "1", "-o", str(out), "--quiet"],
+                            capture_output=True, text=True, env=LAUNCH_ENV, timeout=300)
+    assert result.returncode == 0 and out.is_file(), result.stderr[-2000:]
+
+
+def test_killed_run_resumes_exactly(data, tmp_path):
+    reference = tmp_path / "reference"
+    run(launch(data, reference, *SHORT))
+    out = tmp_path / "killed"
+    status = kill_after_step(launch(data, out, *SHORT), out / "metrics.jsonl", 10, tmp_path / "first.log",
+                             LAUNCH_ENV, REPO)
+    assert status != 0 and not (out / "final").exists()
+    log = run(launch(data, out, *SHORT))
+    assert "resumed from" in log
+    assert read_metrics(out / "metrics.jsonl") == read_metrics(reference / "metrics.jsonl")
+    for kind in ("raw", "ema"):
+        ours = load_file(out / "final" / kind / "tta" / "transformer" / "model.safetensors")
+        theirs = load_file(reference / "final" / kind / "tta" / "transformer" / "model.safetensors")
+        assert all(torch.equal(ours[key], theirs[key]) for key in theirs), kind
