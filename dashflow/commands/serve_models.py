@@ -176,7 +176,7 @@ class Models:
         args = Namespace(negative=request.negative_prompt, cfg=request.cfg, steps=request.steps, seed=request.seed,
                          sway=-1.0, batch_size=1, duration=request.duration, strength=request.strength,
                          region=None if request.regions is None else [f"{s}:{e}" for s, e in request.regions],
-                         window=None, window_overlap=None, **clips)
+                         window=None, window_overlap=None, lora=None, **clips)
         try:
             check_settings(args)
             steering, record = steering_arguments(args, pipe)

@@ -74,6 +74,8 @@ def build_generate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-encoder", default=None, help="replace the checkpoint's text encoder (minilm, "
                                                               "flan-t5-large or a folder)")
     parser.add_argument("--batch-size", type=int, default=4, help="prompts generated together (default 4)")
+    parser.add_argument("--lora", metavar="FILE[:WEIGHT]", action="append",
+                        help="a LoRA adapter file (recipes/finetune.py) at WEIGHT (default 1); repeat to stack")
     steer = parser.add_argument_group("steering")
     steer.add_argument("--negative", metavar="TEXT",
                        help="negative prompt: guidance steers away from it (needs --cfg > 1)")
@@ -143,6 +145,35 @@ def check_settings(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise DashflowError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_steering_flags(args)
+    for spec in args.lora or ():
+        parse_lora(spec)
+
+
+def parse_lora(text: str) -> tuple[Path, float]:
+    """``--lora FILE[:WEIGHT]`` as (file, weight); one DashflowError line for a missing file or a
+    weight that is not a finite number."""
+    path, _, weight = text.rpartition(":") if ":" in text and not Path(text).is_file() else (text, "", "1")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DashflowError(f"--lora {text!r}: the weight after ':' must be a finite number")
+    if not Path(path).is_file():
+        raise DashflowError(f"--lora {path}: no such adapter file")
+    return Path(path), value
+
+
+def load_adapters(pipe, specs: Sequence[str]) -> list[dict]:
+    """Load every ``--lora`` adapter into ``pipe`` at its weight; what the sidecar records of them."""
+    adapters = []
+    for i, spec in enumerate(specs):
+        path, weight = parse_lora(spec)
+        name = pipe.load_lora_weights(path, adapter_name=f"{i}_{path.stem}")
+        adapters.append({"adapter": name, "file": str(path.resolve()), "sha256": file_sha256(path),
+                         "weight": weight})
+    pipe.set_adapters([a["adapter"] for a in adapters], [a["weight"] for a in adapters])
+    return adapters
 
 
 def check_steering_flags(args: argparse.Namespace) -> None:
@@ -227,7 +258,8 @@ def generate_command(args: argparse.Namespace) -> int:
     pipe, runtime = load_for_command(lambda dtype: load(checkpoint, args, dtype), args, progress=not args.quiet)
     steering, steering_record = steering_arguments(args, pipe)
     pipe.check_inputs(prompts[0], args.duration, args.steps, args.cfg, **steering)  # before anything is written
-    provenance = {**pipeline_provenance(pipe, checkpoint), **runtime,
+    adapters = load_adapters(pipe, args.lora) if args.lora else []
+    provenance = {**pipeline_provenance(pipe, checkpoint), "lora": adapters, **runtime,
                   "load_seconds": round(time.perf_counter() - start, 3)}
 
     bar = tqdm(delay=1.0, total=len(prompts), desc="prompts", unit="prompt", disable=args.quiet or len(prompts) == 1)

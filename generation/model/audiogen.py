@@ -34,6 +34,7 @@ from dashflow.generation.model.content_adapter import (
 )
 from dashflow.generation.model.dit import LayerFusionAudioDiT, PreparedConditioning
 from diffusers import ConfigMixin
+from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from torch import Tensor, nn
@@ -135,7 +136,7 @@ class ContentEncoder(nn.Module):
         self.audio_encoder = _Projection(audio_dim, content_dim) if audio_dim else None
 
 
-class AudioGenModel(SafetensorsModelMixin, ConfigMixin):
+class AudioGenModel(SafetensorsModelMixin, ConfigMixin, PeftAdapterMixin):
     """DiT + content adapter + content projections + dummy embeddings + instruction buffers.
 
     Config fields carry the official ``config.json`` names; ``text_encoder_name``,

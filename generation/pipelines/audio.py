@@ -60,6 +60,7 @@ from dashflow.generation.pipelines.components import (
     seeded_generators,
     task_folder,
 )
+from dashflow.generation.pipelines.lora import LoraPipelineMixin
 from dashflow.generation.pipelines.inputs import Request, check_negatives, check_steering, check_window
 from dashflow.generation.pipelines.tasks import TEXT_TASKS, get_task, task_of_class
 from dashflow.generation.sampling.cfm import CALLBACK_INPUTS, FlowMatching
@@ -115,7 +116,7 @@ class AudioGenerationOutput(AudioPipelineOutput):
         return [audio[:length] for audio, length in zip(self.audios, self.lengths)]
 
 
-class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
+class AudioGenerationPipeline(LoraPipelineMixin, DashflowPipelineMixin, DiffusionPipeline):
     """Shared logic of the text-conditioned pipelines; subclasses set the task defaults.
 
     ``default_prompt_template``: used when the config's ``prompt_template`` is None;
@@ -282,7 +283,7 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
 
     # --- generation ------------------------------------------------------------------------------
 
-    def _instruction(self, batch_size: int, dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
+    def instruction_states(self, batch_size: int, dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
         """The configured task phrase's text-encoder states [B, Li, Di] and mask [B, Li], or Nones."""
         if self.config.instruction is None:
             return None, None
@@ -299,7 +300,7 @@ class AudioGenerationPipeline(DashflowPipelineMixin, DiffusionPipeline):
         model = self.transformer
         content, mask = self.text_encoder.encode(prompts)
         content, mask = content.to(model.device, model.dtype), mask.to(model.device)
-        instruction, instruction_mask = self._instruction(len(prompts), model.dtype)
+        instruction, instruction_mask = self.instruction_states(len(prompts), model.dtype)
         return content, mask, model.adapt(content, mask, "text", instruction, instruction_mask)
 
     def _latent_frames(self, adapted: AdapterOutput, requested: list[int | None]) -> Tensor:

@@ -208,9 +208,11 @@ def micro_batch_seeds(seed: int, step: int, position: int) -> tuple[int, int]:
 
 
 def micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], frozen: Frozen, flow: FlowMatchingConfig,
-                     seed: int, step: int, position: int, accelerator: Accelerator) -> dict[str, torch.Tensor]:
+                     seed: int, step: int, position: int, accelerator: Accelerator,
+                     instruction: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Flow-matching losses of one micro-batch (``loss``, ``flow``, ``local_duration``,
-    ``global_duration``); ``position`` = its index in the global batch of ``step``.
+    ``global_duration``); ``position`` = its index in the global batch of ``step``;
+    ``instruction``: states [B, Li, Di] + mask [B, Li] instead of the model's stored one.
 
     Reseeds the global torch RNG (dropout) and draws sigma, noise and CFG dropout from a CPU
     generator, both from :func:`micro_batch_seeds`.
@@ -224,7 +226,9 @@ def micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], frozen: Froz
     content, content_mask = frozen.text(micro["caption"])
     with accelerator.autocast():
         return FlowMatching(model, flow, frozen.normalizer).loss(
-            latents, latent_mask, content, content_mask, generator=torch.Generator().manual_seed(draws))
+            latents, latent_mask, content, content_mask, instruction=None if instruction is None else instruction[0],
+            instruction_mask=None if instruction is None else instruction[1],
+            generator=torch.Generator().manual_seed(draws))
 
 
 # ----------------------------------------------------------------------------- samples
