@@ -53,7 +53,7 @@ def score_step(pipe, classifier: InhouseClassifier, prompts: dict[str, str], see
     for seed in seeds:
         result = pipe([prompts[label] for label in labels], num_inference_steps=25, guidance_scale=5.0,
                       seed=[seed] * len(labels))
-        clips += [result.audios[j, :result.lengths[j]].numpy() for j in range(len(labels))]
+        clips += [result.audios[j, :result.lengths[j]] for j in range(len(labels))]
         seed_of += [seed] * len(labels)
     true = labels * len(seeds)
     logits = classifier.predict(clips)
@@ -68,6 +68,7 @@ def score_step(pipe, classifier: InhouseClassifier, prompts: dict[str, str], see
 def score_arm(run: Path, classifier: InhouseClassifier, prompts: dict[str, str], reference: np.ndarray) -> dict:
     """Every kept checkpoint of ``run`` scored at CURVE_SEEDS, the last one also at FINAL_SEEDS."""
     pipe = load_pipeline(run / "final" / "ema")
+    pipe.set_progress_bar_config(disable=True)
     transformer = pipe.transformer
     names = {name for name, _ in transformer.named_parameters()}
     curve = []
@@ -168,9 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     reference_embeddings = classifier.embed([load_audio(path).numpy() for path in reference])
 
     runs = dict(spec.split("=", 1) for spec in args.arm)
-    arms = {name: score_arm(Path(run), classifier, prompts, reference_embeddings) for name, run in runs.items()}
-    codecs = codec_rows(args.out / "codec_bench.json", {**{n: n for n in runs}, **dict(s.split("=", 1) for s in args.codec_name)})
     args.out.mkdir(parents=True, exist_ok=True)
+    arms = {}
+    for name, run in runs.items():  # an arm scored before, on the same checkpoints, is read back
+        saved = args.out / f"dit_arm_{name}.json"
+        steps = [int(p.name.removeprefix("step_")) for p in list_checkpoints(run)]
+        previous = json.loads(saved.read_text()) if saved.is_file() else None
+        if previous is None or [row["step"] for row in previous["curve"]] != steps:
+            previous = score_arm(Path(run), classifier, prompts, reference_embeddings)
+            saved.write_text(json.dumps(previous, indent=2) + "\n")
+        arms[name] = previous
+    codecs = codec_rows(args.out / "codec_bench.json", {**{n: n for n in runs}, **dict(s.split("=", 1) for s in args.codec_name)})
     result = {"classifier": str(args.classifier), "reference_clips": len(reference), "arms": arms, "codecs": codecs}
     (args.out / "dit_arms.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "dit_arms.md").write_text(markdown(arms, codecs))

@@ -1,6 +1,6 @@
 """``dashflow prepare``: build a JSON-lines manifest from common corpus layouts.
 
-    dashflow prepare folder DIR [--captions FILE] -o manifest.jsonl
+    dashflow prepare folder DIR [--captions FILE] [--caption TEXT] -o manifest.jsonl
     dashflow prepare audiocaps CSV --audio-dir DIR -o manifest.jsonl
     dashflow prepare wavcaps JSON --audio-dir DIR -o manifest.jsonl
     dashflow prepare musiccaps CSV --audio-dir DIR [--caption-column caption] -o manifest.jsonl
@@ -121,8 +121,10 @@ def _missing(what: str, name: str) -> None:
 
 # ----------------------------------------------------------------------------- formats
 
-def records_from_folder(folder: str | Path, captions: str | Path | None = None) -> Iterator[dict]:
-    """Every audio file under ``folder``; captions from a name,caption table or the file name.
+def records_from_folder(folder: str | Path, captions: str | Path | None = None,
+                        caption: str | None = None) -> Iterator[dict]:
+    """Every audio file under ``folder``; captions from a name,caption table, else ``caption``
+    (one for every file), else the file name.
 
     The table's ``name`` may be the file name, its stem or its path relative to ``folder``.
     """
@@ -134,11 +136,9 @@ def records_from_folder(folder: str | Path, captions: str | Path | None = None) 
         table = {row["name"]: row["caption"] for row in rows}
     for path in list_audio_files(folder):
         relative = path.relative_to(folder)
-        caption = next((table[k] for k in (relative.as_posix(), path.name, path.stem) if k in table),
-                       None)
-        if caption is None:
-            caption = caption_from_name(path)
-        yield {"audio_id": relative.with_suffix("").as_posix(), "audio": path, "caption": caption}
+        text = next((table[k] for k in (relative.as_posix(), path.name, path.stem) if k in table), caption)
+        yield {"audio_id": relative.with_suffix("").as_posix(), "audio": path,
+               "caption": caption_from_name(path) if text is None else text}
 
 
 def records_from_audiocaps(csv_path: str | Path, audio_dir: str | Path) -> Iterator[dict]:
@@ -384,7 +384,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.format in commands:
         return commands[args.format](args)
     sources = {
-        "folder": lambda: records_from_folder(args.folder, args.captions),
+        "folder": lambda: records_from_folder(args.folder, args.captions, args.caption),
         "audiocaps": lambda: records_from_audiocaps(args.csv, args.audio_dir),
         "wavcaps": lambda: records_from_wavcaps(args.json, args.audio_dir),
         "musiccaps": lambda: records_from_musiccaps(args.csv, args.audio_dir, args.caption_column),
@@ -449,6 +449,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = add("folder", "every audio file under a folder")
     sub.add_argument("folder")
     sub.add_argument("--captions", help="CSV/TSV/JSONL with name,caption (default: file names)")
+    sub.add_argument("--caption", help="one caption for every file the --captions table does not name")
     sub = add("audiocaps", "AudioCaps CSV (audiocap_id,youtube_id,start_time,caption)")
     sub.add_argument("csv")
     sub.add_argument("--audio-dir", required=True)

@@ -1,9 +1,9 @@
 """`dashflow serve`: a web page and an HTTP API over models loaded once and kept warm.
 
-    dashflow serve [--checkpoint PIPELINE] [--enhancer SE_PIPELINE] [--host 127.0.0.1] [--port 7860]
+    dashflow serve [--checkpoint PIPELINE] [--enhancer SE_PIPELINE] [--lora FILE[:WEIGHT]] [--host 127.0.0.1] [--port 7860]
 
 One process loads the text-to-audio pipeline (text-to-music and reconstruction share its
-modules) and the speech enhancer, then serves:
+modules; ``--lora`` adapters apply to both) and the speech enhancer, then serves:
 
 - the page at ``/`` (Gradio): generate with every steering control, enhance and reconstruct with
   before / after players and spectrograms, progress, a Cancel button, each result's settings;
@@ -54,6 +54,8 @@ def register(subparsers) -> None:
                "-d '{\"prompt\": \"a dog barking\"}' -o dog.wav")
     parser.add_argument("--checkpoint", default=None, help="text-to-audio pipeline (default: the bundled demo)")
     parser.add_argument("--enhancer", default=None, help="speech-enhancement pipeline (default: the bundled demo)")
+    parser.add_argument("--lora", metavar="FILE[:WEIGHT]", action="append",
+                        help="a LoRA adapter for the text pipelines (recipes/finetune.py); repeat to stack")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--out-dir", default="dashflow_serve", help="where results and uploads are written "
@@ -99,7 +101,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     enhancer = args.enhancer or (DEMO_ENHANCER if DEMO_ENHANCER.is_dir() else None)
-    models = Models(args.checkpoint or DEMO_PIPELINE, enhancer, out_dir, limits, args.device, args.dtype)
+    models = Models(args.checkpoint or DEMO_PIPELINE, enhancer, out_dir, limits, args.device, args.dtype, args.lora)
     app = build_app(models)
     print(f"dashflow serve: models loaded in {time.perf_counter() - start:.1f} s; "
           f"http://{args.host}:{args.port} (page), /api (API); results in {out_dir}", flush=True)

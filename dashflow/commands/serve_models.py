@@ -82,8 +82,8 @@ class Models:
     """The loaded models, their queues and the output folder (see the module docstring)."""
 
     def __init__(self, checkpoint: str | Path, enhancer: str | Path | None, out_dir: Path, limits: Limits,
-                 device: str | None = None, dtype: str = "auto"):
-        from dashflow.generation.cli.generate import pipeline_provenance
+                 device: str | None = None, dtype: str = "auto", lora: list[str] | None = None):
+        from dashflow.generation.cli.generate import load_adapters, pipeline_provenance
         from dashflow.generation.pipelines.audio import load_pipeline
         from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
 
@@ -99,7 +99,9 @@ class Models:
         self.pipelines = {"tta": text, "ttm": load_pipeline(checkpoint, task="ttm", **text.components)}
         for pipe in self.pipelines.values():
             pipe.set_progress_bar_config(disable=True)
-        self.provenance = {task: pipeline_provenance(pipe, checkpoint) for task, pipe in self.pipelines.items()}
+        adapters = load_adapters(text, lora) if lora else []  # the DiT is shared: every text task gets them
+        self.provenance = {task: {**pipeline_provenance(pipe, checkpoint), "lora": adapters}
+                           for task, pipe in self.pipelines.items()}
         self.codec = text.tokenizer
         self.enhancer, self.enhancer_checkpoint = None, enhancer
         if enhancer is not None:

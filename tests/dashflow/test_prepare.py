@@ -79,6 +79,15 @@ def test_folder_with_a_captions_file(tmp_path, kind):
     assert records["b"]["caption"] == "rain, heavy"
 
 
+def test_folder_with_one_caption_for_all(tmp_path):
+    """``--caption``: every file the table does not name gets the one caption (fine-tuning data)."""
+    wav(tmp_path / "rooster_1.wav")
+    wav(tmp_path / "rooster_2.wav")
+    write_csv(tmp_path / "c.csv", ["name", "caption"], [["rooster_2", "a rooster crows twice"]])
+    records = {r["audio_id"]: r["caption"] for r in records_from_folder(tmp_path, tmp_path / "c.csv", "a rooster crows")}
+    assert records == {"rooster_1": "a rooster crows", "rooster_2": "a rooster crows twice"}
+
+
 def test_captions_file_needs_its_columns(tmp_path):
     wav(tmp_path / "a.wav")
     write_csv(tmp_path / "c.csv", ["file", "text"], [["a.wav", "x"]])

@@ -224,3 +224,31 @@ def test_the_page_generates_a_playable_wav_in_headless_chromium(server, tmp_path
     assert result["head"] == "RIFF" and result["seconds"] > 0.5, result  # the browser decoded a WAV
     image = np.asarray(Image.open(tmp_path / "page.png").convert("RGB"))
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 500  # a rendered page with a spectrogram, not blank
+
+
+def test_served_text_pipelines_carry_the_given_adapters(tmp_path):
+    """``--lora``: both text tasks sample through the adapter and their sidecars record it."""
+    import torch
+    from dashflow.generation.pipelines.audio import load_pipeline
+    from dashflow.generation.pipelines.lora import LoraSettings, add_lora, save_lora
+
+    from dashflow.hub import bundled_model
+
+    model = load_pipeline(bundled_model("pipeline")).transformer
+    add_lora(model, LoraSettings(rank=2, alpha=2), "test")
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    adapter = save_lora(model, tmp_path / "adapter.safetensors", LoraSettings(rank=2, alpha=2), "test")
+    process, url = spawn_server(tmp_path, "--lora", f"{adapter}:0.5")
+    try:
+        for task in ("tta", "ttm"):
+            response = requests.post(f"{url}/api/generate", json={"prompt": "a dog barking", "task": task,
+                                                                  "duration": 1.0, **FAST}, timeout=300)
+            assert response.status_code == 200, response.text
+            [record] = json.loads(response.headers["x-dashflow-settings"])["lora"]
+            assert record["weight"] == 0.5 and record["file"] == str(adapter.resolve())
+    finally:
+        process.terminate()
+        process.wait(30)
