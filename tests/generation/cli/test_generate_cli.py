@@ -23,7 +23,7 @@ SIDECAR_KEYS = {
     "steps", "cfg", "sway", "seed", "batch_index", "checkpoint", "task", "model_weights_hash",
     "tokenizer_hash", "text_encoder", "text_encoder_hash", "prompt_template", "instruction", "device",
     "dtype", "dashflow_version", "compile", "load_seconds", "elapsed_seconds", "negative_prompt", "input_audio",
-    "input_audio_sha256", "steering", "window", "window_overlap"}
+    "input_audio_sha256", "steering", "window", "window_overlap", "lora"}
 FAST = ["--steps", "2", "--quiet", "--device", "cpu"]
 
 

@@ -1,4 +1,4 @@
-"""Text-to-audio / text-to-music training recipes (recipes/tta.py, ttm.py, dashflow.generation.training).
+"""Text-to-audio / text-to-music training recipes (recipes/tta.py with task tta or ttm, dashflow.generation.training).
 
 Fast tests cover the data, the randomness keys, the EMA files and the configs (full sizes on
 the meta device). The slow ones run the tiny recipe under ``accelerate launch`` on CPU with a
@@ -388,12 +388,12 @@ def test_killed_run_resumes_exactly(corpus, reference_run, tmp_path):
 
 @pytest.mark.slow
 def test_ttm_recipe_exports_music_pipeline(corpus, tmp_path):
-    """ttm.py with the tiny music config, on per-channel normalised latents (the RAE option):
+    """tta.py with the tiny music config (task: ttm), on per-channel normalised latents (the RAE option):
     samples are logged, and both exports are music pipelines carrying the fitted normalizer."""
     out, config = tmp_path / "ttm", CONFIGS / "ttm" / "tiny.yaml"
     run_launch(launch_command(config, corpus, out, "train.max_steps=4", "sample.every=2",
                               "train.checkpoint_every=4", "flow.normalize_latents=true",
-                              "model.normalizer_batches=3", script="ttm.py"))
+                              "model.normalizer_batches=3"))
     assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4]
     for step in (2, 4):
         folder = out / "samples" / f"step_{step:07d}"
