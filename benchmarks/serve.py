@@ -4,8 +4,8 @@
 
 1. Warm: in one process, the bundled demo pipeline called directly for a 5 s clip (25 steps,
    CFG 5, seed 0) against the same request through the server's HTTP API (``POST /api/generate``
-   to a server running in a thread of this process, on the same models): medians of ``--repeats``
-   after one warm-up each, and their ratio.
+   to a server running in a thread of this process, on the same models), alternating: medians of
+   ``--repeats`` rounds after one warm-up each, and their ratio.
 2. Cold: a server process from launch until ``/api/health`` answers, then its first 5 s request;
    beside it the whole ``generate "a dog barking" --duration 5`` command line.
 3. The page in headless Chromium (Debian's ``chromium`` + ``chromedriver``, through selenium): a
@@ -112,14 +112,18 @@ def generate_in_page(driver, url: str, prompt: str, timeout: float = 180.0) -> d
     return {**decoded, "seconds_to_result": time.perf_counter() - start}
 
 
-def median_seconds(call, repeats: int) -> float:
-    call()  # warm-up
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
+def interleaved_medians(calls: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each call over ``repeats`` rounds, the calls alternating within a round
+    (so a machine whose speed drifts slows them alike), after one warm-up each."""
+    for call in calls.values():
         call()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            tic = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - tic)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def warm(repeats: int, work: Path) -> dict:
@@ -138,17 +142,17 @@ def warm(repeats: int, work: Path) -> dict:
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url)
     pipe = models.pipelines["tta"]
-    direct = median_seconds(lambda: pipe(REQUEST["prompt"], REQUEST["duration"], num_inference_steps=25,
-                                         guidance_scale=5.0, seed=0), repeats)
 
     def over_http():
         response = requests.post(f"{url}/api/generate", json=REQUEST, timeout=300)
         response.raise_for_status()
 
-    served = median_seconds(over_http, repeats)
+    medians = interleaved_medians({"pipeline_call_s": lambda: pipe(
+        REQUEST["prompt"], REQUEST["duration"], num_inference_steps=25, guidance_scale=5.0, seed=0),
+        "http_request_s": over_http}, repeats)
     server.should_exit = True
     models.close()
-    return {"pipeline_call_s": direct, "http_request_s": served, "ratio": served / direct, "repeats": repeats}
+    return {**medians, "ratio": medians["http_request_s"] / medians["pipeline_call_s"], "repeats": repeats}
 
 
 def cold(work: Path) -> dict:
