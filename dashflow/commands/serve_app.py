@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -38,9 +37,14 @@ def build_app(models: Models):
     app.add_middleware(BodyLimit, limit=max_body,
                        message=f"request body is over this server's {models.limits.max_upload_mb:g} MB upload limit")
 
-    async def answer(request: HTTPRequest, make_job) -> Response:
+    async def answer(request: HTTPRequest, make_job, upload: str | None = None) -> Response:
+        """Decode the upload (if any), check the request into a job, wait for it in its model's
+        queue; the WAV with its sidecar, or one error line. The upload is removed in every case."""
+        path = None
         try:
-            slot, job = await asyncio.to_thread(make_job)
+            if upload is not None:
+                path = await asyncio.to_thread(models.decode_upload, upload)
+            slot, job = await asyncio.to_thread(make_job, path)
             result = await wait_for_job(slot, job, disconnected=request.is_disconnected)
         except Busy as exc:
             return error(503, str(exc))
@@ -48,37 +52,24 @@ def build_app(models: Models):
             return error(400, str(exc))
         except Cancelled as exc:
             return error(499, str(exc))  # nobody is listening
+        finally:
+            if path is not None:
+                path.unlink(missing_ok=True)  # a job still running holds it open
         headers = {"X-Dashflow-Settings": json.dumps(result.sidecar, ensure_ascii=True),
                    "Content-Disposition": f'attachment; filename="{result.path.name}"'}
         return Response(result.path.read_bytes(), media_type="audio/wav", headers=headers)
 
-    def with_upload(data: str | None, make_job):
-        """Decode the upload, make the job; the upload file is removed once the job is done."""
-        def make():
-            path = None if data is None else models.decode_upload(data)
-            try:
-                slot, job = make_job(path)
-            except Exception:
-                if path is not None:
-                    path.unlink(missing_ok=True)
-                raise
-            if path is not None:
-                run = job.run
-                job.run = lambda j: _run_then_remove(run, j, path)
-            return slot, job
-        return make
-
     @app.post("/api/generate", response_class=Response)
     async def generate(body: GenerateRequest, request: HTTPRequest):
-        return await answer(request, with_upload(body.audio, lambda path: models.generate_job(body, path)))
+        return await answer(request, lambda path: models.generate_job(body, path), body.audio)
 
     @app.post("/api/enhance", response_class=Response)
     async def enhance(body: EnhanceRequest, request: HTTPRequest):
-        return await answer(request, with_upload(body.audio, lambda path: models.enhance_job(body, path)))
+        return await answer(request, lambda path: models.enhance_job(body, path), body.audio)
 
     @app.post("/api/reconstruct", response_class=Response)
     async def reconstruct(body: ReconstructRequest, request: HTTPRequest):
-        return await answer(request, with_upload(body.audio, models.reconstruct_job))
+        return await answer(request, models.reconstruct_job, body.audio)
 
     @app.get("/api/health")
     async def health():
@@ -104,14 +95,6 @@ class BodyLimit:
                 await JSONResponse({"error": self.message}, status_code=413)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-def _run_then_remove(run, job, path: Path):
-    try:
-        return run(job)
-    finally:
-        path.unlink(missing_ok=True)
-
 
 
 # --- the page ------------------------------------------------------------------------------------
