@@ -31,6 +31,7 @@ _REGISTRY: dict[str, dict[str, str]] = {
         "DashengTokenizer": "dashflow.tokenizer.model:DashengTokenizer",
         "TransformersCodec": "dashflow.tokenizer.transformers_codecs:TransformersCodec",
         "LoSATok": "dashflow.tokenizer.losatok:LoSATok",
+        "ProjectedCodec": "dashflow.tokenizer.projected:ProjectedCodec",
     },
     "model_type": {
         "dashengtokenizer": "dashflow.tokenizer.model:DashengTokenizer",

@@ -26,8 +26,13 @@ done
     model.sembo="$work/sembo_relation/final" train.output_dir="$work/losatok"
 python -m benchmarks.losatok_demo --tasks "$tasks" --work "$work" --out benchmarks/results/losatok_demo
 # DiT arms: the demo DiT (recipes/configs/tta/demo.yaml) on each codec's latents, 1600 steps, every
-# 400th step's checkpoint kept for the training curve
-for arm in demo:generation/demo/pipeline/tokenizer losatok:$work/losatok/final; do
+# 400th step's checkpoint kept for the training curve; arm fc is the paper's FC baseline: the demo
+# tokenizer's latents through a fixed 128 -> 16 PCA projection (LoSATok's width)
+dashflow cache-latents --manifest "$corpus/train.jsonl" --tokenizer generation/demo/pipeline/tokenizer \
+    --out "$work/dit/latents" --num-workers 0
+python -m benchmarks.fit_projection --tokenizer generation/demo/pipeline/tokenizer --latents "$work/dit/latents" \
+    --dim 16 --out "$work/fc16"
+for arm in demo:generation/demo/pipeline/tokenizer losatok:$work/losatok/final fc:$work/fc16; do
     name="${arm%%:*}"; codec="${arm#*:}"
     dashflow cache-latents --manifest "$corpus/train.jsonl" --tokenizer "$codec" --out "$work/dit/latents" \
         --num-workers 0
@@ -36,4 +41,4 @@ for arm in demo:generation/demo/pipeline/tokenizer losatok:$work/losatok/final; 
         train.output_dir="$work/dit/$name" train.max_steps=1600 train.checkpoint_every=400 train.keep_checkpoints=0
 done
 python -m benchmarks.losatok_dit --corpus "$corpus" --classifier "$classifier" --arm demo="$work/dit/demo" \
-    --arm losatok="$work/dit/losatok" --out benchmarks/results/losatok_demo
+    --arm losatok="$work/dit/losatok" --arm fc="$work/dit/fc" --out benchmarks/results/losatok_demo
