@@ -8,7 +8,8 @@ the bundled demo tokenizer, the log-mel baseline, the semantic teacher's 128-d f
 16-d compression of them with and without the time-relation loss (LoSATok folders that differ only
 in their frozen bottleneck: their ``@semantic`` / ``@semantic_low`` parts need no LoSATok training),
 and, once the demo LoSATok is trained (``losatok/final``), its 16-d latents (reconstruction and
-probes) and its 16-d acoustic projection. Writes SemBo's last training losses to ``sembo_ablation.json``.
+probes) and its 16-d acoustic projection, and the FC baseline (``fc16``: the demo tokenizer through
+a 16-d PCA projection, ``benchmarks/fit_projection.py``). Writes SemBo's last training losses to ``sembo_ablation.json``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     losatok = args.work / "losatok" / "final"
     if losatok.is_dir():
         encoders += [f"losatok={losatok}", f"losatok_acoustic_low={losatok}@acoustic_low"]
+    if (args.work / "fc16").is_dir():  # the FC baseline: the demo tokenizer projected to 16-d
+        encoders.append(f"fc={args.work / 'fc16'}")
     command = ["bench-codec", "--out", str(args.out), "--cache", "runs/feature_cache", "--knn",
                "--audio", str(test_clips(args.tasks, AUDIO_TASKS, args.clips, args.work / "audio.jsonl")),
                "--speech", str(test_clips(args.tasks, SPEECH_TASKS, args.clips, args.work / "speech.jsonl")), *extra]
