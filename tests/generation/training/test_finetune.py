@@ -20,13 +20,14 @@ from dashflow.generation.pipelines.audio import load_pipeline
 from dashflow.generation.pipelines.lora import METADATA_KEY, LoraSettings, add_lora, read_lora, save_lora
 from dashflow.generation.training.text_to_audio import Frozen, TextConditioner, make_pipeline
 from dashflow.tokenizer.model import DashengTokenizer
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from dashflow.errors import DashflowError
 from dashflow.manifests import write_manifest
 from dashflow.text_encoders import load_text_encoder
 from dashflow.training import read_metrics
-from tests.conftest import chirp, kill_after_step, tone, write_wav
+from tests.conftest import chirp, cpu_launch, kill_after_step, tone, write_wav
 
 REPO = Path(__file__).resolve().parents[3]
 LORA = REPO / "recipes" / "configs" / "finetune" / "lora.yaml"
@@ -61,10 +62,8 @@ def data(tmp_path_factory) -> SimpleNamespace:
 
 
 def launch(config: Path, data, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines",
-            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
-            str(REPO / "recipes" / "finetune.py"), "--config", str(config), f"base={data.base}",
-            f"data.train={data.manifest}", f"train.output_dir={out}", *SHORT, *extra]
+    return cpu_launch("finetune.py", "--config", str(config), f"base={data.base}", f"data.train={data.manifest}",
+                      f"train.output_dir={out}", *SHORT, *extra)
 
 
 def run(command: list[str]) -> str:
@@ -92,8 +91,6 @@ def test_a_tiny_lora_run_lowers_its_loss_and_writes_a_small_adapter(data, lora_r
     assert all("lora_" in key for key in tensors) and adapter.stat().st_size < 200_000
     assert metadata["base_weights_hash"] == load_pipeline(data.base).transformer.weights_hash()
     assert metadata["settings"]["rank"] == 4
-    base_weights = load_file(data.base / "transformer" / "model.safetensors")
-    assert load_file(data.base / "transformer" / "model.safetensors").keys() == base_weights.keys()  # base untouched
 
 
 def test_adapters_load_stack_fuse_unfuse_and_unload_to_the_exact_base(data, lora_run, tmp_path):
@@ -154,10 +151,8 @@ def test_bad_adapters_get_one_clear_line(data, lora_run, tmp_path):
     raw = dict(tensors)
     key = next(iter(raw))
     raw[key] = torch.full_like(raw[key], float("nan"))
-    with open(adapter, "rb"):
-        from safetensors import safe_open
-        with safe_open(str(adapter), framework="pt") as handle:
-            metadata = handle.metadata()
+    with safe_open(str(adapter), framework="pt") as handle:
+        metadata = handle.metadata()
     save_file(raw, str(tmp_path / "nan.safetensors"), metadata=metadata)
     with pytest.raises(DashflowError, match="not finite"):
         load_pipeline(data.base).load_lora_weights(tmp_path / "nan.safetensors")

@@ -36,7 +36,7 @@ from dashflow.errors import DashflowError
 from dashflow.manifests import write_manifest
 from dashflow.text_encoders import load_text_encoder
 from dashflow.training import read_metrics
-from tests.conftest import SENTENCES, chirp, kill_after_step, noise, tone, tts, write_wav
+from tests.conftest import SENTENCES, chirp, cpu_launch, kill_after_step, noise, tone, tts, write_wav
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = REPO / "recipes" / "configs" / "unified" / "tiny.yaml"
@@ -159,10 +159,7 @@ SHORT = ("train.max_steps=24", "train.checkpoint_every=8", "data.batch_size=4", 
 
 
 def launch(data, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines",
-            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
-            str(REPO / "recipes" / "unified.py"), "--config", str(TINY), *task_overrides(data),
-            f"train.output_dir={out}", *extra]
+    return cpu_launch("unified.py", "--config", str(TINY), *task_overrides(data), f"train.output_dir={out}", *extra)
 
 
 def run(command: list[str]) -> str:
