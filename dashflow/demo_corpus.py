@@ -242,6 +242,14 @@ SFX = {
     "fire": (["a fire crackling", "a crackling campfire", "fire burning", "flames crackling"],
              r"/(noises/fire|sounds/fire|campfire|fire_fire\.\d|fire_large|fire_small|trophy/sounds/fire)\.(ogg|wav)$"),
 }
+# classes the demo model never saw (its fine-tuning demo): same form as SFX, from these packages too
+NEW_SFX = {
+    "cow": (["a cow mooing", "a cow moos", "cattle mooing", "a mooing cow"],
+            r"/(cow|cows|cow_white|moo|cow_(ack|die|select)\d)\.(ogg|wav)$"),
+    "sheep": (["a sheep bleating", "sheep baaing", "a bleating sheep", "a lamb bleating"],
+              r"(?<!/Music)/(sheep|sheep_lamb|sheep\d+|sheep_die\d|sheep_\d\d)\.(ogg|wav)$"),
+}
+NEW_SFX_PACKAGES = ("megaglest-data", "widelands-data")
 # label -> (caption phrasings, MMA grooves, General MIDI instruments heard)
 MUSIC = {
     "bossa nova": (["bossa nova music", "a bossa nova song", "a relaxed bossa nova groove"],

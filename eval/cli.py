@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a small log-mel CNN on the labelled clips of a manifest (JSON Lines with label, "
                     "source, split, caption(s)), validate on held-out sources and save config.json + "
                     "model.safetensors for `dashflow eval --classifier`.")
-    t.add_argument("--manifest", required=True, metavar="JSONL", help="labelled corpus manifest")
+    t.add_argument("--manifest", required=True, nargs="+", metavar="JSONL",
+                   help="labelled corpus manifest(s), read as one")
     t.add_argument("--out", required=True, metavar="DIR", help="classifier folder to write")
     t.add_argument("--split", help="train only on clips of this split (e.g. heldout: kept apart from the "
                    "generator's training data)")
@@ -80,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--val-fraction", type=float, default=0.15, help="share of each label's sources held out "
                    "for validation (0 with --test-manifest: train on every source)")
-    t.add_argument("--test-manifest", metavar="JSONL", help="labelled clips it never trains on to measure its "
+    t.add_argument("--test-manifest", nargs="+", metavar="JSONL", help="labelled clips it never trains on to measure its "
                    "own top-1 once at the end (e.g. the generator's training split)")
     t.add_argument("--test-split", help="only clips of this split of --test-manifest")
     t.add_argument("--seed", type=int, default=0)

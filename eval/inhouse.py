@@ -223,16 +223,29 @@ class InhouseClassifier:
 
 # -- corpus ------------------------------------------------------------------------------------
 
-def labelled_records(manifest: str | os.PathLike, split: str | None = None) -> tuple[list[dict], list[dict]]:
-    """(every record of the manifest, the labelled records of ``split`` or of all splits)."""
-    records = read_manifest(manifest)
+Manifests = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def manifest_paths(manifests: Manifests) -> list[Path]:
+    return [Path(manifests)] if isinstance(manifests, (str, os.PathLike)) else [Path(m) for m in manifests]
+
+
+def labelled_records(manifests: Manifests, split: str | None = None) -> tuple[list[dict], list[dict]]:
+    """(every record of the manifest(s), the labelled records of ``split`` or of all splits)."""
+    paths = manifest_paths(manifests)
+    name = ", ".join(map(str, paths))
+    records = [record for path in paths for record in read_manifest(path)]
+    ids = [r["audio_id"] for r in records]
+    if len(set(ids)) < len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise DashflowError(f"{name}: audio_id {twice[0]!r} appears more than once")
     chosen = [r for r in records if split is None or r.get("split") == split]
     if not chosen:
         found = sorted({str(r.get("split")) for r in records})
-        raise DashflowError(f"{manifest}: no clip has split {split!r} (found: {', '.join(found)})")
+        raise DashflowError(f"{name}: no clip has split {split!r} (found: {', '.join(found)})")
     for record in chosen:
         if not isinstance(record.get("label"), str) or not record["label"].strip():
-            raise DashflowError(f"{manifest}: clip {record['audio_id']!r} has no label")
+            raise DashflowError(f"{name}: clip {record['audio_id']!r} has no label")
     return records, chosen
 
 
@@ -299,12 +312,12 @@ def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def train_classifier(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, split: str | None = None,
+def train_classifier(manifest: Manifests, out_dir: str | os.PathLike, *, split: str | None = None,
                      epochs: int = 10, batch_size: int = 32, lr: float = 2e-3, val_fraction: float = 0.15,
-                     test_manifest: str | os.PathLike | None = None, test_split: str | None = None,
+                     test_manifest: Manifests | None = None, test_split: str | None = None,
                      seed: int = 0, device: str = "cpu", arch: Architecture = Architecture(),
                      mel: MelSettings = MelSettings(), progress: bool = True) -> InhouseClassifier:
-    """Train on the manifest's labelled clips (of ``split``), save to ``out_dir`` and return the
+    """Train on the labelled clips (of ``split``) of one manifest or several, save to ``out_dir`` and return the
     saved classifier, loaded back. An epoch draws about one random window per ``window_seconds``
     of training audio.
 
@@ -366,7 +379,7 @@ def train_classifier(manifest: str | os.PathLike, out_dir: str | os.PathLike, *,
                                [r["label"] for r in val])
     classifier.record = {
         "seed": seed,
-        "training": {"manifest": str(Path(manifest).resolve()), "split": split, "n_clips": len(train),
+        "training": {"manifest": ", ".join(str(p.resolve()) for p in manifest_paths(manifest)), "split": split, "n_clips": len(train),
                      "n_sources": len({source_of(r) for r in train}),
                      "seconds": round(sum(len(audio[r["audio_id"]]) for r in train) / SAMPLE_RATE, 1),
                      "clips_per_label": {label: sum(r["label"] == label for r in train) for label in labels},
@@ -374,7 +387,8 @@ def train_classifier(manifest: str | os.PathLike, out_dir: str | os.PathLike, *,
                      "optimizer": f"AdamW (lr {lr}, weight decay 0.01), one-cycle schedule",
                      "loss": "cross-entropy, label smoothing 0.1", "augmentation": AUGMENTATION,
                      "parameters": sum(p.numel() for p in model.parameters()), "history": history},
-        "validation": {"split": (f"test manifest {Path(test_manifest).resolve()} ({test_split or 'all splits'})"
+        "validation": {"split": (f"test manifest {', '.join(str(p.resolve()) for p in manifest_paths(test_manifest))} "
+                                 f"({test_split or 'all splits'})"
                                  if test_manifest else "by source"),
                        "fraction": val_fraction, "top1": scores["overall"],
                        "n_clips": len(val), "n_sources": len({source_of(r) for r in val}),

@@ -7,7 +7,9 @@ The base pipeline's codec and text encoder stay frozen; its DiT gets LoRA adapte
 attention and feed-forward projections (``mode: lora``, the only trainable weights) or is trained
 whole (``mode: full``). One optimizer step: the flow-matching loss of each micro-batch, captions
 formatted and the instruction chosen as the base pipeline does when sampling, then clipping,
-AdamW, the LR schedule (and the EMA, full mode). Checkpoints resume exactly. The result:
+AdamW, the LR schedule (and the EMA, full mode). ``data.replay`` mixes in clips of what the base
+already makes (``data.replay_fraction`` of the draws) so that it keeps making them. Checkpoints
+resume exactly. The result:
 ``<output_dir>/final/lora.safetensors`` (the adapter, with the base's weights hash and the LoRA
 settings: ``generate --lora``, ``pipe.load_lora_weights``), or a pipeline folder per weight kind
 ``<output_dir>/final/{raw,ema}`` (full mode: ``generate --checkpoint``).
@@ -28,6 +30,7 @@ from dashflow.generation.training.finetune import (
     lora_settings,
     trainable_model,
     trainable_parameters,
+    training_records,
 )
 from dashflow.generation.training.text_to_audio import micro_batch_loss
 from omegaconf import OmegaConf
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.print(f"{cfg.mode}: {trainable_parameters(model):,} trainable parameters")
     run = prepare_run(accelerator, model, cfg.optim, cfg.train, cfg, cfg.ema if cfg.mode == "full" else None)
 
-    loader = build_train_loader(cfg.data.train, frozen.tokenizer, cfg.data.max_seconds,
+    loader = build_train_loader(training_records(cfg.data, cfg.train.seed), frozen.tokenizer, cfg.data.max_seconds,
                                 cfg.data.batch_size * accumulation, cfg.data.latent_cache, cfg.train.seed,
                                 run.start_step, accelerator.process_index, accelerator.num_processes,
                                 cfg.data.num_workers)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,7 +68,9 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings, adapter_name: str =
     check_settings(settings)
     base_hash(model)
     try:
-        model.add_adapter(settings.peft_config(), adapter_name=adapter_name)
+        with warnings.catch_warnings():  # peft warns at every adapter after the first: stacking is meant here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            model.add_adapter(settings.peft_config(), adapter_name=adapter_name)
     except ValueError as exc:
         raise DashflowError(f"LoRA target modules {settings.target_modules!r}: {first_line(exc)}") from None
 

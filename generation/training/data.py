@@ -85,16 +85,17 @@ def collate_latents(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "audio_id": [item["audio_id"] for item in items]}
 
 
-def build_train_loader(source: str, tokenizer: LatentCodec, max_seconds: float, batch_size: int,
+def build_train_loader(source: str | list[dict], tokenizer: LatentCodec, max_seconds: float, batch_size: int,
                        latent_cache: str = "", seed: int = 0, start_step: int = 0, rank: int = 0,
                        world_size: int = 1, num_workers: int = 0) -> DataLoader:
     """Endless batches of ``batch_size`` clips for process ``rank``, from step ``start_step`` on.
 
-    ``source``: a ``.jsonl`` manifest, or WebDataset shards (audio only). With ``latent_cache``
-    the batches hold cached latents (see :func:`collate_latents`), else audio crops (see
-    :func:`dashflow.data.collate_clips`) for :func:`batch_latents` to encode.
+    ``source``: a ``.jsonl`` manifest, its records (captioned), or WebDataset shards (audio only).
+    With ``latent_cache`` the batches hold cached latents (see :func:`collate_latents`), else audio
+    crops (see :func:`dashflow.data.collate_clips`) for :func:`batch_latents` to encode.
     """
-    records = require_captions(read_manifest(source), source) if is_manifest(source) else None
+    records = source if isinstance(source, list) else (
+        require_captions(read_manifest(source), source) if is_manifest(source) else None)
     if not latent_cache:
         return build_clip_loader(records if records is not None else source, batch_size, max_seconds,
                                  seed, start_step, rank, world_size, num_workers, tokenizer.sample_rate)

@@ -12,14 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from dashflow.generation.pipelines.audio import AudioGenerationPipeline, load_pipeline
 from dashflow.generation.pipelines.lora import LoraSettings, add_lora, check_settings
 from dashflow.generation.sampling.flow import FlowMatchingConfig, check_config
+from dashflow.generation.training.data import require_captions
 from dashflow.generation.training.text_to_audio import Frozen, TextConditioner
 from omegaconf import MISSING, OmegaConf
 
 from dashflow.errors import DashflowError
+from dashflow.manifests import read_manifest
 from dashflow.training import EMAConfig, OptimConfig, TrainConfig, check_training
 
 MODES = ("lora", "full")
@@ -28,6 +31,9 @@ MODES = ("lora", "full")
 @dataclass
 class FinetuneDataConfig:
     train: str = MISSING             # .jsonl manifest (audio + caption): dashflow prepare writes one
+    replay: str = ""                 # .jsonl of what the base already makes (its training clips, or its own
+                                     # generations), mixed in so that it keeps making them
+    replay_fraction: float = 0.5     # share of the clips drawn that come from ``replay``
     latent_cache: str = ""           # dashflow cache-latents folder made with the base pipeline's codec
     text_cache: str = ""
     max_seconds: float = 10.0
@@ -56,9 +62,30 @@ def check_finetune_settings(cfg: FinetuneConfig) -> None:
         check_settings(cfg.lora)
         if cfg.ema.enabled:
             raise DashflowError("ema.enabled applies to mode=full (an adapter's weights are exported as trained)")
+    if cfg.data.replay and not 0.0 < cfg.data.replay_fraction < 1.0:
+        raise DashflowError(f"data.replay_fraction={cfg.data.replay_fraction}: use a share between 0 and 1")
     check_config(cfg.flow)
     check_training(cfg.train, cfg.optim, {"data.batch_size": cfg.data.batch_size,
                                           "data.max_seconds": cfg.data.max_seconds})
+
+
+def training_records(data: FinetuneDataConfig, seed: int) -> list[dict]:
+    """The clips to fine-tune on: ``data.train``'s, with ``data.replay``'s mixed in so that a
+    ``replay_fraction`` share of the clips drawn are replay clips: the new clips repeated and a
+    seeded sample of the replay clips taken to come as close as they allow (a replay manifest too
+    small for the share is taken whole, once)."""
+    new = require_captions(read_manifest(data.train), data.train)
+    if not data.replay:
+        return new
+    replay = require_captions(read_manifest(data.replay), data.replay)
+    both = {r["audio_id"] for r in new} & {r["audio_id"] for r in replay}
+    if both:
+        raise DashflowError(f"{data.replay}: clip {sorted(both)[0]!r} is also in {data.train} (audio ids must differ)")
+    ratio = data.replay_fraction / (1.0 - data.replay_fraction)  # replay clips per new clip
+    repeats = max(1, round(len(replay) / (ratio * len(new))))
+    keep = min(len(replay), max(1, round(ratio * len(new) * repeats)))
+    order = np.random.default_rng(seed).permutation(len(replay))[:keep]
+    return new * repeats + [replay[i] for i in sorted(order)]
 
 
 def load_base(cfg: FinetuneConfig, device: torch.device) -> tuple[AudioGenerationPipeline, Frozen]:

@@ -1,6 +1,10 @@
 """Build the demo text-to-audio corpus: real recordings from Debian packages, MIDI music, TTS speech.
 
     python recipes/demo/build_corpus.py --out data/demo_corpus [--install] [--seconds-per-class 300]
+    python recipes/demo/build_corpus.py --new-classes --out data/new_classes [--install]
+
+``--new-classes`` builds, the same way, only the sound classes the demo model never saw (cow,
+sheep: the fine-tuning demo, ``recipes/demo/finetune.sh``).
 
 Classes: 10 sound-event classes with at least 8 distinct source
 recordings each, 5 music styles rendered from MMA grooves and 6 solo instruments playing MMA
@@ -36,20 +40,22 @@ from dashflow.audio import SAMPLE_RATE, load_audio, save_audio
 from dashflow.demo_corpus import (
     KEYS,
     MUSIC,
+    NEW_SFX,
+    NEW_SFX_PACKAGES,
     PROGRESSIONS,
     SFX,
     SFX_PACKAGES,
     SOLO_RHYTHMS,
-    TOOL_PACKAGES,
-    chord,
-    render_song,
     SPEAKERS,
+    TOOL_PACKAGES,
     TRANSFORMS,
     augment,
+    chord,
     event_clip,
     licence_sentences,
     package_licences,
     package_version,
+    render_song,
     split_by_source,
     synthesize,
     trim,
@@ -93,11 +99,13 @@ def installed_files(package: str) -> list[str]:
             and not re.search(r"/qabcs/abcs/(?!all/)", line)]
 
 
-def sfx_sources() -> list[Source]:
+def sfx_sources(classes: dict[str, tuple[list[str], str]], packages: tuple[str, ...]) -> list[Source]:
+    """Every file of ``packages`` whose path matches a class's pattern (``classes``: label ->
+    (phrasings, pattern)) is one source."""
     sources, taken = [], set()
-    for package in SFX_PACKAGES:
+    for package in packages:
         for path in installed_files(package):
-            for label, (_, pattern) in SFX.items():
+            for label, (_, pattern) in classes.items():
                 if re.search(pattern, path, re.IGNORECASE):
                     try:
                         wav = trim(load_audio(path, SAMPLE_RATE, max_seconds=120.0).numpy())
@@ -163,15 +171,20 @@ def speech_sources(work: Path, per_voice: int) -> list[Source]:
     return sources
 
 
-def build(out: Path, seconds_per_class: float, seed: int = 0) -> dict:
-    """Build the corpus under ``out`` (its audio/ folder is replaced); returns summary.json's dict."""
+def build(out: Path, seconds_per_class: float, seed: int = 0, new_classes: bool = False) -> dict:
+    """Build the corpus under ``out`` (its audio/ folder is replaced); returns summary.json's dict.
+    ``new_classes``: only the NEW_SFX classes the demo model never saw (the fine-tuning demo)."""
     rng = np.random.default_rng(seed)
     shutil.rmtree(out / "audio", ignore_errors=True)
     (out / "audio").mkdir(parents=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        music, music_captions = music_sources(Path(tmp), rng)
-        sources = sfx_sources() + music + speech_sources(Path(tmp), per_voice=12)
-    phrasings = {**{label: spec[0] for label, spec in {**SFX, **MUSIC, **INSTRUMENTS}.items()}, "speech": SPEECH}
+    if new_classes:
+        sources, music_captions = sfx_sources(NEW_SFX, SFX_PACKAGES + NEW_SFX_PACKAGES), {}
+        phrasings = {label: spec[0] for label, spec in NEW_SFX.items()}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            music, music_captions = music_sources(Path(tmp), rng)
+            sources = sfx_sources(SFX, SFX_PACKAGES) + music + speech_sources(Path(tmp), per_voice=12)
+        phrasings = {**{label: spec[0] for label, spec in {**SFX, **MUSIC, **INSTRUMENTS}.items()}, "speech": SPEECH}
     counts = {label: sum(s.label == label for s in sources) for label in phrasings}
     thin = [f"{label} ({n})" for label, n in counts.items() if n < 8]
     if thin:
@@ -229,11 +242,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/demo_corpus"))
     parser.add_argument("--seconds-per-class", type=float, default=300.0)
     parser.add_argument("--install", action="store_true", help="apt-get install the packages (root)")
+    parser.add_argument("--new-classes", action="store_true",
+                        help=f"only the classes the demo model never saw ({', '.join(NEW_SFX)}), for fine-tuning")
     args = parser.parse_args()
     if args.install:
         subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *SFX_PACKAGES,
-                        *TOOL_PACKAGES], check=True)
-    summary = build(args.out.resolve(), args.seconds_per_class)
+                        *(NEW_SFX_PACKAGES if args.new_classes else TOOL_PACKAGES)], check=True)
+    summary = build(args.out.resolve(), args.seconds_per_class, new_classes=args.new_classes)
     print(json.dumps({k: summary[k] for k in ("classes", "sources", "clips", "hours", "train_clips",
                                               "heldout_clips", "sources_per_class")}))
 

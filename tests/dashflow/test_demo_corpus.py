@@ -3,6 +3,7 @@ augmentation, speech at a chosen rate."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import numpy as np
@@ -126,3 +127,24 @@ def test_synthesize_passes_the_rate_to_the_engine_and_writes_16k(tmp_path, monke
     joined = [" ".join(c) for c in commands]
     assert " ".join(flag) in joined[0] and flag[0] not in commands[1]  # rate 1 leaves the command as it was
     assert sf.info(str(tmp_path / "a.wav")).samplerate == SR
+
+
+def test_new_classes_match_their_recordings_and_nothing_the_demo_knows():
+    """The fine-tuning demo's classes (build_corpus.py --new-classes) take the packages' cow and sheep
+    recordings, not a cowbell, a voice line called Coward, a music track or any demo class's file."""
+    def label_of(path: str) -> list[str]:
+        classes = {**demo_corpus.SFX, **demo_corpus.NEW_SFX}
+        return [label for label, (_, pattern) in classes.items() if re.search(pattern, path, re.IGNORECASE)]
+
+    games = "/usr/share/games"
+    assert label_of(f"{games}/megaglest/techs/megapack/commondata/sounds/cow_select2.wav") == ["cow"]
+    assert label_of("/usr/share/tuxpaint/stamps/animals/mammals/bovines/cow_white.ogg") == ["cow"]
+    assert label_of(f"{games}/scorched3d/data/globalmods/apoc/data/wav/misc/moo.wav") == ["cow"]
+    assert label_of(f"{games}/megaglest/techs/megapack/factions/persian/units/sheep/sounds/sheep10.wav") == ["sheep"]
+    assert label_of(f"{games}/widelands/data/sound/farm/sheep_02.ogg") == ["sheep"]
+    for other in ("/usr/share/sonic-pi/samples/drum_cowbell.flac", f"{games}/hedgewars/Data/Music/Sheep.ogg",
+                  f"{games}/hedgewars/Data/Sounds/voices/Default/Coward.ogg",
+                  f"{games}/megaglest/tilesets/pine_peat/sounds/mudchute_cow_1.ogg"):  # = tuxpaint cow_white
+        assert label_of(other) == [], other
+    for label in demo_corpus.NEW_SFX:
+        assert label not in demo_corpus.SFX and len(demo_corpus.NEW_SFX[label][0]) == 4

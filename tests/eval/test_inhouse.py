@@ -195,6 +195,36 @@ def test_train_classifier_cli(trained, tmp_path, capsys):
     assert "clip 'x' has no label" in capsys.readouterr().err
 
 
+def test_several_manifests_train_as_one(trained, tmp_path, capsys):
+    """A class from another corpus joins the old ones (the fine-tuning demo retrains its judge so):
+    each manifest's audio paths resolve against its own folder; an audio_id in two is one line."""
+    extra = tmp_path / "extra"
+    lines = []
+    for source in range(2):
+        for k in range(2):
+            name = f"sweep{source}_{k}"
+            write_wav(extra / "audio" / f"{name}.wav", chirp(3000.0 + 500.0 * source, 300.0, 1.0))
+            lines.append({"audio_id": name, "audio": f"audio/{name}.wav", "caption": "a falling sweep",
+                          "label": "sweep", "source": f"sweep{source}", "split": "heldout"})
+    (extra / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    _, chosen = labelled_records([trained["manifest"], extra / "manifest.jsonl"], "heldout")
+    assert len(chosen) == 48 + 4 and {r["label"] for r in chosen} == {*CAPTIONS, "sweep"}
+    assert all(Path(r["audio"]).is_file() for r in chosen)
+    out = tmp_path / "both"
+    assert run_cli(["train-classifier", "--manifest", trained["manifest"], extra / "manifest.jsonl", "--out", out,
+                    "--split", "heldout", "--epochs", "1", "--batch-size", "8", "--val-fraction", "0",
+                    "--test-manifest", extra / "manifest.jsonl", trained["manifest"]]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["labels"] == ["chirp", "click", "noise", "sweep", "tone"]
+    assert config["training"]["n_clips"] == 52 and str(extra / "manifest.jsonl") in config["training"]["manifest"]
+    assert config["validation"]["n_clips"] == 52  # both test manifests, read as one
+    capsys.readouterr()
+    assert run_cli(["train-classifier", "--manifest", extra / "manifest.jsonl", extra / "manifest.jsonl",
+                    "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "audio_id 'sweep0_0' appears more than once" in err
+
+
 def test_eval_reports_inhouse_metrics(trained, tmp_path, capsys):
     gen, ref = tmp_path / "generated", tmp_path / "reference"
     for label, captions in CAPTIONS.items():

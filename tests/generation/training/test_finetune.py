@@ -18,13 +18,19 @@ import torch
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.pipelines.audio import load_pipeline
 from dashflow.generation.pipelines.lora import METADATA_KEY, LoraSettings, add_lora, read_lora, save_lora
+from dashflow.generation.training.finetune import (
+    FinetuneConfig,
+    FinetuneDataConfig,
+    check_finetune_settings,
+    training_records,
+)
 from dashflow.generation.training.text_to_audio import Frozen, TextConditioner, make_pipeline
 from dashflow.tokenizer.model import DashengTokenizer
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dashflow.errors import DashflowError
-from dashflow.manifests import write_manifest
+from dashflow.manifests import read_manifest, write_manifest
 from dashflow.text_encoders import load_text_encoder
 from dashflow.training import read_metrics
 from tests.conftest import chirp, cpu_launch, kill_after_step, tone, write_wav
@@ -169,6 +175,32 @@ def test_bad_adapters_get_one_clear_line(data, lora_run, tmp_path):
         pipe.set_adapters(["a"], [float("inf")])
     with pytest.raises(DashflowError, match="no adapter called 'b'"):
         pipe.set_adapters(["b"])
+
+
+def test_replay_clips_are_mixed_in_at_their_share(data, tmp_path):
+    """data.replay: clips of what the base already makes, drawn at replay_fraction of the clips (the
+    fine-tuning demo keeps the old classes so); the sample is seeded; ids must differ."""
+    old = [{"audio_id": f"old_{i}", "audio": str(data.root / "bell_0.wav"), "caption": f"old sound {i}"}
+           for i in range(40)]
+    replay = write_manifest(old, tmp_path / "replay.jsonl")
+    for share in (0.2, 0.5):
+        records = training_records(FinetuneDataConfig(train=str(data.manifest), replay=str(replay),
+                                                      replay_fraction=share), seed=0)
+        replayed = [r["audio_id"] for r in records if r["audio_id"].startswith("old_")]
+        assert len(replayed) / len(records) == pytest.approx(share) and len(set(replayed)) == len(replayed)
+        assert {r["audio_id"] for r in records} - set(replayed) == {f"{k}_{i}" for k in ("bell", "siren")
+                                                                     for i in range(8)}
+    settings = FinetuneDataConfig(train=str(data.manifest), replay=str(replay), replay_fraction=0.5)
+    assert training_records(settings, seed=0) == training_records(settings, seed=0)
+    assert training_records(settings, seed=0) != training_records(settings, seed=1)  # another sample of 32 of 40
+    assert training_records(FinetuneDataConfig(train=str(data.manifest)), seed=0) == read_manifest(data.manifest)
+    clash = write_manifest([*old, {"audio_id": "bell_3", "audio": str(data.root / "bell_3.wav"), "caption": "x"}],
+                           tmp_path / "clash.jsonl")
+    with pytest.raises(DashflowError, match="clip 'bell_3' is also in"):
+        training_records(FinetuneDataConfig(train=str(data.manifest), replay=str(clash)), seed=0)
+    config = FinetuneConfig(base="b", data=FinetuneDataConfig(train="t", replay=str(replay), replay_fraction=1.0))
+    with pytest.raises(DashflowError, match="replay_fraction=1.0: use a share between 0 and 1"):
+        check_finetune_settings(config)
 
 
 def test_killed_lora_run_resumes_exactly(data, tmp_path):
