@@ -28,3 +28,13 @@ def record(path: Path, values: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         handle.write(line + "\n")
+
+
+def write_report(out: Path, results: dict, markdown: str) -> None:
+    """``results.json`` and ``report.md`` (printed too) into ``out``."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "report.md").write_text(markdown)
+    print(markdown)

@@ -30,7 +30,7 @@ from dashflow.eval.inhouse import InhouseClassifier, top1_by_class
 from dashflow.generation.pipelines.audio import load_pipeline
 from dashflow.generation.pipelines.lora import read_lora
 
-from benchmarks.common import git_commit
+from benchmarks.common import git_commit, write_report
 from dashflow.demo_corpus import NEW_SFX
 
 SEEDS = (0, 1, 2)
@@ -173,10 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                "classifier": str(args.classifier),
                "classifier_top1": classifier.record["validation"]["top1"],
                "models": models, "checks": checks}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "report.md").write_text(report(results))
-    print(report(results))
+    write_report(args.out, results, report(results))
     return 0
 
 

@@ -22,8 +22,7 @@ import sys
 from pathlib import Path
 
 from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
-from dashflow.generation.training.data import build_train_loader
-from dashflow.generation.training.text_to_audio import build_model, load_frozen, make_pipeline
+from dashflow.generation.training.text_to_audio import build_model, load_frozen, make_pipeline, prepare_normalizer
 from dashflow.generation.training.unified import (
     LOGGED,
     Instructions,
@@ -32,7 +31,9 @@ from dashflow.generation.training.unified import (
     check_unified_settings,
     instructions_of,
     link_duplicate_files,
+    mixture_batches,
     task_flow,
+    task_loaders,
     unified_micro_batch_loss,
     unified_model_config,
 )
@@ -40,7 +41,6 @@ from omegaconf import OmegaConf
 
 from dashflow.cli import run_guarded
 from dashflow.config import recipe_config
-from dashflow.mixing import build_se_loader
 from dashflow.training import RunLog, gather_weights, model_from_weights, prepare_run, start_accelerator
 
 
@@ -61,20 +61,14 @@ def main(argv: list[str] | None = None) -> int:
                     for name, task in tasks.items()}
     run = prepare_run(accelerator, model, cfg.optim, cfg.train, cfg, cfg.ema)
 
-    # one loader per task, each resumed at the batches it has served
+    # the task of every step; the latent normalizer (fitted on the first steps' batches); one loader
+    # per task, each resumed at the batches it has served
     mixture = TaskMixture(list(tasks), [task.weight for task in cfg.tasks], cfg.train.seed)
-    served = mixture.batches_before(run.start_step)
-    batch, rank, world = cfg.data.batch_size * accumulation, accelerator.process_index, accelerator.num_processes
-    batches = {}
-    for name, task in tasks.items():
-        if name == "se":
-            loader = build_se_loader(task.train, task.noise or None, batch, cfg.data.max_seconds, cfg.train.seed,
-                                     served[name], rank, world, cfg.data.num_workers, frozen.tokenizer.sample_rate,
-                                     cfg.data.mixing)
-        else:
-            loader = build_train_loader(task.train, frozen.tokenizer, cfg.data.max_seconds, batch, task.latent_cache,
-                                        cfg.train.seed, served[name], rank, world, cfg.data.num_workers)
-        batches[name] = iter(loader)
+    prepare_normalizer(cfg, frozen, run.start_step > 0, accelerator.is_main_process,
+                       lambda: mixture_batches(cfg, mixture, frozen.tokenizer))
+    batches = task_loaders(cfg, frozen.tokenizer, cfg.data.batch_size * accumulation,
+                           mixture.batches_before(run.start_step), accelerator.process_index,
+                           accelerator.num_processes)
     log = RunLog(accelerator, "unified", cfg, cfg.train.output_dir, cfg.train.max_steps, cfg.train.log_every,
                  run.start_step)
 
@@ -94,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         if accelerator.is_main_process:
             trained = model_from_weights(type(accelerator.unwrap_model(run.model)), model_config, weights)
             for name, task in tasks.items():
-                pipeline = (SpeechEnhancementPipeline(frozen.tokenizer, trained) if name == "se" else
+                pipeline = (SpeechEnhancementPipeline(frozen.tokenizer, trained, latent_normalizer=frozen.normalizer)
+                            if name == "se" else
                             make_pipeline(name, trained, frozen, instruction=instructions_of(task)[0]))
                 pipeline.save_pretrained(Path(cfg.train.output_dir) / "final" / kind / name)
                 written.append(Path(cfg.train.output_dir) / "final" / kind / name)

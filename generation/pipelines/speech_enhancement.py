@@ -16,7 +16,7 @@ resynthesised phase is not the original's) and cancels most of the decoder's own
 error, which appears in both terms. The smoothing was chosen on a validation mix of training
 speakers (benchmarks/results/se_experiment.md): it raised both SI-SDR and PESQ.
 
-``save_pretrained(dir)`` writes ``tokenizer/``, ``enhancer/``, ``scheduler/`` and ``model_index.json``;
+``save_pretrained(dir)`` writes ``tokenizer/``, ``enhancer/``, ``scheduler/`` (``latent_normalizer/``) and ``model_index.json``;
 ``SpeechEnhancementPipeline.from_pretrained(dir_or_hub_id)`` reads it back (folders saved before the
 scheduler was a component get the default FlowMatchEulerDiscreteScheduler). Files of any length go
 through :func:`dashflow.audio_stream.stream_file` in overlapping chunks.
@@ -32,6 +32,7 @@ from dashflow.generation.model.denoiser import LatentDenoiser
 from dashflow.generation.pipelines.checks import check_count, check_sampling
 from dashflow.generation.pipelines.components import DashflowPipelineMixin, seeded_generators
 from dashflow.generation.sampling.cfm import FlowMatching
+from dashflow.generation.sampling.flow import LatentNormalizer
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, SchedulerMixin
 from torch import Tensor
 
@@ -44,17 +45,19 @@ MASK_FFT, MASK_HOP = 512, 128  # 32 ms / 8 ms at 16 kHz
 
 class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
     """Components: ``tokenizer`` (a :class:`dashflow.codecs.LatentCodec`), ``enhancer`` (LatentDenoiser, or an
-    AudioGenModel with an audio content encoder) and ``scheduler`` (what steps a flow enhancer;
-    default FlowMatchEulerDiscreteScheduler, set to the sway sigmas per call)."""
+    AudioGenModel with an audio content encoder), ``scheduler`` (what steps a flow enhancer;
+    default FlowMatchEulerDiscreteScheduler, set to the sway sigmas per call) and, for a flow
+    enhancer trained on normalised latents, ``latent_normalizer`` (the noisy content is normalised
+    and the sampled latents denormalised with it)."""
 
-    own_components = (LatentDenoiser, AudioGenModel)
+    own_components = (LatentDenoiser, AudioGenModel, LatentNormalizer)
     trained_component = "enhancer"
     folder_kind = "speech-enhancement pipeline"
     task = "se"
-    _optional_components: ClassVar[list[str]] = ["scheduler"]
+    _optional_components: ClassVar[list[str]] = ["scheduler", "latent_normalizer"]
 
     def __init__(self, tokenizer: LatentCodec, enhancer: LatentDenoiser | AudioGenModel,
-                 scheduler: SchedulerMixin | None = None):
+                 scheduler: SchedulerMixin | None = None, latent_normalizer: LatentNormalizer | None = None):
         super().__init__()
         if not isinstance(enhancer, (LatentDenoiser, AudioGenModel)):
             raise DashflowError(f"the enhancer must be a LatentDenoiser or an AudioGenModel, not "
@@ -66,10 +69,15 @@ class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
                                 f"{tokenizer.latent_dim}-d latents of {tokenizer.samples_per_latent}")
         if isinstance(enhancer, AudioGenModel) and enhancer.content_encoder.audio_encoder is None:
             raise DashflowError("the AudioGenModel enhancer needs audio_content_dim (an audio content encoder)")
+        if latent_normalizer is not None and (isinstance(enhancer, LatentDenoiser)
+                                              or latent_normalizer.mean.numel() != cfg.latent_dim):
+            raise DashflowError(f"a latent normalizer needs a flow enhancer with its channel count ({cfg.latent_dim}), "
+                                f"got {latent_normalizer.mean.numel()} channels for a {type(enhancer).__name__}")
         tokenizer.eval()
         enhancer.eval()
         scheduler = scheduler if scheduler is not None else FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
-        self.register_modules(tokenizer=tokenizer, enhancer=enhancer, scheduler=scheduler)
+        self.register_modules(tokenizer=tokenizer, enhancer=enhancer, scheduler=scheduler,
+                              latent_normalizer=latent_normalizer)
 
     @property
     def sample_rate(self) -> int:
@@ -99,10 +107,12 @@ class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
         if isinstance(model, LatentDenoiser):
             return model(latents, mask)
         check_count("num_samples", num_samples)
+        flow = FlowMatching(model, normalizer=self.latent_normalizer)
+        content = flow.to_model_space(latents.transpose(1, 2)).transpose(1, 2).to(model.dtype)
         durations = mask.float() / model.latent_rate  # one latent frame per content frame
-        cond = model.condition(latents, mask, content_kind="audio", durations=durations,
+        cond = model.condition(content, mask, content_kind="audio", durations=durations,
                                latent_lengths=mask.sum(1).clamp(min=1))  # once, shared by the samples
-        clean = FlowMatching(model).sample(cond.repeat(num_samples), num_steps=num_inference_steps,
+        clean = flow.sample(cond.repeat(num_samples), num_steps=num_inference_steps,
                                            guidance_scale=guidance_scale, sway_coef=sway_coef,
                                            scheduler=self.scheduler, generator=generator)  # [N * B, C, T]
         clean = clean.unflatten(0, (num_samples, -1)).float().mean(0)

@@ -78,7 +78,8 @@ def check_se_settings(cfg: SEConfig) -> None:
     if cfg.model.kind == "flow":
         check_config(cfg.flow)
         if cfg.flow.normalize_latents:
-            raise DashflowError("flow.normalize_latents is not supported for speech enhancement")
+            raise DashflowError("flow.normalize_latents is not supported by recipes/se.py (recipes/unified.py "
+                                "trains an se task on normalised latents)")
     check_training(cfg.train, cfg.optim, {"data.batch_size": cfg.data.batch_size,
                                           "data.max_seconds": cfg.data.max_seconds})
     check_mixing(cfg.data.mixing)

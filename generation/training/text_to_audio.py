@@ -15,6 +15,7 @@ resumed run the same numbers as an uninterrupted one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -28,11 +29,7 @@ from dashflow.generation.pipelines.audio import AudioGenerationPipeline
 from dashflow.generation.pipelines.tasks import get_task
 from dashflow.generation.sampling.cfm import FlowMatching
 from dashflow.generation.sampling.flow import FlowMatchingConfig, LatentNormalizer, check_config
-from dashflow.generation.training.data import (
-    batch_latents,
-    build_train_loader,
-    has_caption,
-)
+from dashflow.generation.training.data import batch_latents, has_caption
 from dashflow.text_encoders import TextEmbeddingCache, TextEncoder, load_text_encoder
 from diffusers import FlowMatchEulerDiscreteScheduler
 from omegaconf import MISSING
@@ -146,11 +143,13 @@ def load_frozen(cfg: Config, device: torch.device) -> Frozen:
     return Frozen(tokenizer.eval(), TextConditioner(encoder, cfg.data.text_cache, cfg.data.prompt_prefix))
 
 
-def prepare_normalizer(cfg: Config, frozen: Frozen, resumed: bool, is_main_process: bool) -> None:
-    """With ``flow.normalize_latents``, set ``frozen.normalizer``: ``model.latent_normalizer`` if
+def prepare_normalizer(cfg: Any, frozen: Frozen, resumed: bool, is_main_process: bool,
+                       batches: Callable[[], Iterable[dict[str, Any]]]) -> None:
+    """With ``flow.normalize_latents`` (``cfg``: a recipe config with ``model``, ``flow`` and
+    ``train``), set ``frozen.normalizer``: ``model.latent_normalizer`` if
     given, else the one a resumed run saved in ``<output_dir>/latent_normalizer``, else one fitted
-    on the first ``model.normalizer_batches`` batches of the whole training set (every process
-    fits the same one) and saved there by the main process."""
+    on the (clean) latents of the first ``model.normalizer_batches`` of ``batches()``, batches of
+    the whole training set the same on every process, and saved there by the main process."""
     if not cfg.flow.normalize_latents:
         return
     saved = Path(cfg.train.output_dir) / NORMALIZER_DIR
@@ -158,10 +157,8 @@ def prepare_normalizer(cfg: Config, frozen: Frozen, resumed: bool, is_main_proce
     if source:
         normalizer = LatentNormalizer.from_pretrained(source)
     else:
-        loader = build_train_loader(cfg.data.train, frozen.tokenizer, cfg.data.max_seconds, cfg.data.batch_size,
-                                    cfg.data.latent_cache, cfg.train.seed)
-        batches = islice(loader, cfg.model.normalizer_batches)
-        normalizer = LatentNormalizer.fit(batch_latents(batch, frozen.tokenizer) for batch in batches)
+        first = islice(batches(), cfg.model.normalizer_batches)
+        normalizer = LatentNormalizer.fit(batch_latents(batch, frozen.tokenizer) for batch in first)
         normalizer.save_pretrained(saved, is_main_process=is_main_process)
     if normalizer.mean.numel() != frozen.tokenizer.latent_dim:
         raise DashflowError(f"{source}: the latent normalizer has {normalizer.mean.numel()} channels, the "

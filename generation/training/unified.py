@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import count
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,15 @@ import torch
 from accelerate import Accelerator
 from dashflow.generation.sampling.cfm import FlowMatching
 from dashflow.generation.sampling.flow import FlowMatchingConfig, check_config
-from dashflow.generation.training.data import batch_latents, has_caption
+from dashflow.generation.training.data import batch_latents, build_train_loader, has_caption
 from dashflow.generation.training.speech_enhancement import SE_INSTRUCTION
 from dashflow.generation.training.text_to_audio import Frozen, ModelConfig, micro_batch_seeds
 from omegaconf import MISSING, OmegaConf
 
 from dashflow.cli import file_sha256
+from dashflow.codecs import LatentCodec
 from dashflow.errors import DashflowError
-from dashflow.mixing import MixingConfig, check_mixing
+from dashflow.mixing import MixingConfig, build_se_loader, check_mixing
 from dashflow.text_encoders import TextEncoder
 from dashflow.training import EMAConfig, OptimConfig, TrainConfig, check_training
 
@@ -103,9 +105,6 @@ def check_unified_settings(cfg: UnifiedConfig) -> None:
             raise DashflowError(f"task {task.name!r}: {task.noise}: no such noise manifest")
         if any(not phrase.strip() for phrase in task.instructions):
             raise DashflowError(f"task {task.name!r} has an empty instruction")
-    if "se" in names and cfg.flow.normalize_latents:
-        raise DashflowError("flow.normalize_latents is not supported with the se task (the enhancement "
-                            "pipeline has no latent normalizer)")
     check_config(cfg.flow)
     check_training(cfg.train, cfg.optim, {"data.batch_size": cfg.data.batch_size,
                                           "data.max_seconds": cfg.data.max_seconds})
@@ -151,6 +150,31 @@ class TaskMixture:
         return counts
 
 
+def task_loaders(cfg: UnifiedConfig, tokenizer: LatentCodec, batch_size: int, served: dict[str, int],
+                 rank: int = 0, world: int = 1) -> dict[str, Iterator[dict[str, Any]]]:
+    """One endless iterator of ``batch_size`` clips per task for process ``rank``, each resumed at
+    the batches it has ``served``."""
+    loaders = {}
+    for task in cfg.tasks:
+        if task.name == "se":
+            loader = build_se_loader(task.train, task.noise or None, batch_size, cfg.data.max_seconds, cfg.train.seed,
+                                     served[task.name], rank, world, cfg.data.num_workers, tokenizer.sample_rate,
+                                     cfg.data.mixing)
+        else:
+            loader = build_train_loader(task.train, tokenizer, cfg.data.max_seconds, batch_size, task.latent_cache,
+                                        cfg.train.seed, served[task.name], rank, world, cfg.data.num_workers)
+        loaders[task.name] = iter(loader)
+    return loaders
+
+
+def mixture_batches(cfg: UnifiedConfig, mixture: TaskMixture, tokenizer: LatentCodec) -> Iterator[dict[str, Any]]:
+    """The run's batches from its first step as one process would draw them, every task by its
+    weight (what the latent normalizer is fitted on: the clean latents of every task)."""
+    loaders = task_loaders(cfg, tokenizer, cfg.data.batch_size, dict.fromkeys(mixture.names, 0))
+    for step in count(1):
+        yield next(loaders[mixture.task_at(step)])
+
+
 # ----------------------------------------------------------------------------- instructions
 
 @dataclass
@@ -193,6 +217,7 @@ def unified_micro_batch_loss(model: torch.nn.Module, task: str, micro: dict[str,
     objective = FlowMatching(model, flow, frozen.normalizer)
     if task == "se":
         noisy, _ = batch_latents({"audio": micro["noisy"], "length": micro["length"]}, frozen.tokenizer)
+        noisy = objective.to_model_space(noisy)  # the content in the space the model generates in
         durations = latent_mask.float() / accelerator.unwrap_model(model).latent_rate
         with accelerator.autocast():
             return objective.loss(latents, latent_mask, noisy.transpose(1, 2), latent_mask, content_kind="audio",

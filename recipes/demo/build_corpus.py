@@ -16,7 +16,8 @@ short recordings are repeated with random gaps (a dog barks several times), long
 The split is by source recording, deterministic: about 40 % of the sources of every class (at
 least 3) are ``heldout`` (for the in-house classifier), the rest ``train`` (tokenizer + DiT).
 Writes ``audio/*.wav`` (16 kHz mono), ``manifest.jsonl`` ({"audio_id", "audio", "caption",
-"captions", "label", "source", "split", "duration"}), ``train.jsonl``, ``heldout.jsonl``,
+"captions", "label", "source", "split", "duration"}), ``train.jsonl``, ``heldout.jsonl`` (each also
+as ``*_ttm.jsonl``, the music and instruments, and ``*_tta.jsonl``, the rest: the unified demo's tasks),
 ``ATTRIBUTION.csv`` (one row per clip: package, version, original file, licences, caption,
 transforms) and ``summary.json``. The corpus stays out of git; this script rebuilds it.
 """
@@ -219,6 +220,11 @@ def build(out: Path, seconds_per_class: float, seed: int = 0, new_classes: bool 
     write_manifest(records, out / "manifest.jsonl")
     for split in ("train", "heldout"):
         write_manifest([r for r in records if r["split"] == split], out / f"{split}.jsonl")
+        if not new_classes:  # the unified demo's text tasks: music and solo instruments are text-to-music
+            music = [r for r in records if r["split"] == split and r["label"] in {*MUSIC, *INSTRUMENTS}]
+            sounds = [r for r in records if r["split"] == split and r not in music]
+            write_manifest(music, out / f"{split}_ttm.jsonl")
+            write_manifest(sounds, out / f"{split}_tta.jsonl")
     with open(out / "ATTRIBUTION.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["audio_id", "label", "split", "package", "version", "original", "licences (package)",

@@ -12,6 +12,7 @@ from dashflow.generation.pipelines.speech_enhancement import (
     SpeechEnhancementPipeline,
     ratio_mask,
 )
+from dashflow.generation.sampling.flow import LatentNormalizer
 from dashflow.tokenizer.model import DashengTokenizer
 
 from dashflow.errors import DashflowError
@@ -85,6 +86,36 @@ def test_pipeline_round_trips_and_keeps_lengths(tokenizer, kind, tmp_path):
     loaded = SpeechEnhancementPipeline.from_pretrained(tmp_path)
     assert type(loaded.enhancer) is type(pipe.enhancer)
     torch.testing.assert_close(loaded(noisy, lengths, num_inference_steps=3, seed=0), out)
+
+
+def test_a_latent_normalizer_maps_the_content_in_and_the_result_out(tokenizer, tmp_path):
+    """A flow enhancer trained on normalised latents (recipes/unified.py with flow.normalize_latents)
+    sees the noisy latents normalised and its samples are denormalised; the normalizer is saved."""
+    pipe = make("flow", tokenizer)
+    noisy = 0.1 * torch.randn(1, 8_000)
+    identity = LatentNormalizer(channels=tokenizer.latent_dim)
+    plain = pipe(noisy, num_inference_steps=2, seed=0)
+    assert torch.equal(SpeechEnhancementPipeline(tokenizer, pipe.enhancer, latent_normalizer=identity)(
+        noisy, num_inference_steps=2, seed=0), plain)
+    normalizer = LatentNormalizer(channels=tokenizer.latent_dim)
+    normalizer.mean.fill_(0.5)
+    normalizer.std.fill_(2.0)
+    scaled = SpeechEnhancementPipeline(tokenizer, pipe.enhancer, latent_normalizer=normalizer)
+    seen = []
+    original = pipe.enhancer.condition
+    pipe.enhancer.condition = lambda content, *args, **kwargs: seen.append(content) or original(content, *args,
+                                                                                                 **kwargs)
+    latents = tokenizer.encode(noisy).latents  # [1, T, C]
+    out = scaled(noisy, num_inference_steps=2, seed=0)
+    del pipe.enhancer.condition
+    torch.testing.assert_close(seen[0], (latents - 0.5) / 2.0)
+    assert not torch.allclose(out, plain)
+    scaled.save_pretrained(tmp_path)
+    loaded = SpeechEnhancementPipeline.from_pretrained(tmp_path)
+    assert torch.equal(loaded.latent_normalizer.std, normalizer.std)
+    torch.testing.assert_close(loaded(noisy, num_inference_steps=2, seed=0), out)
+    with pytest.raises(DashflowError, match="a latent normalizer needs a flow enhancer"):
+        SpeechEnhancementPipeline(tokenizer, make("denoiser", tokenizer).enhancer, latent_normalizer=identity)
 
 
 def test_flow_enhancer_is_seeded_per_item(tokenizer):

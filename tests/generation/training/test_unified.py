@@ -5,6 +5,7 @@ one export that serves every task with the weights on disk once."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from dashflow.generation.training.unified import (
     task_flow,
     unified_micro_batch_loss,
 )
-from dashflow.generation.sampling.flow import FlowMatchingConfig
+from dashflow.generation.sampling.flow import FlowMatchingConfig, LatentNormalizer
 from dashflow.tokenizer.model import DashengTokenizer
 from safetensors.torch import load_file
 
@@ -96,7 +97,6 @@ def test_sampled_task_proportions_match_the_weights():
     (["tasks.0.train=/nonexistent/sounds.jsonl"], "/nonexistent/sounds.jsonl: no such manifest"),
     (["tasks.1.name=karaoke"], "task 'karaoke': use one of tta, ttm, se"),
     (["tasks.1.name=tta"], "task 'tta' is listed twice"),
-    (["flow.normalize_latents=true"], "normalize_latents is not supported with the se task"),
 ])
 def test_bad_task_lists_get_one_clear_line(data, overrides, message):
     cfg = load_config(UnifiedConfig, TINY, task_overrides(data) + overrides)
@@ -152,10 +152,18 @@ def test_each_task_routes_its_content_and_draws_its_own_instructions(data):
         se_losses["loss"])
     assert task_flow(flow, "se").global_duration_weight == 0 and task_flow(flow, "tta") is flow
 
+    frozen.normalizer = LatentNormalizer(channels=tokenizer.latent_dim)
+    frozen.normalizer.mean.fill_(0.5)
+    frozen.normalizer.std.fill_(2.0)
+    normalised = dataclasses.replace(task_flow(flow, "se"), normalize_latents=True)
+    unified_micro_batch_loss(model, "se", se, frozen, phrases["se"], normalised, 0, 1, 0, accelerator)
+    torch.testing.assert_close(calls[-1]["content"], (se_call["content"] - 0.5) / 2.0)  # noisy latents normalised
+
 
 # ----------------------------------------------------------------------------- the recipe
 
-SHORT = ("train.max_steps=24", "train.checkpoint_every=8", "data.batch_size=4", "optim.warmup_steps=4")
+SHORT = ("train.max_steps=24", "train.checkpoint_every=8", "data.batch_size=4", "optim.warmup_steps=4",
+         "flow.normalize_latents=true", "model.normalizer_batches=3")
 
 
 def launch(data, out: Path, *extra: str) -> list[str]:
@@ -171,7 +179,8 @@ def run(command: list[str]) -> str:
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("unified_run")
-    run(launch(data, out, "train.max_steps=90", "train.checkpoint_every=90", "data.batch_size=8"))
+    run(launch(data, out, "train.max_steps=90", "train.checkpoint_every=90", "data.batch_size=8",
+               "flow.normalize_latents=true", "model.normalizer_batches=4"))
     return out
 
 
@@ -201,6 +210,12 @@ def test_one_export_serves_every_task_with_the_weights_once(trained, tmp_path):
     clip = music("a piano chord", duration=1.0, num_inference_steps=4, seed=0)
     assert clip.audios.shape == (1, 16000) and np.isfinite(clip.audios).all()
     enhancer = SpeechEnhancementPipeline.from_pretrained(ema)
+    fitted = LatentNormalizer.from_pretrained(trained / "latent_normalizer")  # fitted on every task's latents
+    assert not torch.equal(fitted.std, torch.ones_like(fitted.std))
+    for pipe in (music, audio, enhancer):
+        assert torch.equal(pipe.latent_normalizer.std, fitted.std)
+    assert os.path.samefile(ema / "tta" / "latent_normalizer" / "model.safetensors",
+                            ema / "se" / "latent_normalizer" / "model.safetensors")
     noisy = torch.from_numpy(tone(200, 1.0) + noise(1.0, amp=0.1))[None]
     assert enhancer(noisy, num_inference_steps=4, seed=0).shape == (1, 16000)
     out = tmp_path / "gen.wav"
