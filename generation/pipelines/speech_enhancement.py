@@ -16,7 +16,8 @@ resynthesised phase is not the original's) and cancels most of the decoder's own
 error, which appears in both terms. The smoothing was chosen on a validation mix of training
 speakers (benchmarks/results/se_experiment.md): it raised both SI-SDR and PESQ.
 
-``save_pretrained(dir)`` writes ``tokenizer/``, ``enhancer/``, ``scheduler/`` (``latent_normalizer/``) and ``model_index.json``;
+``save_pretrained(dir)`` writes ``tokenizer/``, ``enhancer/``, ``scheduler/``, ``latent_normalizer/`` (if
+any) and ``model_index.json``;
 ``SpeechEnhancementPipeline.from_pretrained(dir_or_hub_id)`` reads it back (folders saved before the
 scheduler was a component get the default FlowMatchEulerDiscreteScheduler). Files of any length go
 through :func:`dashflow.audio_stream.stream_file` in overlapping chunks.
@@ -112,9 +113,8 @@ class SpeechEnhancementPipeline(DashflowPipelineMixin, DiffusionPipeline):
         durations = mask.float() / model.latent_rate  # one latent frame per content frame
         cond = model.condition(content, mask, content_kind="audio", durations=durations,
                                latent_lengths=mask.sum(1).clamp(min=1))  # once, shared by the samples
-        clean = flow.sample(cond.repeat(num_samples), num_steps=num_inference_steps,
-                                           guidance_scale=guidance_scale, sway_coef=sway_coef,
-                                           scheduler=self.scheduler, generator=generator)  # [N * B, C, T]
+        clean = flow.sample(cond.repeat(num_samples), num_steps=num_inference_steps, guidance_scale=guidance_scale,
+                            sway_coef=sway_coef, scheduler=self.scheduler, generator=generator)  # [N * B, C, T]
         clean = clean.unflatten(0, (num_samples, -1)).float().mean(0)
         return clean.transpose(1, 2).to(model.dtype)
 

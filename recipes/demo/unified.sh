@@ -6,7 +6,8 @@
 #   text-to-music top-1 / FD / prompt separation, enhancement SI-SDR / PESQ / STOI / DNSMOS).
 # Usage: recipes/demo/unified.sh DEMO_CORPUS SE_CORPUS CLASSIFIER [WORK_DIR]   (about 30 min per arm on 2 idle cores)
 #   DEMO_CORPUS: recipes/demo/build_corpus.py's output; SE_CORPUS: recipes/demo/build_se_corpus.py's;
-#   CLASSIFIER: the in-house classifier of the demo corpus. ARMS="unified ttm" trains only those arms.
+#   CLASSIFIER: the in-house classifier of the demo corpus. ARMS="unified ttm" trains only those arms;
+#   REFERENCE=NAME=RUN adds a recipes/tta.py run on every class to the comparison.
 # Every arm resumes from its newest checkpoint when rerun (a finished one only re-exports).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,4 +32,4 @@ for arm in ${ARMS:-unified tta ttm se}; do
         model.tokenizer="$tokenizer" data.text_cache="$work/text_cache" train.output_dir="$work/$arm"
 done
 python -m benchmarks.unified_demo --corpus "$corpus" --se-corpus "$se" --classifier "$classifier" \
-    --work "$work" --out benchmarks/results/unified_demo
+    --work "$work" ${REFERENCE:+--reference "$REFERENCE"} --out benchmarks/results/unified_demo
