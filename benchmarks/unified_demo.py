@@ -16,7 +16,7 @@ of the corpus, sounds and music alike (its one pipeline is scored on both class 
 - Speech enhancement: ``enhance`` with its defaults (mask output, 4 samples averaged) on the SE
   corpus's test set (speakers and noise recordings no run trained on), scored against the clean
   clips: SI-SDR, wide-band PESQ, STOI and DNSMOS OVRL of the noisy input, of every arm with the
-  se task and of the bundled enhancer.
+  se task and of the bundled enhancer; SI-SDR also per band of input SNR.
 
 Each arm's scores are kept in ``arm_<name>.json`` in ``--out`` with its weights' hash, and read
 back while the arm's export is absent or unchanged; so are the noisy input's and the bundled
@@ -94,6 +94,19 @@ def speech_means(pairs: list[tuple[str | Path, str | Path]]) -> dict[str, float]
     return {key: float(np.mean([row[key] for row in rows if key in row])) for key in rows[0]} | {"clips": len(rows)}
 
 
+def si_sdr_by_snr(test: list[dict], folder: Path | None) -> dict[str, float]:
+    """Mean SI-SDR per band of input SNR (``snr_db`` of the test manifest) of the estimates in
+    ``folder`` (``enhance``'s outputs), or of the noisy clips themselves (``None``)."""
+    bands: dict[str, list[float]] = {f"{low}..{low + 5} dB": [] for low in range(-5, 20, 5)}
+    for row in test:
+        clean = load_audio(row["audio"]).numpy()
+        estimate = load_audio(folder / Path(row["noisy"]).name if folder else row["noisy"]).numpy()
+        size = min(clean.size, estimate.size)
+        low = min(15, 5 * int(np.floor(row["snr_db"] / 5)))
+        bands[f"{low}..{low + 5} dB"].append(si_sdr(clean[:size], estimate[:size]))
+    return {band: float(np.mean(values)) for band, values in bands.items() if values}
+
+
 def weights_hash(export: Path) -> str:
     """The first 16 hex digits of the sha256 of every trained weights file of an export."""
     files = sorted(export.rglob("transformer/*.safetensors")) + sorted(export.rglob("enhancer/*.safetensors"))
@@ -121,6 +134,11 @@ def report(results: dict) -> str:
     for name, row in results["enhancement"].items():
         lines.append(f"| {name} | {row['si_sdr']:.2f} | {row.get('pesq', float('nan')):.2f} | "
                      f"{row.get('stoi', float('nan')):.3f} | {row['dnsmos_ovrl']:.2f} |")
+    bands = list(next(iter(results["si_sdr_by_snr"].values())))
+    lines += ["", "SI-SDR (dB) by the input's SNR (the test set's clips in each band):", "",
+              "| input / arm | " + " | ".join(bands) + " |", "|---|" + "---|" * len(bands)]
+    lines += [f"| {name} | " + " | ".join(f"{row[band]:.2f}" for band in bands) + " |"
+              for name, row in results["si_sdr_by_snr"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -174,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     enhancement = {"noisy input": reference["noisy input"]}
     enhancement |= {name: arm["enhancement"] for name, arm in arms.items() if "enhancement" in arm}
     enhancement["bundled enhancer"] = reference["bundled enhancer"]
+    folders = {"noisy input": None} | {name: args.work / "enhanced" / name for name in enhancement if name in arms}
+    folders["bundled enhancer"] = args.work / "enhanced" / "bundled"
+    by_snr = {name: si_sdr_by_snr(test, folder) for name, folder in folders.items()
+              if folder is None or folder.is_dir()}
     results = {"commit": git_commit(), "classifier": str(args.classifier), "classes": classes, "arms": arms,
-               "enhancement": enhancement}
+               "enhancement": enhancement, "si_sdr_by_snr": by_snr}
     write_report(args.out, results, report(results))
     return 0
 

@@ -11,9 +11,9 @@ global batch and accumulates the flow-matching loss of each micro-batch: caption
 frozen text encoder for tta / ttm, the noisy speech's latents on the time-aligned path for se,
 each clip with one of its task's instruction phrasings. Losses are logged per task
 (``loss_<task>``). Checkpoints resume exactly. The raw and EMA weights are exported as one
-pipeline per task, ``<output_dir>/final/{raw,ema}/<task>`` (``generate --checkpoint
-.../ema --task ttm``, ``enhance --checkpoint .../ema``), identical files hard-linked: the weights
-are on disk once.
+pipeline per task in one folder, ``<output_dir>/final/{raw,ema}`` (``generate --checkpoint
+.../ema --task ttm``, ``enhance --checkpoint .../ema``): each task's settings in ``<task>/``, the
+DiT and every other shared component once beside them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dashflow.generation.pipelines.components import save_task_pipelines
 from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
 from dashflow.generation.training.text_to_audio import build_model, load_frozen, make_pipeline, prepare_normalizer
 from dashflow.generation.training.unified import (
@@ -30,7 +31,6 @@ from dashflow.generation.training.unified import (
     UnifiedConfig,
     check_unified_settings,
     instructions_of,
-    link_duplicate_files,
     mixture_batches,
     task_flow,
     task_loaders,
@@ -81,21 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         run.checkpoint(step)
     log.close()
 
-    # one pipeline per task for the raw and the EMA weights, the weights on disk once
+    # one pipeline per task for the raw and the EMA weights, in one folder that stores the DiT once
     written = []
     for kind, average in (("raw", None), ("ema", run.ema)) if run.ema is not None else (("raw", None),):
         weights = gather_weights(accelerator, run.model, average)
         if accelerator.is_main_process:
             trained = model_from_weights(type(accelerator.unwrap_model(run.model)), model_config, weights)
-            for name, task in tasks.items():
-                pipeline = (SpeechEnhancementPipeline(frozen.tokenizer, trained, latent_normalizer=frozen.normalizer)
-                            if name == "se" else
-                            make_pipeline(name, trained, frozen, instruction=instructions_of(task)[0]))
-                pipeline.save_pretrained(Path(cfg.train.output_dir) / "final" / kind / name)
-                written.append(Path(cfg.train.output_dir) / "final" / kind / name)
+            save_task_pipelines({name: SpeechEnhancementPipeline(frozen.tokenizer, trained,
+                                                                 latent_normalizer=frozen.normalizer)
+                                 if name == "se" else
+                                 make_pipeline(name, trained, frozen, instruction=instructions_of(task)[0])
+                                 for name, task in tasks.items()}, Path(cfg.train.output_dir) / "final" / kind)
+            written.append(Path(cfg.train.output_dir) / "final" / kind)
     if accelerator.is_main_process:
-        link_duplicate_files(written)
-        accelerator.print(f"saved {', '.join(map(str, written))}")
+        accelerator.print(f"saved {', '.join(map(str, written))} (tasks {', '.join(tasks)})")
     accelerator.end_training()
     return 0
 

@@ -11,6 +11,9 @@ float32 (UniFlow / Dasheng-AudioGen run Flan-T5 in fp32; it overflows in fp16).
 
 from __future__ import annotations
 
+import contextlib
+import filecmp
+import importlib
 import json
 import logging
 import os
@@ -37,6 +40,7 @@ COPY_FOLDER = "encoder"  # where a local-folder encoder is copied inside the com
 # files a Hugging Face encoder folder needs (weights, configs, tokenizer); pickles never travel
 COPY_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
 PIPELINE_INDEX = "model_index.json"
+SHARED_NAMES = {"enhancer": "transformer"}  # a task pipeline's component -> its folder in a multi-task folder
 # diffusers' ModelMixin.to notes "modules that should be kept in float32: []" on every dtype cast,
 # even when a model keeps none (ours keep none)
 EMPTY_FP32_NOTE = "should be kept in float32: []"
@@ -138,12 +142,17 @@ class DashflowPipelineMixin:
         folder = task_folder(resolve_checkpoint(pretrained_model_name_or_path, cls.folder_kind), cls.task)
         if not (folder / PIPELINE_INDEX).is_file():
             return cls.from_folder_without_index(folder, torch_dtype=torch_dtype, **kwargs)
-        for name, entry in read_json(folder / PIPELINE_INDEX).items():
-            if not name.startswith("_") and name not in kwargs and isinstance(entry, list) and entry \
-                    and entry[0] is not None and not (folder / name).is_dir():
-                raise DashflowError(f"{folder}: component folder {name}/ is missing")
+        torch_dtype = torch_dtype or torch.float32
+        components = index_components(read_json(folder / PIPELINE_INDEX))
+        shared = {}  # the components a multi-task folder keeps once, beside the task folders
+        for name in components:
+            if name not in kwargs and not (folder / name).is_dir():
+                shared[name] = folder.parent / SHARED_NAMES.get(name, name)
+                if not shared[name].is_dir():
+                    raise DashflowError(f"{folder}: component folder {name}/ is missing")
         pipeline = load_guarded(lambda: super(DashflowPipelineMixin, cls).from_pretrained(
-            str(folder), torch_dtype=torch_dtype or torch.float32, **kwargs), folder)
+            str(folder), torch_dtype=torch_dtype, **kwargs,
+            **{name: load_component(components[name], path, torch_dtype) for name, path in shared.items()}), folder)
         if not isinstance(pipeline, cls):
             raise DashflowError(f"{folder}: holds a {type(pipeline).__name__}, not a {cls.__name__}")
         return pipeline
@@ -193,9 +202,60 @@ class DashflowPipelineMixin:
         return loaded
 
 
+def save_task_pipelines(pipelines: dict[str, DashflowPipelineMixin], folder: Path) -> None:
+    """Save one pipeline per task as a multi-task folder: ``folder/<task>/`` holds the task's
+    ``model_index.json`` (class, instruction, settings) and any component no other task shares;
+    a component the tasks share byte for byte (the DiT, tokenizer, ...) is stored once, as
+    ``folder/<name>/`` (the se pipeline's ``enhancer`` as ``transformer``), and linked into each
+    task folder by a relative symlink, so diffusers' generic loader opens a task folder too (our
+    loader also reads a checkout without symlinks). Replaces what ``folder`` held."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for task, pipeline in pipelines.items():
+        pipeline.save_pretrained(folder / task)
+    for task in pipelines:
+        for name in index_components(read_json(folder / task / PIPELINE_INDEX)):
+            component, shared = folder / task / name, folder / SHARED_NAMES.get(name, name)
+            if not shared.exists():
+                component.rename(shared)
+            elif same_files(component, shared):
+                shutil.rmtree(component)
+            else:
+                continue
+            with contextlib.suppress(OSError):  # a file system without symlinks: the shared folder alone
+                component.symlink_to(Path("..") / shared.name, target_is_directory=True)
+
+
+def weights_on_disk(folder: Path) -> int:
+    """Bytes of the safetensors files under ``folder``, each stored file counted once (a task
+    folder's symlinked components, hard links)."""
+    files = {(stat.st_dev, stat.st_ino): stat.st_size for stat in (p.stat() for p in folder.rglob("*.safetensors"))}
+    return sum(files.values())
+
+
+def same_files(first: Path, second: Path) -> bool:
+    """Whether two folders hold the same file names with the same bytes."""
+    names = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    return names == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file()) and all(
+        filecmp.cmp(first / name, second / name, shallow=False) for name in names)
+
+
+def index_components(index: dict) -> dict[str, list]:
+    """The components a ``model_index.json`` stores (name -> [library, class]), absent optional ones left out."""
+    return {name: entry for name, entry in index.items()
+            if not name.startswith("_") and isinstance(entry, list) and entry and entry[0] is not None}
+
+
+def load_component(entry: list, folder: Path, torch_dtype: torch.dtype) -> Any:
+    """The component ``entry`` ([library, class] of a ``model_index.json``) saved in ``folder``."""
+    component_class = getattr(importlib.import_module(entry[0]), entry[1])
+    if issubclass(component_class, ModelMixin) and component_class is not PipelineTextEncoder:
+        return component_class.from_pretrained(folder, torch_dtype=torch_dtype)
+    return component_class.from_pretrained(folder)
+
+
 def task_folder(folder: Path, task: str) -> Path:
-    """``folder/<task>`` when ``folder`` is a multi-task export (one pipeline folder per task, as
-    ``recipes/unified.py`` writes) and holds that task; else ``folder``."""
+    """``folder/<task>`` when ``folder`` is a multi-task folder (see :func:`save_task_pipelines`)
+    and holds that task; else ``folder``."""
     if not (folder / PIPELINE_INDEX).is_file() and task and (folder / task / PIPELINE_INDEX).is_file():
         return folder / task
     return folder

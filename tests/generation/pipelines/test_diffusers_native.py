@@ -13,7 +13,7 @@ import pytest
 import torch
 from dashflow.generation.cli.enhance import DEMO_ENHANCER
 from dashflow.generation.cli.generate import DEMO_PIPELINE
-from dashflow.generation.pipelines import SpeechEnhancementPipeline, TextToAudioPipeline
+from dashflow.generation.pipelines import SpeechEnhancementPipeline, TextToAudioPipeline, TextToMusicPipeline
 from diffusers import DiffusionPipeline
 
 from tests.generation.pipelines.test_pipelines import build_tiny_pipeline
@@ -39,7 +39,8 @@ def test_diffusion_pipeline_from_pretrained_opens_saved_and_bundled_folders(save
     assert type(generic) is TextToAudioPipeline
     generic.set_progress_bar_config(disable=True)
     np.testing.assert_array_equal(generate(generic), generate(pipe))
-    for bundled, cls in ((DEMO_PIPELINE, TextToAudioPipeline), (DEMO_ENHANCER, SpeechEnhancementPipeline)):
+    for bundled, cls in ((DEMO_PIPELINE / "tta", TextToAudioPipeline), (DEMO_PIPELINE / "ttm", TextToMusicPipeline),
+                         (DEMO_PIPELINE / "se", SpeechEnhancementPipeline), (DEMO_ENHANCER, SpeechEnhancementPipeline)):
         assert type(DiffusionPipeline.from_pretrained(bundled, trust_remote_code=True)) is cls
 
 
@@ -101,14 +102,17 @@ def test_bundled_pipeline_gives_the_recorded_audio():
     assert abs(float(np.abs(out.audios[0]).sum()) - recorded["abs_sum"]) < 1e-3 * recorded["abs_sum"]
 
 
-def test_bundled_enhancer_gives_the_recorded_audio():
-    """The bundled demo enhancer on a fixed noisy signal, recorded before the renovation."""
-    recorded = json.loads((Path(__file__).parent / "data" / "demo_enhancer.json").read_text())
-    pipe = SpeechEnhancementPipeline.from_pretrained(DEMO_ENHANCER)
+@pytest.mark.parametrize("bundled, recording", [(DEMO_ENHANCER, "demo_enhancer.json"),
+                                                (DEMO_PIPELINE, "demo_unified_se.json")])
+def test_bundled_enhancers_give_the_recorded_audio(bundled, recording):
+    """The bundled enhancer (Model A) and the bundled demo model's se task on a fixed noisy signal,
+    each recorded when it was last trained."""
+    recorded = json.loads((Path(__file__).parent / "data" / recording).read_text())
+    pipe = SpeechEnhancementPipeline.from_pretrained(bundled)
     generator = torch.Generator().manual_seed(0)
     t = torch.arange(32000) / 16000
     noisy = 0.3 * torch.sin(2 * math.pi * 220 * t) * torch.sin(2 * math.pi * 3 * t)
-    out = pipe((noisy + 0.05 * torch.randn(32000, generator=generator))[None])[0]
+    out = pipe((noisy + 0.05 * torch.randn(32000, generator=generator))[None], seed=0)[0]
     np.testing.assert_allclose(out[:len(recorded["head"])].numpy(), recorded["head"], rtol=0, atol=1e-4)
     assert abs(float(out.abs().sum()) - recorded["abs_sum"]) < 1e-3 * recorded["abs_sum"]
 
@@ -164,5 +168,5 @@ def test_saved_index_holds_no_machine_path(saved, tmp_path):
     loaded = TextToAudioPipeline.from_pretrained(folder)
     loaded.save_pretrained(tmp_path / "again")
     assert "_name_or_path" not in json.loads((tmp_path / "again" / "model_index.json").read_text())
-    for bundled in (DEMO_PIPELINE, DEMO_ENHANCER):
+    for bundled in (DEMO_PIPELINE / "tta", DEMO_PIPELINE / "ttm", DEMO_PIPELINE / "se", DEMO_ENHANCER):
         assert "_name_or_path" not in json.loads((bundled / "model_index.json").read_text())

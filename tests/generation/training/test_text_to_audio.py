@@ -8,6 +8,7 @@ whistles): it learns, two processes compute what one does, and a killed run resu
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from dashflow.generation.training.data import (
 from dashflow.generation.training.latent_cache import LatentCache, cache_latents
 from dashflow.generation.training.text_to_audio import (
     Config,
+    ModelConfig,
     build_model,
     check_settings,
     micro_batch_seeds,
@@ -226,8 +228,39 @@ def test_build_model_rejects_mismatched_parts():
     with torch.device("meta"), pytest.raises(DashflowError, match="dit_in_chans=1280 must equal 64"):
         build_model(cfg.model, tiny_tokenizer, _Encoder(1024))
     cfg.model.init_from, cfg.model.overrides = "somewhere", {"dit_depth": 3}
-    with pytest.raises(DashflowError, match="overrides apply to a preset"):
+    with pytest.raises(DashflowError, match="apply to a preset; they cannot change model.init_from"):
         build_model(cfg.model, OFFICIAL_TOKENIZER, _Encoder(1024))
+
+
+def test_warm_start_copies_every_matching_tensor_and_leaves_the_new_ones_fresh(tmp_path, capsys):
+    """A text-only DiT starts a model that also has the se task's audio content path (the bundled
+    unified demo is built so): shared tensors copied, the new projection and a longer
+    instruction buffer left as initialised."""
+    tokenizer = SimpleNamespace(latent_dim=16, sample_rate=16000, samples_per_latent=640)
+    small = {"dit_embed_dim": 32, "dit_depth": 2, "dit_num_heads": 2, "content_dim": 32, "adapter_num_heads": 2,
+             "duration_predictor_filter_channels": 16}
+    text_only = build_model(ModelConfig(preset="tiny", overrides=small, tokenizer="t", instruction="make a sound"),
+                            tokenizer, _Encoder(24))
+    text_only.save_pretrained(tmp_path / "text_only")
+    grown_config = ModelConfig(preset="tiny", overrides={**small, "audio_content_dim": 16}, tokenizer="t",
+                               instruction="make a sound", warm_start=str(tmp_path / "text_only"))
+    grown = build_model(grown_config, tokenizer, _Encoder(24))
+    source, target = text_only.state_dict(), grown.state_dict()
+    fresh = {name for name in target if name not in source}
+    assert fresh == {"content_encoder.audio_encoder.proj.weight", "content_encoder.audio_encoder.proj.bias"}
+    assert all(torch.equal(target[name], source[name]) for name in target if name not in fresh)
+    assert "fresh: content_encoder.audio_encoder.proj.bias, content_encoder.audio_encoder.proj.weight, " \
+           "instruction_embedding\n" in capsys.readouterr().out  # each task sets its instruction
+
+    other = build_model(ModelConfig(preset="tiny", overrides={**small, "dit_embed_dim": 48, "content_dim": 48},
+                                    tokenizer="t"), SimpleNamespace(latent_dim=8, sample_rate=16000,
+                                                                    samples_per_latent=640), _Encoder(12))
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(DashflowError, match="does not fit the model"):
+        build_model(dataclasses.replace(grown_config, warm_start=str(tmp_path / "other")), tokenizer, _Encoder(24))
+    with pytest.raises(DashflowError, match="cannot change model.init_from"):
+        build_model(dataclasses.replace(grown_config, init_from=str(tmp_path / "text_only"), overrides={}),
+                    tokenizer, _Encoder(24))
 
 
 @pytest.mark.parametrize("override, message", [

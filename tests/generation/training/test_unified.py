@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import torch
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.pipelines.audio import load_pipeline
+from dashflow.generation.pipelines.components import SHARED_NAMES, weights_on_disk
 from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPipeline
 from dashflow.generation.training.text_to_audio import Frozen, TextConditioner
 from dashflow.generation.training.unified import (
@@ -30,6 +32,7 @@ from dashflow.generation.training.unified import (
 )
 from dashflow.generation.sampling.flow import FlowMatchingConfig, LatentNormalizer
 from dashflow.tokenizer.model import DashengTokenizer
+from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 
 from dashflow.config import load_config
@@ -194,14 +197,25 @@ def test_a_tiny_mixture_trains_every_task(trained):
 
 def test_one_export_serves_every_task_with_the_weights_once(trained, tmp_path):
     ema = trained / "final" / "ema"
-    assert sorted(p.name for p in ema.iterdir()) == ["se", "tta", "ttm"]
-    weights = [ema / "tta" / "transformer" / "model.safetensors", ema / "ttm" / "transformer" / "model.safetensors",
-               ema / "se" / "enhancer" / "model.safetensors", trained / "final" / "raw" / "tta" / "tokenizer" /
-               "model.safetensors"]
-    assert os.path.samefile(weights[0], weights[1]) and os.path.samefile(weights[0], weights[2])
-    assert os.path.samefile(weights[3], ema / "se" / "tokenizer" / "model.safetensors")
-    assert load_file(weights[0]).keys() == load_file(weights[2]).keys()
-
+    # each task's settings in its folder; the DiT, tokenizer, normalizer, ... once beside them, as plain files
+    assert sorted(p.name for p in ema.iterdir()) == ["latent_normalizer", "scheduler", "se", "text_encoder",
+                                                      "tokenizer", "transformer", "tta", "ttm"]
+    shared = {"tokenizer", "scheduler", "latent_normalizer"}
+    for name, components in (("tta", shared | {"text_encoder", "transformer"}),
+                             ("ttm", shared | {"text_encoder", "transformer"}), ("se", shared | {"enhancer"})):
+        assert {p.name for p in (ema / name).iterdir()} == components | {"model_index.json", "pipeline.py"}
+        for component in components:  # linked to the one copy, so diffusers' own loader opens the folder
+            link = ema / name / component
+            assert link.is_symlink() and link.resolve() == (ema / SHARED_NAMES.get(component, component)).resolve()
+    weights = [p for p in ema.rglob("*.safetensors") if not any(parent.is_symlink() for parent in p.parents)]
+    assert sorted(str(p.relative_to(ema)) for p in weights) == [
+        "latent_normalizer/model.safetensors", "tokenizer/model.safetensors", "transformer/model.safetensors"]
+    assert all(p.stat().st_nlink == 1 for p in weights)
+    assert weights_on_disk(ema) == sum(p.stat().st_size for p in weights)  # what the bundle budget counts
+    without_links = tmp_path / "copied_without_symlinks"  # e.g. a checkout on a file system without them
+    shutil.copytree(ema, without_links, ignore=lambda folder, names: [n for n in names if (Path(folder) / n).is_symlink()])
+    assert load_pipeline(without_links, task="ttm").config.instruction == DEFAULT_INSTRUCTIONS["ttm"][0]
+    assert type(DiffusionPipeline.from_pretrained(ema / "se", trust_remote_code=True)) is SpeechEnhancementPipeline
     music = load_pipeline(ema, task="ttm")
     audio = load_pipeline(ema)
     assert (music.task, audio.task) == ("ttm", "tta")
@@ -214,8 +228,6 @@ def test_one_export_serves_every_task_with_the_weights_once(trained, tmp_path):
     assert not torch.equal(fitted.std, torch.ones_like(fitted.std))
     for pipe in (music, audio, enhancer):
         assert torch.equal(pipe.latent_normalizer.std, fitted.std)
-    assert os.path.samefile(ema / "tta" / "latent_normalizer" / "model.safetensors",
-                            ema / "se" / "latent_normalizer" / "model.safetensors")
     noisy = torch.from_numpy(tone(200, 1.0) + noise(1.0, amp=0.1))[None]
     assert enhancer(noisy, num_inference_steps=4, seed=0).shape == (1, 16000)
     out = tmp_path / "gen.wav"
@@ -236,6 +248,30 @@ def test_killed_run_resumes_exactly(data, tmp_path):
     assert "resumed from" in log
     assert read_metrics(out / "metrics.jsonl") == read_metrics(reference / "metrics.jsonl")
     for kind in ("raw", "ema"):
-        ours = load_file(out / "final" / kind / "tta" / "transformer" / "model.safetensors")
-        theirs = load_file(reference / "final" / kind / "tta" / "transformer" / "model.safetensors")
+        ours = load_file(out / "final" / kind / "transformer" / "model.safetensors")
+        theirs = load_file(reference / "final" / kind / "transformer" / "model.safetensors")
         assert all(torch.equal(ours[key], theirs[key]) for key in theirs), kind
+
+
+def test_packaging_a_unified_export_as_the_bundled_demo(trained, tmp_path):
+    """recipes/demo/package.py on a multi-task export: fp16 weights stored once, every task opens
+    from the packaged folder, and the card names the three tasks and the SE corpus's licences."""
+    attribution = tmp_path / "ATTRIBUTION.csv"
+    attribution.write_text("audio_id,label,package,version,licences (package)\nhum_0,hum,sox,14.4,GPL-2+\n")
+    se_attribution = tmp_path / "ATTRIBUTION_se.csv"
+    se_attribution.write_text("audio_id,kind,package,version\nawb/000,speech,libflite1,2.2\n"
+                              "pink,noise,alsa-utils,1.2\n")
+    target = tmp_path / "demo" / "pipeline"
+    result = subprocess.run([sys.executable, str(REPO / "recipes" / "demo" / "package.py"), str(trained / "final" / "ema"),
+                             str(target), "--attribution", str(attribution), "--se-attribution", str(se_attribution)],
+                            capture_output=True, text=True, env=LAUNCH_ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert load_file(target / "transformer" / "model.safetensors")["backbone.patch_embed.proj.weight"].dtype == torch.float16
+    assert weights_on_disk(target) == sum(p.stat().st_size for p in (target / "transformer", target / "tokenizer",
+                                                                     target / "latent_normalizer")
+                                          for p in p.glob("*.safetensors"))
+    assert load_pipeline(target, task="ttm").config.instruction == DEFAULT_INSTRUCTIONS["ttm"][0]
+    assert SpeechEnhancementPipeline.from_pretrained(target).enhancer.config.audio_content_dim is not None
+    card = (target / "MODEL_CARD.md").read_text()
+    assert "## Tasks" in card and '`generate --task ttm' in card and "`enhance noisy.wav --checkpoint" in card
+    assert "alsa-utils" in card and (target / "ATTRIBUTION_se.csv").is_file()

@@ -1,0 +1,3 @@
+"""Opens this folder with diffusers' DiffusionPipeline (needs dashflow installed)."""
+
+from dashflow.generation.pipelines import SpeechEnhancementPipeline  # noqa: F401
