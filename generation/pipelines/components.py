@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
+from dashflow.generation.pipelines.tasks import TASKS
 from dashflow.text_encoders import DEFAULT_TEXT_ENCODER, TextEncoder, load_text_encoder
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
@@ -186,9 +187,12 @@ class DashflowPipelineMixin:
                 self.register_to_config(**{name: (package, type(component).__name__)})
         super().save_pretrained(save_directory, **kwargs)
         folder, name = Path(save_directory), type(self).__name__
+        # every pipeline class, the same file in every folder: diffusers imports each folder's
+        # pipeline.py as one cached module, so one process opening two kinds of folder needs both
+        classes = ", ".join(sorted(task.class_name for task in TASKS.values()))
         with atomic_path(folder / f"{ENTRY_FILE}.py") as tmp:
             tmp.write_text(f'"""Opens this folder with diffusers\' DiffusionPipeline (needs dashflow installed)."""\n\n'
-                           f"from {package} import {name}  # noqa: F401\n")
+                           f"from {package} import {classes}  # noqa: F401\n")
         index = read_json(folder / PIPELINE_INDEX) | {"_class_name": [ENTRY_FILE, name]}
         index.pop("_name_or_path", None)  # where it was loaded from on the saving machine: not portable
         with atomic_path(folder / PIPELINE_INDEX) as tmp:

@@ -1,3 +1,3 @@
 """Opens this folder with diffusers' DiffusionPipeline (needs dashflow installed)."""
 
-from dashflow.generation.pipelines import TextToMusicPipeline  # noqa: F401
+from dashflow.generation.pipelines import SpeechEnhancementPipeline, TextToAudioPipeline, TextToMusicPipeline  # noqa: F401
