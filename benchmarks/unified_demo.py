@@ -20,7 +20,8 @@ of the corpus, sounds and music alike (its one pipeline is scored on both class 
 
 Each arm's scores are kept in ``arm_<name>.json`` in ``--out`` with its weights' hash, and read
 back while the arm's export is absent or unchanged; so are the noisy input's and the bundled
-enhancer's (``enhancement_reference.json``). Writes ``results.json`` and ``report.md``.
+enhancer's (``enhancement_reference.json``). Writes ``results.json``, ``report.md`` and
+``summary.png`` (top-1 per arm, SI-SDR by input SNR).
 """
 
 from __future__ import annotations
@@ -142,6 +143,34 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: dict, path: Path) -> None:
+    """Left: sounds and music top-1 per arm; right: SI-SDR by the input's SNR band per input / arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (text_axis, snr_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = [name for name, arm in results["arms"].items() if arm.get("text")]
+    for offset, (task, label) in enumerate((("tta", "sounds"), ("ttm", "music"))):
+        values = [100 * results["arms"][name]["text"].get(task, {}).get("top1", 0.0) for name in names]
+        text_axis.bar(np.arange(len(names)) + 0.4 * offset - 0.2, values, 0.4, label=label)
+    text_axis.set_xticks(np.arange(len(names)), names)
+    text_axis.set_ylabel("in-house top-1 (%)")
+    text_axis.set_title("text prompts (absent bar: task not trained)")
+    text_axis.legend()
+    for name, row in results["si_sdr_by_snr"].items():
+        snr_axis.plot(list(row), list(row.values()), marker="o", label=name,
+                      linestyle="--" if name == "noisy input" else "-")
+    snr_axis.set_xlabel("input SNR band")
+    snr_axis.set_ylabel("SI-SDR (dB)")
+    snr_axis.set_title("speech enhancement, SE test set")
+    snr_axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, required=True, help="the demo corpus (train_tta/ttm.jsonl, heldout)")
@@ -199,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"commit": git_commit(), "classifier": str(args.classifier), "classes": classes, "arms": arms,
                "enhancement": enhancement, "si_sdr_by_snr": by_snr}
     write_report(args.out, results, report(results))
+    plot(results, args.out / "summary.png")
     return 0
 
 
