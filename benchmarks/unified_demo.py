@@ -83,13 +83,18 @@ def enhancement_scores(checkpoint: Path, test: list[dict], out: Path) -> dict[st
     return speech_means([(r["audio"], out / Path(r["noisy"]).name) for r in test])
 
 
+def load_pair(clean_path: str | Path, estimate_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A clean clip and its estimate [S], cut to the shorter."""
+    clean, estimate = load_audio(clean_path).numpy(), load_audio(estimate_path).numpy()
+    size = min(clean.size, estimate.size)
+    return clean[:size], estimate[:size]
+
+
 def speech_means(pairs: list[tuple[str | Path, str | Path]]) -> dict[str, float]:
     """Mean SI-SDR, PESQ, STOI and DNSMOS OVRL over (clean, estimate) file pairs."""
     rows = []
     for clean_path, estimate_path in pairs:
-        clean, estimate = load_audio(clean_path).numpy(), load_audio(estimate_path).numpy()
-        size = min(clean.size, estimate.size)
-        clean, estimate = clean[:size], estimate[:size]
+        clean, estimate = load_pair(clean_path, estimate_path)
         rows.append({"si_sdr": si_sdr(clean, estimate), **speech_scores(clean, estimate),
                      "dnsmos_ovrl": dnsmos(estimate)["ovrl"]})
     return {key: float(np.mean([row[key] for row in rows if key in row])) for key in rows[0]} | {"clips": len(rows)}
@@ -100,11 +105,9 @@ def si_sdr_by_snr(test: list[dict], folder: Path | None) -> dict[str, float]:
     ``folder`` (``enhance``'s outputs), or of the noisy clips themselves (``None``)."""
     bands: dict[str, list[float]] = {f"{low}..{low + 5} dB": [] for low in range(-5, 20, 5)}
     for row in test:
-        clean = load_audio(row["audio"]).numpy()
-        estimate = load_audio(folder / Path(row["noisy"]).name if folder else row["noisy"]).numpy()
-        size = min(clean.size, estimate.size)
         low = min(15, 5 * int(np.floor(row["snr_db"] / 5)))
-        bands[f"{low}..{low + 5} dB"].append(si_sdr(clean[:size], estimate[:size]))
+        bands[f"{low}..{low + 5} dB"].append(si_sdr(*load_pair(row["audio"], folder / Path(row["noisy"]).name
+                                                                if folder else row["noisy"])))
     return {band: float(np.mean(values)) for band, values in bands.items() if values}
 
 

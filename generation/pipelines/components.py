@@ -252,9 +252,8 @@ def index_components(index: dict) -> dict[str, list]:
 def load_component(entry: list, folder: Path, torch_dtype: torch.dtype) -> Any:
     """The component ``entry`` ([library, class] of a ``model_index.json``) saved in ``folder``."""
     component_class = getattr(importlib.import_module(entry[0]), entry[1])
-    if issubclass(component_class, ModelMixin) and component_class is not PipelineTextEncoder:
-        return component_class.from_pretrained(folder, torch_dtype=torch_dtype)
-    return component_class.from_pretrained(folder)
+    dtype = {"torch_dtype": torch_dtype} if issubclass(component_class, ModelMixin) else {}  # not schedulers
+    return component_class.from_pretrained(folder, **dtype)
 
 
 def task_folder(folder: Path, task: str) -> Path:
