@@ -4,9 +4,11 @@
         --work runs/unified_demo [--reference demo22=runs/losatok_demo/dit/demo] --out benchmarks/results/unified_demo
 
 Reads the arms ``recipes/demo/unified.sh`` trains under ``--work`` (``unified``: text-to-audio +
-text-to-music + speech enhancement; ``tta``, ``ttm``, ``se``: one task each; whichever have
-``final/ema``). A ``--reference NAME=RUN`` is a single text-to-audio run trained on every class
-of the corpus, sounds and music alike (its one pipeline is scored on both class sets).
+text-to-music + speech enhancement; ``tta``, ``ttm``, ``se``: one task each, as many steps;
+``tta_share``, ``ttm_share``, ``se_share``: one task each for its share of the unified arm's
+steps, together as many; whichever have ``final/ema``). A ``--reference NAME=RUN`` is a single
+text-to-audio run trained on every class of the corpus, sounds and music alike (its one pipeline
+is scored on both class sets).
 
 - Text: every class's canonical prompt at seeds 0, 1, 2 with ``generate``'s defaults (25 steps,
   CFG 5, duration predicted) through the arm's pipeline for the class's task (sounds: tta, the
@@ -45,7 +47,7 @@ from dashflow.cli import file_sha256
 from dashflow.manifests import read_manifest
 from dashflow.training import read_metrics
 
-ARMS = ("unified", "tta", "ttm", "se")
+ARMS = ("unified", "tta", "ttm", "se", "tta_share", "ttm_share", "se_share")
 BUNDLED_ENHANCER = Path("generation/demo/enhancer")
 PIANO_PROMPT = "solo piano"
 
@@ -122,6 +124,9 @@ def report(results: dict) -> str:
              (f"Commit {results['commit']}. Every arm: the demo DiT (8.0 M parameters); judged by the in-house "
              f"classifier (`{results['classifier']}`). Sounds: {', '.join(results['classes']['tta'])}. "
              f"Music: {', '.join(results['classes']['ttm'])}."), "",
+             ("`tta`, `ttm`, `se`: one task each for as many steps as the unified arm; `tta_share`, `ttm_share`, "
+              "`se_share`: one task each for its share of them (weight / sum of weights), so the three together "
+              "train as many steps as the unified arm. Other rows: references named on the command line."), "",
              ("| arm | tasks | steps | sounds top-1 | sounds FD | sounds sep. | music top-1 | music FD | music sep. "
              "| `solo piano` heard as |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -158,7 +163,7 @@ def plot(results: dict, path: Path) -> None:
     for offset, (task, label) in enumerate((("tta", "sounds"), ("ttm", "music"))):
         values = [100 * results["arms"][name]["text"].get(task, {}).get("top1", 0.0) for name in names]
         text_axis.bar(np.arange(len(names)) + 0.4 * offset - 0.2, values, 0.4, label=label)
-    text_axis.set_xticks(np.arange(len(names)), names)
+    text_axis.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
     text_axis.set_ylabel("in-house top-1 (%)")
     text_axis.set_title("text prompts (absent bar: task not trained)")
     text_axis.legend()

@@ -3,7 +3,8 @@
 Debian facts (the version and licences of an installed package), flite / espeak-ng speech at
 16 kHz reading plain sentences from ``/usr/share/common-licenses``, clips of natural event length
 made from short recordings (events joined with gaps, augmented) or cropped from a longer one,
-and deterministic splits by source recording (held-out vs train, or train / val / test).
+deterministic splits by source recording (held-out vs train, or train / val / test), and
+synthetic training noises (coloured noise, mains hum, babble) for the speech-enhancement corpus.
 """
 
 from __future__ import annotations
@@ -288,3 +289,37 @@ def render_song(song: str, work: Path, soundfont: Path = SOUNDFONT) -> np.ndarra
     subprocess.run(["fluidsynth", "-ni", "-q", "-F", str(wav_path), "-r", str(SAMPLE_RATE),
                     str(soundfont), str(mid)], check=True, capture_output=True)
     return trim(load_audio(wav_path, SAMPLE_RATE).numpy())
+
+
+def coloured_noise(exponent: float, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise [samples] whose power falls as f^-exponent above 20 Hz, unit RMS."""
+    spectrum = np.fft.rfft(rng.standard_normal(samples))
+    spectrum *= np.maximum(np.fft.rfftfreq(samples, 1 / SAMPLE_RATE), 20.0) ** (-exponent / 2)
+    wav = np.fft.irfft(spectrum, samples)
+    return wav / np.sqrt(np.square(wav).mean())
+
+
+def mains_hum(fundamental: float, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Hum [samples]: ``fundamental`` and 7 harmonics (amplitude 1/k, random phases, a slow
+    wobble) over pink noise 30 dB down, unit RMS."""
+    t = np.arange(samples) / SAMPLE_RATE
+    wobble = 1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t)
+    wav = sum(np.sin(2 * np.pi * k * fundamental * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 9))
+    wav = wav * wobble
+    wav = wav / np.sqrt(np.square(wav).mean()) + 10 ** (-30 / 20) * coloured_noise(1.0, samples, rng)
+    return wav / np.sqrt(np.square(wav).mean())
+
+
+def babble(speech: Sequence[dict], samples: int, rng: np.random.Generator, voices: int = 6) -> tuple[np.ndarray, list[str]]:
+    """``voices`` utterances of distinct speakers, each looped from a random offset at
+    equal RMS and summed -> (babble [samples], unit RMS; the audio_ids used)."""
+    speakers = sorted({r["speaker"] for r in speech})
+    chosen = rng.choice(speakers, size=min(voices, len(speakers)), replace=False)
+    wav, used = np.zeros(samples), []
+    for speaker in chosen:
+        record = rng.choice([r for r in speech if r["speaker"] == speaker])
+        voice = load_audio(record["audio"], SAMPLE_RATE).double().numpy()
+        voice = np.roll(np.tile(voice, samples // voice.size + 1)[:samples], int(rng.integers(samples)))
+        wav += voice / np.sqrt(np.square(voice).mean() + 1e-12)
+        used.append(record["audio_id"])
+    return wav / np.sqrt(np.square(wav).mean()), used

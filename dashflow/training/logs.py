@@ -111,6 +111,9 @@ class RunLog:
     every ``log_every`` steps, averages the loss tensors over processes (the only place they
     leave the device) and writes them with the other scalars to the trackers and metrics.jsonl.
 
+    ``averaged`` losses (e.g. one per task of a mixture, given only at the steps that drew it) are
+    summed on the device instead and written as their mean over the steps since the last log;
+    names no step of that window gave are left out.
     ``config`` (the run's resolved config) is recorded as flat hyper-parameters; ``shown`` names
     the value on the progress bar.
     """
@@ -122,14 +125,21 @@ class RunLog:
         init_trackers(accelerator, name, config)
         self.progress = tqdm(total=max_steps, initial=start_step, desc=name,
                              disable=not accelerator.is_local_main_process)
+        self.window: dict[str, tuple[torch.Tensor, int]] = {}  # averaged name -> (sum, steps) since the last log
 
-    def step(self, step: int, losses: Mapping[str, torch.Tensor], **scalars: float | torch.Tensor) -> None:
-        """After optimizer step ``step``: ``losses`` are this process's device scalars."""
+    def step(self, step: int, losses: Mapping[str, torch.Tensor], averaged: Mapping[str, torch.Tensor] | None = None,
+             **scalars: float | torch.Tensor) -> None:
+        """After optimizer step ``step``: ``losses`` and ``averaged`` are this process's device scalars."""
         self.progress.update(1)
+        for name, loss in (averaged or {}).items():
+            total, count = self.window.get(name, (0.0, 0))
+            self.window[name] = (total + loss.detach().float(), count + 1)
         if step % self.log_every:
             return
-        names = list(losses)
-        local = torch.stack([losses[name].detach().float() for name in names])
+        names = list(losses) + list(self.window)
+        local = torch.stack([losses[name].detach().float() for name in losses]
+                            + [total / count for total, count in self.window.values()])
+        self.window = {}
         means = self.accelerator.reduce(local, reduction="mean").tolist()
         values = dict(zip(names, means)) | {key: float(value) for key, value in scalars.items()}
         self.write(step, values)

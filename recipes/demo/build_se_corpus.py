@@ -4,7 +4,9 @@
 
 Clean speech: four flite voices and six espeak-ng variants (16 kHz), each speaker reading its own
 phrases of the licence texts in /usr/share/common-licenses (on every Debian machine). Noise: real
-recordings from Debian packages, mono 16 kHz, silent or short ones dropped.
+recordings from Debian packages, mono 16 kHz, silent or short ones dropped; the training split
+also gets synthetic noises (white / pink / brown, 50 and 60 Hz hum, babble of training speakers),
+so the model sees stationary noise; the test set keeps real recordings only.
 Writes ``speech/<speaker>/*.wav``, ``noise/*.wav``, ``clean.jsonl`` (with ``speaker`` and
 ``text``), ``noise.jsonl`` (with ``type`` and ``source``), the speaker- and noise-disjoint split
 ``{train,test}_{clean,noise}.jsonl``, a fixed test set ``test/{noisy,clean}/*.wav`` +
@@ -23,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dashflow.audio import SAMPLE_RATE, load_audio, save_audio
 from dashflow.demo_corpus import (
@@ -30,7 +33,10 @@ from dashflow.demo_corpus import (
     SPEAKERS,
     TEXT_DIR,
     TRANSFORMS,
+    babble,
+    coloured_noise,
     licence_sentences,
+    mains_hum,
     package_version,
     synthesize,
 )
@@ -101,6 +107,12 @@ NOISES = (
     ("lugaru-data", "games/lugaru/Sounds/Music1Grass.ogg", "music", "CC-BY-SA-3.0"),
     ("tuxfootball", "games/tuxfootball/sound/ingame.ogg", "music", "GPL-2+"),
 )
+# Training-only synthetic noises (the test set keeps real recordings): power spectrum ~ f^-exponent
+# (white 0, pink 1, brown 2), mains hum with its harmonics, and babble of training speakers.
+COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
+HUMS = (50.0, 60.0)         # Hz
+BABBLES = 3
+SYNTHETIC_SECONDS = 20.0
 MAX_NOISE_SECONDS = 60.0   # longer recordings keep their first minute
 MIN_NOISE_SECONDS = 1.0
 MIN_NOISE_DBFS = -65.0     # quieter (RMS) recordings are dropped as (near) silent
@@ -164,6 +176,28 @@ def build_noise(out: Path) -> tuple[list[dict], list[list[str]]]:
     return records, rows
 
 
+def build_synthetic_noise(out: Path, train_speech: list[dict], seed: int = 0) -> tuple[list[dict], list[list[str]]]:
+    """Write the synthetic training noises into ``out/noise``: records and attribution rows."""
+    rng, samples = np.random.default_rng(seed), round(SYNTHETIC_SECONDS * SAMPLE_RATE)
+    noises = [(f"synthetic_{name}", f"{name} noise", coloured_noise(exponent, samples, rng), f"{name} noise")
+              for name, exponent in COLOURS.items()]
+    noises += [(f"synthetic_hum_{hz:.0f}hz", "hum", mains_hum(hz, samples, rng), f"{hz:.0f} Hz mains hum")
+               for hz in HUMS]
+    for number in range(BABBLES):
+        wav, used = babble(train_speech, samples, rng)
+        noises.append((f"synthetic_babble{number}", "babble", wav, "babble of " + " + ".join(used)))
+    records, rows = [], []
+    for audio_id, kind, wav, what in noises:
+        path = out / "noise" / f"{audio_id}.wav"
+        save_audio(path, torch.from_numpy(0.25 * wav / np.abs(wav).max()).float())
+        records.append({"audio_id": audio_id, "audio": str(path), "type": kind, "source": "synthetic",
+                        "duration": SYNTHETIC_SECONDS})
+        rows.append([audio_id, "noise", "synthetic", "", f"{what}, seed {seed}",
+                     "as the speech it sums" if kind == "babble" else "generated (no source)",
+                     "peak -12 dBFS"])
+    return records, rows
+
+
 def build(out: Path, per_speaker: int) -> dict[str, int | float]:
     """Build the whole corpus under ``out``; returns its sizes."""
     for folder in ("speech", "noise", "test"):
@@ -174,6 +208,8 @@ def build(out: Path, per_speaker: int) -> dict[str, int | float]:
     write_manifest(noise, out / "noise.jsonl")
     parts = split_disjoint(read_manifest(out / "clean.jsonl"), read_manifest(out / "noise.jsonl"),
                            test_fraction=0.25, seed=0, test_speakers=TEST_SPEAKERS)
+    synthetic, synthetic_rows = build_synthetic_noise(out, parts["train_clean"])
+    parts["train_noise"] = parts["train_noise"] + synthetic
     for name in SPLIT_NAMES:
         write_manifest(parts[name], out / f"{name}.jsonl")
     print("\n".join(split_summary(parts)))
@@ -183,12 +219,13 @@ def build(out: Path, per_speaker: int) -> dict[str, int | float]:
         writer = csv.writer(handle)
         writer.writerow(["audio_id", "kind", "package", "version", "original", "licence",
                          "transforms"])
-        writer.writerows(speech_rows + noise_rows)
+        writer.writerows(speech_rows + noise_rows + synthetic_rows)
     return {"speakers": len(SPEAKERS), "utterances": len(speech),
             "speech_minutes": round(sum(r["duration"] for r in speech) / 60, 1),
             "noise_files": len(noise), "noise_minutes": round(sum(r["duration"] for r in noise) / 60, 1),
             "train_utterances": len(parts["train_clean"]), "test_utterances": len(parts["test_clean"]),
-            "train_noise": len(parts["train_noise"]), "test_noise": len(parts["test_noise"])}
+            "train_noise": len(parts["train_noise"]), "synthetic_noise": len(synthetic),
+            "test_noise": len(parts["test_noise"])}
 
 
 def main() -> None:

@@ -13,8 +13,11 @@ import soundfile as sf
 from dashflow import demo_corpus
 from dashflow.demo_corpus import (
     augment,
+    babble,
+    coloured_noise,
     event_clip,
     loud_crop,
+    mains_hum,
     package_licences,
     split_by_source,
     split_three_ways,
@@ -148,3 +151,42 @@ def test_new_classes_match_their_recordings_and_nothing_the_demo_knows():
         assert label_of(other) == [], other
     for label in demo_corpus.NEW_SFX:
         assert label not in demo_corpus.SFX and len(demo_corpus.NEW_SFX[label][0]) == 4
+
+
+@pytest.mark.parametrize("exponent", [0.0, 1.0, 2.0])
+def test_coloured_noise_has_unit_rms_and_the_asked_spectral_slope(exponent):
+    wav = coloured_noise(exponent, 4 * SR, np.random.default_rng(0))
+    power = np.abs(np.fft.rfft(wav)) ** 2
+    freqs = np.fft.rfftfreq(wav.size, 1 / SR)
+    band = (freqs > 100) & (freqs < 4000)
+    slope = np.polyfit(np.log(freqs[band]), np.log(power[band]), 1)[0]
+    assert np.sqrt(np.square(wav).mean()) == pytest.approx(1.0)
+    assert slope == pytest.approx(-exponent, abs=0.1)
+    np.testing.assert_array_equal(wav, coloured_noise(exponent, 4 * SR, np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("fundamental", [50.0, 60.0])
+def test_mains_hum_peaks_at_its_fundamental_with_falling_harmonics(fundamental):
+    wav = mains_hum(fundamental, 4 * SR, np.random.default_rng(1))
+    power = np.abs(np.fft.rfft(wav)) ** 2
+    freqs = np.fft.rfftfreq(wav.size, 1 / SR)
+    def level(hz):
+        return power[np.abs(freqs - hz) < 2].sum()
+    assert freqs[power.argmax()] == pytest.approx(fundamental, abs=1)
+    assert level(fundamental) > level(2 * fundamental) > level(5 * fundamental) > 100 * level(fundamental + 25)
+    assert np.sqrt(np.square(wav).mean()) == pytest.approx(1.0)
+
+
+def test_babble_sums_distinct_speakers_of_the_records_it_is_given(tmp_path):
+    records = []
+    for number, speaker in enumerate(["a", "b", "c", "d"]):
+        for index in range(2):
+            path = tmp_path / f"{speaker}{index}.wav"
+            sf.write(path, bark(0.5, 300.0 + 100 * number) * (number + 1), SR)
+            records.append({"audio_id": f"{speaker}/{index}", "audio": str(path), "speaker": speaker})
+    wav, used = babble(records, 2 * SR, np.random.default_rng(0), voices=3)
+    assert wav.shape == (2 * SR,) and np.sqrt(np.square(wav).mean()) == pytest.approx(1.0)
+    assert len(used) == 3 and len({u.split("/")[0] for u in used}) == 3
+    assert set(used) <= {r["audio_id"] for r in records}
+    _, every = babble(records, SR, np.random.default_rng(0), voices=10)  # at most one voice per speaker
+    assert sorted(u.split("/")[0] for u in every) == ["a", "b", "c", "d"]

@@ -14,6 +14,7 @@ from dashflow.spectral import register_recomputable_buffer
 from dashflow.config import load_config
 from dashflow.errors import DashflowError
 from dashflow.training import (
+    RunLog,
     CONFIG_NAME,
     STATE_NAME,
     CosineWithWarmup,
@@ -176,6 +177,20 @@ def test_tensorboard_scalars_audio_and_images(tmp_path, fresh_state):
     assert "loss" in tags["scalars"] and "val/audio" in tags["audio"] and "val/mel" in tags["images"]
     image = events.Images("val/mel")[0]
     assert (image.height, image.width) == (20, 30)
+
+
+def test_averaged_losses_are_window_means_of_the_steps_that_gave_them(tmp_path, fresh_state):
+    accelerator = build_accelerator(tmp_path)
+    log = RunLog(accelerator, "run", load_config(Toy), str(tmp_path), max_steps=6, log_every=3, start_step=0)
+    drawn = ["a", "b", "a", "a", "a", "a"]  # window 1: a at steps 1 and 3, b at 2; window 2: a only
+    for step, task in enumerate(drawn, start=1):
+        loss = torch.tensor(float(step))
+        log.step(step, {"loss": loss}, averaged={f"loss_{task}": loss})
+    log.close()
+    accelerator.end_training()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert rows == [{"step": 3, "loss": 3.0, "loss_a": 2.0, "loss_b": 2.0},
+                    {"step": 6, "loss": 6.0, "loss_a": 5.0}]
 
 
 def test_processes_that_did_not_form_a_group_are_refused(tmp_path, monkeypatch):
