@@ -69,3 +69,23 @@ def test_the_command_lines_parse_without_importing_torch():
             "build_parser(); generate.build_generate_parser(); enhance.build_parser(); "
             "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_wheel_leaves_out_exactly_the_linked_copies_of_the_bundled_demo():
+    """Wheels copy a symlink's target; the task folders' links to the shared DiT, tokenizer ... are
+    excluded (our loader finds a missing component beside them), the stored files are not."""
+    import glob
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package = setup["package-dir"]["dashflow.generation"]
+    excluded = {Path(p) for pattern in setup["exclude-package-data"]["dashflow.generation"]
+                for p in glob.glob(str(ROOT / package / pattern), recursive=True)
+                if Path(p).is_file() and "__pycache__" not in p}
+    demo = ROOT / package / "demo" / "pipeline"
+    linked = {path for task in demo.iterdir() if task.is_dir() for link in task.iterdir() if link.is_symlink()
+              for path in link.rglob("*") if path.is_file()}
+    assert linked, "the bundled demo stores its shared components once, linked from each task folder"
+    assert excluded == linked
+    weights = {path for path in demo.rglob("*.safetensors") if not any(p.is_symlink() for p in path.parents)}
+    assert len(weights) >= 3 and not weights & excluded
