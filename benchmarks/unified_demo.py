@@ -45,7 +45,7 @@ from benchmarks.losatok_dit import FINAL_SEEDS, REFERENCE_PER_CLASS, score_step
 from dashflow.audio import load_audio
 from dashflow.cli import file_sha256
 from dashflow.manifests import read_manifest
-from dashflow.training import read_metrics
+from dashflow.training import list_checkpoints, read_metrics
 
 ARMS = ("unified", "tta", "ttm", "se", "tta_share", "ttm_share", "se_share")
 BUNDLED_ENHANCER = Path("generation/demo/enhancer")
@@ -111,6 +111,13 @@ def si_sdr_by_snr(test: list[dict], folder: Path | None) -> dict[str, float]:
         bands[f"{low}..{low + 5} dB"].append(si_sdr(*load_pair(row["audio"], folder / Path(row["noisy"]).name
                                                                 if folder else row["noisy"])))
     return {band: float(np.mean(values)) for band, values in bands.items() if values}
+
+
+def trained_steps(run: Path) -> int:
+    """The step of the run's newest checkpoint, or its last logged step where it kept none."""
+    found = list_checkpoints(run)
+    return (json.loads((found[-1] / "trainer_state.json").read_text())["step"] if found
+            else read_metrics(run / "metrics.jsonl")[-1]["step"])
 
 
 def weights_hash(export: Path) -> str:
@@ -211,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if previous is None or previous["weights"] != weights_hash(export):
             tasks = sorted(p.name for p in export.iterdir() if (p / "model_index.json").is_file()) or ["tta"]
             previous = {"run": str(run), "tasks": tasks, "weights": weights_hash(export),
-                        "steps": read_metrics(run / "metrics.jsonl")[-1]["step"],
+                        "steps": trained_steps(run),
                         "text": text_scores(export, [t for t in tasks if t != "se"], classifier, prompts, classes,
                                             references)}
             if "se" in tasks:

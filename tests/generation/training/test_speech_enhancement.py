@@ -26,6 +26,7 @@ from dashflow.generation.pipelines.speech_enhancement import SpeechEnhancementPi
 from dashflow.generation.training.speech_enhancement import SEConfig, check_se_settings
 from dashflow.tokenizer.model import DashengTokenizer
 
+from dashflow import demo_corpus
 from dashflow.audio import load_audio
 from dashflow.config import load_config
 from dashflow.errors import DashflowError
@@ -52,11 +53,7 @@ def test_configs_load_and_check(name):
 
 def coloured_noise(seconds: float, exponent: float, seed: int) -> np.ndarray:
     """Noise with power spectrum ~ 1 / f^exponent (0 white, 1 pink, 2 brown), peak 0.5."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * 16000)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
-    wav = np.fft.irfft(spectrum / freqs ** (exponent / 2), n)
+    wav = demo_corpus.coloured_noise(exponent, int(seconds * 16000), np.random.default_rng(seed))
     return (0.5 * wav / np.abs(wav).max()).astype(np.float32)
 
 

@@ -260,7 +260,7 @@ def test_packaging_a_unified_export_as_the_bundled_demo(trained, tmp_path):
     attribution.write_text("audio_id,label,package,version,licences (package)\nhum_0,hum,sox,14.4,GPL-2+\n")
     se_attribution = tmp_path / "ATTRIBUTION_se.csv"
     se_attribution.write_text("audio_id,kind,package,version\nawb/000,speech,libflite1,2.2\n"
-                              "pink,noise,alsa-utils,1.2\n")
+                              "pink,noise,alsa-utils,1.2\nsynthetic_hum_50hz,noise,synthetic,\n")
     target = tmp_path / "demo" / "pipeline"
     result = subprocess.run([sys.executable, str(REPO / "recipes" / "demo" / "package.py"), str(trained / "final" / "ema"),
                              str(target), "--attribution", str(attribution), "--se-attribution", str(se_attribution)],
@@ -275,3 +275,4 @@ def test_packaging_a_unified_export_as_the_bundled_demo(trained, tmp_path):
     card = (target / "MODEL_CARD.md").read_text()
     assert "## Tasks" in card and '`generate --task ttm' in card and "`enhance noisy.wav --checkpoint" in card
     assert "alsa-utils" in card and (target / "ATTRIBUTION_se.csv").is_file()
+    assert "recordings from alsa-utils and synthetic noise (white / pink / brown" in card  # not a package
