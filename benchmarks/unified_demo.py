@@ -45,7 +45,7 @@ from benchmarks.losatok_dit import FINAL_SEEDS, REFERENCE_PER_CLASS, score_step
 from dashflow.audio import load_audio
 from dashflow.cli import file_sha256
 from dashflow.manifests import read_manifest
-from dashflow.training import list_checkpoints, read_metrics
+from dashflow.training import STATE_NAME, list_checkpoints, read_metrics
 
 ARMS = ("unified", "tta", "ttm", "se", "tta_share", "ttm_share", "se_share")
 BUNDLED_ENHANCER = Path("generation/demo/enhancer")
@@ -116,7 +116,7 @@ def si_sdr_by_snr(test: list[dict], folder: Path | None) -> dict[str, float]:
 def trained_steps(run: Path) -> int:
     """The step of the run's newest checkpoint, or its last logged step where it kept none."""
     found = list_checkpoints(run)
-    return (json.loads((found[-1] / "trainer_state.json").read_text())["step"] if found
+    return (json.loads((found[-1] / STATE_NAME).read_text())["step"] if found
             else read_metrics(run / "metrics.jsonl")[-1]["step"])
 
 

@@ -10,10 +10,11 @@ the same on every process and after a resume), then every process takes its shar
 global batch and accumulates the flow-matching loss of each micro-batch: captions through the
 frozen text encoder for tta / ttm, the noisy speech's latents on the time-aligned path for se,
 each clip with one of its task's instruction phrasings. Losses are logged per task
-(``loss_<task>``: the mean over the steps since the last log that drew it). Checkpoints resume exactly. The raw and EMA weights are exported as one
-pipeline per task in one folder, ``<output_dir>/final/{raw,ema}`` (``generate --checkpoint
-.../ema --task ttm``, ``enhance --checkpoint .../ema``): each task's settings in ``<task>/``, the
-DiT and every other shared component once beside them.
+(``loss_<task>``: the mean over the steps since the last log that drew it). Checkpoints resume
+exactly. The raw and EMA weights are exported as one pipeline per task in one folder,
+``<output_dir>/final/{raw,ema}`` (``generate --checkpoint .../ema --task ttm``, ``enhance
+--checkpoint .../ema``): each task's settings in ``<task>/``, the DiT and every other shared
+component once beside them.
 """
 
 from __future__ import annotations

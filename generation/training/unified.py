@@ -229,5 +229,3 @@ def unified_micro_batch_loss(model: torch.nn.Module, task: str, micro: dict[str,
         return objective.loss(latents, latent_mask, content, content_mask, instruction=instruction.to(device),
                               instruction_mask=instruction_mask.to(device), generator=generator)
 
-
-# ----------------------------------------------------------------------------- export

@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dashflow.audio import SAMPLE_RATE, load_audio, save_audio
 from dashflow.demo_corpus import (
@@ -189,7 +188,7 @@ def build_synthetic_noise(out: Path, train_speech: list[dict], seed: int = 0) ->
     records, rows = [], []
     for audio_id, kind, wav, what in noises:
         path = out / "noise" / f"{audio_id}.wav"
-        save_audio(path, torch.from_numpy(0.25 * wav / np.abs(wav).max()).float())
+        save_audio(path, 0.25 * wav / np.abs(wav).max())
         records.append({"audio_id": audio_id, "audio": str(path), "type": kind, "source": "synthetic",
                         "duration": SYNTHETIC_SECONDS})
         rows.append([audio_id, "noise", "synthetic", "", f"{what}, seed {seed}",
