@@ -18,7 +18,9 @@ is scored on both class sets).
 - Speech enhancement: ``enhance`` with its defaults (mask output, 4 samples averaged) on the SE
   corpus's test set (speakers and noise recordings no run trained on), scored against the clean
   clips: SI-SDR, wide-band PESQ, STOI and DNSMOS OVRL of the noisy input, of every arm with the
-  se task and of the bundled enhancer; SI-SDR also per band of input SNR.
+  se task and of the bundled enhancer; SI-SDR also per band of input SNR. The same on the
+  corpus's validation set (voices no arm trained on, in training noise), where it has one: the
+  numbers a model is chosen by.
 
 Each arm's scores are kept in ``arm_<name>.json`` in ``--out`` with its weights' hash, and read
 back while the arm's export is absent or unchanged; so are the noisy input's and the bundled
@@ -145,11 +147,14 @@ def report(results: dict) -> str:
             cells += ([f"{row['top1']:.1%}", f"{row['fd']:.1f}", f"{row['separation']:.2f}"] if row else ["-"] * 3)
         cells.append(", ".join(text.get("solo_piano", [])) or "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Speech enhancement on the SE corpus's test set (unseen speakers and noises; `enhance` defaults):", "",
-              "| input / arm | SI-SDR (dB) | PESQ | STOI | DNSMOS OVRL |", "|---|---|---|---|---|"]
-    for name, row in results["enhancement"].items():
-        lines.append(f"| {name} | {row['si_sdr']:.2f} | {row.get('pesq', float('nan')):.2f} | "
-                     f"{row.get('stoi', float('nan')):.3f} | {row['dnsmos_ovrl']:.2f} |")
+    for title, rows in (("the SE corpus's test set (unseen speakers and noises", results["enhancement"]),
+                        ("the SE corpus's validation set (two voices no arm trained on, in training noise; "
+                         "where models are chosen", results.get("validation", {}))):
+        if rows:
+            lines += ["", f"Speech enhancement on {title}; `enhance` defaults):", "",
+                      "| input / arm | SI-SDR (dB) | PESQ | STOI | DNSMOS OVRL |", "|---|---|---|---|---|"]
+            lines += [f"| {name} | {row['si_sdr']:.2f} | {row.get('pesq', float('nan')):.2f} | "
+                      f"{row.get('stoi', float('nan')):.3f} | {row['dnsmos_ovrl']:.2f} |" for name, row in rows.items()]
     bands = list(next(iter(results["si_sdr_by_snr"].values())))
     lines += ["", "SI-SDR (dB) by the input's SNR (the test set's clips in each band):", "",
               "| input / arm | " + " | ".join(bands) + " |", "|---|" + "---|" * len(bands)]
@@ -204,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                                           for r in [x for x in heldout if x["label"] == label][:REFERENCE_PER_CLASS]])
                   for task, labels in classes.items()}
     test = read_manifest(args.se_corpus / "test" / "manifest.jsonl")
+    val_manifest = args.se_corpus / "val" / "manifest.jsonl"  # corpora built before it had none
+    val = read_manifest(val_manifest) if val_manifest.is_file() else []
     args.out.mkdir(parents=True, exist_ok=True)
 
     runs = {name: args.work / name for name in ARMS} | {k: Path(v) for k, v in (s.split("=", 1) for s in args.reference)}
@@ -223,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                                             references)}
             if "se" in tasks:
                 previous["enhancement"] = enhancement_scores(export, test, args.work / "enhanced" / name)
-            saved.write_text(json.dumps(previous, indent=2) + "\n")
+        if val and "se" in previous["tasks"] and "validation" not in previous:
+            previous["validation"] = enhancement_scores(export, val, args.work / "enhanced_val" / name)
+        saved.write_text(json.dumps(previous, indent=2) + "\n")
         arms[name] = previous
 
     saved = args.out / "enhancement_reference.json"  # the noisy input and the bundled enhancer, scored once
@@ -232,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         reference = {"weights": weights_hash(BUNDLED_ENHANCER),
                      "noisy input": speech_means([(r["audio"], r["noisy"]) for r in test]),
                      "bundled enhancer": enhancement_scores(BUNDLED_ENHANCER, test, args.work / "enhanced" / "bundled")}
-        saved.write_text(json.dumps(reference, indent=2) + "\n")
+    if val and "validation" not in reference:
+        reference["validation"] = {"noisy input": speech_means([(r["audio"], r["noisy"]) for r in val]),
+                                   "bundled enhancer": enhancement_scores(BUNDLED_ENHANCER, val,
+                                                                          args.work / "enhanced_val" / "bundled")}
+    saved.write_text(json.dumps(reference, indent=2) + "\n")
     enhancement = {"noisy input": reference["noisy input"]}
     enhancement |= {name: arm["enhancement"] for name, arm in arms.items() if "enhancement" in arm}
     enhancement["bundled enhancer"] = reference["bundled enhancer"]
@@ -240,8 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     folders["bundled enhancer"] = args.work / "enhanced" / "bundled"
     by_snr = {name: si_sdr_by_snr(test, folder) for name, folder in folders.items()
               if folder is None or folder.is_dir()}
+    validation = reference.get("validation", {})
+    validation = ({"noisy input": validation["noisy input"]} if validation else {}) | {
+        name: arm["validation"] for name, arm in arms.items() if "validation" in arm} | (
+        {"bundled enhancer": validation["bundled enhancer"]} if validation else {})
     results = {"commit": git_commit(), "classifier": str(args.classifier), "classes": classes, "arms": arms,
-               "enhancement": enhancement, "si_sdr_by_snr": by_snr}
+               "enhancement": enhancement, "validation": validation, "si_sdr_by_snr": by_snr}
     write_report(args.out, results, report(results))
     plot(results, args.out / "summary.png")
     return 0

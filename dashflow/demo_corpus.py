@@ -88,14 +88,18 @@ def licence_sentences() -> list[tuple[str, str]]:
     return [pairs[i] for i in np.random.default_rng(0).permutation(len(pairs))]
 
 
-def synthesize(engine: str, voice: str, text: str, path: Path, rate: float = 1.0) -> float:
-    """Speak ``text`` into ``path`` (16 kHz mono) at ``rate`` times the voice's own speed; returns
-    its duration in seconds."""
+def synthesize(engine: str, voice: str, text: str, path: Path, rate: float = 1.0,
+               pitch_hz: float | None = None) -> float:
+    """Speak ``text`` into ``path`` (16 kHz mono) at ``rate`` times the voice's own speed and, for
+    flite, a mean pitch of ``pitch_hz`` (None: the voice's own); returns its duration in seconds."""
+    if pitch_hz is not None and engine != "flite":
+        raise DashflowError(f"a pitch is set through flite only, not {engine} (pick an espeak-ng variant instead)")
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
         if engine == "flite":
             speed = [] if rate == 1.0 else ["--setf", f"duration_stretch={1 / rate:.4f}"]
-            command = ["flite", "-voice", voice, *speed, "-t", text, "-o", str(raw)]
+            pitch = [] if pitch_hz is None else ["--setf", f"int_f0_target_mean={pitch_hz:g}"]
+            command = ["flite", "-voice", voice, *speed, *pitch, "-t", text, "-o", str(raw)]
         else:
             speed = [] if rate == 1.0 else ["-s", str(round(175 * rate))]  # espeak-ng's default: 175 wpm
             command = ["espeak-ng", "-v", voice, *speed, "-w", str(raw), text]

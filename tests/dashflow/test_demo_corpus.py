@@ -132,6 +132,22 @@ def test_synthesize_passes_the_rate_to_the_engine_and_writes_16k(tmp_path, monke
     assert sf.info(str(tmp_path / "a.wav")).samplerate == SR
 
 
+def test_synthesize_sets_flites_mean_pitch_and_refuses_one_for_espeak(tmp_path, monkeypatch):
+    commands = []
+
+    def fake_run(command, **_):
+        commands.append(command)
+        sf.write(command[command.index("-o") + 1], bark(0.5), 16000)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(demo_corpus.subprocess, "run", fake_run)
+    synthesize("flite", "slt", "stop", tmp_path / "a.wav", pitch_hz=130.0)
+    assert commands[0][commands[0].index("--setf") + 1] == "int_f0_target_mean=130"
+    with pytest.raises(DashflowError, match="flite only"):
+        synthesize("espeak-ng", "en+m1", "stop", tmp_path / "b.wav", pitch_hz=130.0)
+    assert len(commands) == 1  # refused before running anything
+
+
 def test_new_classes_match_their_recordings_and_nothing_the_demo_knows():
     """The fine-tuning demo's classes (build_corpus.py --new-classes) take the packages' cow and sheep
     recordings, not a cowbell, a voice line called Coward, a music track or any demo class's file."""

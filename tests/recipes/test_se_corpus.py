@@ -41,3 +41,31 @@ def test_synthetic_noises_are_written_with_records_and_attribution(tmp_path):
     assert all(row[4].count("/000") == 6 for row in babble_rows)  # names the six utterances it sums
     again, _ = script.build_synthetic_noise(tmp_path / "again", speech)
     np.testing.assert_array_equal(sf.read(records[5]["audio"])[0], sf.read(again[5]["audio"])[0])
+
+
+def test_extra_voices_read_training_phrases_and_keep_clear_of_the_test_voices(tmp_path, monkeypatch):
+    script = load_script()
+    spoken = []
+
+    def fake_synthesize(engine, voice, text, path, rate=1.0, pitch_hz=None):
+        spoken.append((engine, voice, pitch_hz, text))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, 0.1 * np.ones(SR // 2), SR)
+        return 0.5
+
+    monkeypatch.setattr(script, "synthesize", fake_synthesize)
+    train = [{"audio_id": f"slt/{i:03d}", "text": f"phrase number {i}"} for i in range(6)]
+    records, rows = script.build_extra_speech(tmp_path, train, per_speaker=3)
+    assert len(records) == 3 * len(script.EXTRA_SPEAKERS) == len(rows)
+    assert {r["speaker"] for r in records} == set(script.EXTRA_SPEAKERS)
+    assert {text for *_, text in spoken} <= {t["text"] for t in train}  # training phrases only
+    for speaker in script.EXTRA_SPEAKERS:  # three distinct phrases each
+        assert len({r["text"] for r in records if r["speaker"] == speaker}) == 3
+    test_voices = {voice for name, (_, voice) in script.SPEAKERS.items() if name in script.TEST_SPEAKERS}
+    assert not {voice for _, voice, _, _ in spoken} & test_voices
+    assert not any(voice.endswith("+f4") for _, voice, _, _ in spoken)  # espeak_f4's variant, in any accent
+    assert set(script.VAL_SPEAKERS) < set(script.EXTRA_SPEAKERS)
+    pitched = [row for row in rows if row[0].startswith("slt_f0_130/")]
+    assert pitched and all("at a mean pitch of 130 Hz reading the phrase of slt/" in row[4] for row in pitched)
+    again, _ = script.build_extra_speech(tmp_path / "again", train, per_speaker=3)
+    assert [r["text"] for r in again] == [r["text"] for r in records]  # deterministic
