@@ -9,7 +9,9 @@ One optimizer step: every process takes its share of the global batch of (noisy,
 (clean speech mixed on the fly with noise at a random SNR and optional reverberation, or a
 paired manifest), encodes both with the frozen tokenizer and accumulates the loss of each
 micro-batch: MSE between enhanced and clean latents (``model.kind=denoiser``) or the
-flow-matching objective of the DiT conditioned on the noisy latents (``model.kind=flow``); then
+flow-matching objective of the DiT conditioned on the noisy latents (``model.kind=flow``; with
+``flow.normalize_latents=true`` on latents normalised per channel, the normalizer fitted on the
+first batches' clean latents and exported with the pipeline); then
 gradient clipping, AdamW, the LR schedule and the EMA update. Checkpoints resume exactly;
 ``<output_dir>/metrics.jsonl`` holds every logged number; the raw and EMA weights are exported
 as speech-enhancement pipelines (``enhance --checkpoint``) to ``<output_dir>/final/{raw,ema}``.
@@ -27,6 +29,7 @@ from dashflow.generation.training.speech_enhancement import (
     check_se_settings,
     se_micro_batch_loss,
 )
+from dashflow.generation.training.text_to_audio import prepare_normalizer
 from omegaconf import OmegaConf
 
 from dashflow.cli import run_guarded
@@ -50,23 +53,30 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_codec(cfg.model.tokenizer, device=accelerator.device)
     run = prepare_run(accelerator, build_enhancer(cfg.model, tokenizer), cfg.optim, cfg.train, cfg, cfg.ema)
 
-    loader = build_se_loader(cfg.data.train, cfg.data.noise or None, cfg.data.batch_size * accumulation,
-                             cfg.data.max_seconds, cfg.train.seed, run.start_step, accelerator.process_index,
-                             accelerator.num_processes, cfg.data.num_workers, tokenizer.sample_rate,
-                             cfg.data.mixing)
+    def loader(batch_size: int, start_step: int, process_index: int, num_processes: int):
+        return build_se_loader(cfg.data.train, cfg.data.noise or None, batch_size, cfg.data.max_seconds,
+                               cfg.train.seed, start_step, process_index, num_processes, cfg.data.num_workers,
+                               tokenizer.sample_rate, cfg.data.mixing)
+
+    # flow.normalize_latents: the latent normalizer, fitted on the clean latents of the first batches
+    normalizer = prepare_normalizer(cfg, tokenizer, run.start_step > 0, accelerator.is_main_process,
+                                    lambda: loader(cfg.data.batch_size, 0, 0, 1))
     log = RunLog(accelerator, f"se_{cfg.model.kind}", cfg, cfg.train.output_dir, cfg.train.max_steps,
                  cfg.train.log_every, run.start_step)
 
-    batches = iter(loader)
+    batches = iter(loader(cfg.data.batch_size * accumulation, run.start_step, accelerator.process_index,
+                          accelerator.num_processes))
     for step in run.steps():
         losses, stats = run.step(next(batches), lambda micro, position: se_micro_batch_loss(
-            run.model, micro, tokenizer, cfg.model.kind, flow, cfg.train.seed, step, position, accelerator),
-            LOGGED[cfg.model.kind])
+            run.model, micro, tokenizer, cfg.model.kind, flow, cfg.train.seed, step, position, accelerator,
+            normalizer), LOGGED[cfg.model.kind])
         log.step(step, losses, **stats)
         run.checkpoint(step)
     log.close()
 
-    run.export_pipelines(partial(SpeechEnhancementPipeline, tokenizer.to("cpu")), f"{cfg.train.output_dir}/final")
+    cpu_normalizer = None if normalizer is None else normalizer.to("cpu")
+    run.export_pipelines(partial(SpeechEnhancementPipeline, tokenizer.to("cpu"), latent_normalizer=cpu_normalizer),
+                         f"{cfg.train.output_dir}/final")
     return 0
 
 

@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg.model, frozen.tokenizer, frozen.text.encoder)
     model_config = dict(model.config)
     run = prepare_run(accelerator, model, cfg.optim, cfg.train, cfg, cfg.ema)
-    prepare_normalizer(cfg, frozen, run.start_step > 0, accelerator.is_main_process, lambda: build_train_loader(
-        cfg.data.train, frozen.tokenizer, cfg.data.max_seconds, cfg.data.batch_size, cfg.data.latent_cache,
-        cfg.train.seed))
+    frozen.normalizer = prepare_normalizer(cfg, frozen.tokenizer, run.start_step > 0, accelerator.is_main_process,
+                                           lambda: build_train_loader(cfg.data.train, frozen.tokenizer,
+                                                                      cfg.data.max_seconds, cfg.data.batch_size,
+                                                                      cfg.data.latent_cache, cfg.train.seed))
 
     loader = build_train_loader(cfg.data.train, frozen.tokenizer, cfg.data.max_seconds,
                                 cfg.data.batch_size * accumulation, cfg.data.latent_cache, cfg.train.seed,

@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     # the task of every step; the latent normalizer (fitted on the first steps' batches); one loader
     # per task, each resumed at the batches it has served
     mixture = TaskMixture(list(tasks), [task.weight for task in cfg.tasks], cfg.train.seed)
-    prepare_normalizer(cfg, frozen, run.start_step > 0, accelerator.is_main_process,
-                       lambda: mixture_batches(cfg, mixture, frozen.tokenizer))
+    frozen.normalizer = prepare_normalizer(cfg, frozen.tokenizer, run.start_step > 0, accelerator.is_main_process,
+                                           lambda: mixture_batches(cfg, mixture, frozen.tokenizer))
     batches = task_loaders(cfg, frozen.tokenizer, cfg.data.batch_size * accumulation,
                            mixture.batches_before(run.start_step), accelerator.process_index,
                            accelerator.num_processes)

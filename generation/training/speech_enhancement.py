@@ -5,6 +5,8 @@ Model A (``model.kind=denoiser``): :class:`~dashflow.generation.model.denoiser.L
 MSE between enhanced and clean latents. Model B (``model.kind=flow``): the flow-matching DiT conditioned on
 the noisy latents through the time-aligned path (one content frame per latent frame), trained
 with the reference objective (CFG dropout 0.2, duration losses 0.1); it samples with CFG 1.0.
+With ``flow.normalize_latents`` it works on per-channel normalised latents (the clean target and
+the noisy content alike), as the text-to-audio and unified recipes do.
 Both read batches of (noisy, clean) 16 kHz crops (:func:`dashflow.mixing.build_se_loader`:
 on-the-fly mixing of clean speech with noise, or a paired manifest) and encode both with the
 frozen tokenizer. Randomness is keyed by (seed, step, micro-batch position) as in the TTA recipe.
@@ -20,7 +22,7 @@ from accelerate import Accelerator
 from dashflow.generation.model.audiogen import AudioGenModel
 from dashflow.generation.model.denoiser import LatentDenoiser
 from dashflow.generation.sampling.cfm import FlowMatching
-from dashflow.generation.sampling.flow import FlowMatchingConfig, check_config, masked_mse
+from dashflow.generation.sampling.flow import FlowMatchingConfig, LatentNormalizer, check_config, masked_mse
 from dashflow.generation.training.data import batch_latents
 from dashflow.generation.training.text_to_audio import (
     ModelConfig,
@@ -49,6 +51,8 @@ class SEModelConfig:
     text_encoder: str = "minilm"     # flow only: encodes the instruction once (frozen, not kept)
     instruction: str = SE_INSTRUCTION  # flow only: the task phrase stored in the model
     gradient_checkpointing: bool = False  # flow only
+    latent_normalizer: str = ""      # flow with flow.normalize_latents: a LatentNormalizer folder ("" fits one)
+    normalizer_batches: int = 64     # training batches (clean latents) the statistics are fitted on
 
 
 @dataclass
@@ -77,9 +81,8 @@ def check_se_settings(cfg: SEConfig) -> None:
         raise DashflowError(f"model.kind={cfg.model.kind!r}: use {' or '.join(KINDS)}")
     if cfg.model.kind == "flow":
         check_config(cfg.flow)
-        if cfg.flow.normalize_latents:
-            raise DashflowError("flow.normalize_latents is not supported by recipes/se.py (recipes/unified.py "
-                                "trains an se task on normalised latents)")
+    elif cfg.flow.normalize_latents:
+        raise DashflowError("flow.normalize_latents applies to model.kind=flow (the denoiser maps latents directly)")
     check_training(cfg.train, cfg.optim, {"data.batch_size": cfg.data.batch_size,
                                           "data.max_seconds": cfg.data.max_seconds})
     check_mixing(cfg.data.mixing)
@@ -113,20 +116,22 @@ def build_enhancer(cfg: SEModelConfig, tokenizer: LatentCodec) -> LatentDenoiser
 
 
 def se_micro_batch_loss(model: torch.nn.Module, micro: dict[str, Any], tokenizer: LatentCodec, kind: str,
-                        flow: FlowMatchingConfig, seed: int, step: int, position: int,
-                        accelerator: Accelerator) -> dict[str, torch.Tensor]:
+                        flow: FlowMatchingConfig, seed: int, step: int, position: int, accelerator: Accelerator,
+                        normalizer: LatentNormalizer | None = None) -> dict[str, torch.Tensor]:
     """Losses of one micro-batch (``audio`` = clean target [B, S], ``noisy`` [B, S], ``length``):
     ``loss`` (+ ``mse`` for the denoiser; ``flow``, ``local_duration``, ``global_duration`` for
-    the DiT). ``position`` = the micro-batch's index in the global batch of ``step``."""
+    the DiT, on latents normalised by ``normalizer`` where given, the noisy content too).
+    ``position`` = the micro-batch's index in the global batch of ``step``."""
     draws, dropout = micro_batch_seeds(seed, step, position)
     torch.manual_seed(dropout)
     clean, mask = batch_latents(micro, tokenizer)
     noisy, _ = batch_latents({"audio": micro["noisy"], "length": micro["length"]}, tokenizer)
-    content = noisy.transpose(1, 2)  # [B, T, C]
     with accelerator.autocast():
         if kind == "denoiser":
-            mse = masked_mse(model(content, mask).transpose(1, 2), clean, mask)
+            mse = masked_mse(model(noisy.transpose(1, 2), mask).transpose(1, 2), clean, mask)
             return {"loss": mse, "mse": mse}
+        objective = FlowMatching(model, flow, normalizer)
+        content = objective.to_model_space(noisy).transpose(1, 2)  # [B, T, C], the space the model generates in
         durations = mask.float() / accelerator.unwrap_model(model).latent_rate
-        return FlowMatching(model, flow).loss(clean, mask, content, mask, content_kind="audio", durations=durations,
-                                              generator=torch.Generator().manual_seed(draws))
+        return objective.loss(clean, mask, content, mask, content_kind="audio", durations=durations,
+                              generator=torch.Generator().manual_seed(draws))

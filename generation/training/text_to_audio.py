@@ -144,27 +144,28 @@ def load_frozen(cfg: Config, device: torch.device) -> Frozen:
     return Frozen(tokenizer.eval(), TextConditioner(encoder, cfg.data.text_cache, cfg.data.prompt_prefix))
 
 
-def prepare_normalizer(cfg: Any, frozen: Frozen, resumed: bool, is_main_process: bool,
-                       batches: Callable[[], Iterable[dict[str, Any]]]) -> None:
+def prepare_normalizer(cfg: Any, tokenizer: LatentCodec, resumed: bool, is_main_process: bool,
+                       batches: Callable[[], Iterable[dict[str, Any]]]) -> LatentNormalizer | None:
     """With ``flow.normalize_latents`` (``cfg``: a recipe config with ``model``, ``flow`` and
-    ``train``), set ``frozen.normalizer``: ``model.latent_normalizer`` if
+    ``train``), the latent normalizer on the tokenizer's device: ``model.latent_normalizer`` if
     given, else the one a resumed run saved in ``<output_dir>/latent_normalizer``, else one fitted
     on the (clean) latents of the first ``model.normalizer_batches`` of ``batches()``, batches of
-    the whole training set the same on every process, and saved there by the main process."""
+    the whole training set the same on every process, and saved there by the main process.
+    Without it, None."""
     if not cfg.flow.normalize_latents:
-        return
+        return None
     saved = Path(cfg.train.output_dir) / NORMALIZER_DIR
     source = cfg.model.latent_normalizer or (str(saved) if resumed else "")
     if source:
         normalizer = LatentNormalizer.from_pretrained(source)
     else:
         first = islice(batches(), cfg.model.normalizer_batches)
-        normalizer = LatentNormalizer.fit(batch_latents(batch, frozen.tokenizer) for batch in first)
+        normalizer = LatentNormalizer.fit(batch_latents(batch, tokenizer) for batch in first)
         normalizer.save_pretrained(saved, is_main_process=is_main_process)
-    if normalizer.mean.numel() != frozen.tokenizer.latent_dim:
+    if normalizer.mean.numel() != tokenizer.latent_dim:
         raise DashflowError(f"{source}: the latent normalizer has {normalizer.mean.numel()} channels, the "
-                            f"tokenizer {frozen.tokenizer.latent_dim}")
-    frozen.normalizer = normalizer.to(frozen.tokenizer.device)
+                            f"tokenizer {tokenizer.latent_dim}")
+    return normalizer.to(tokenizer.device)
 
 
 def build_model(cfg: ModelConfig, tokenizer: LatentCodec, encoder: TextEncoder) -> AudioGenModel:

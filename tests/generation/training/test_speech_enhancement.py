@@ -51,6 +51,15 @@ def test_configs_load_and_check(name):
         check_se_settings(bad)
 
 
+def test_latent_normalisation_is_refused_for_the_denoiser():
+    cfg = load_config(SEConfig, CONFIGS / "denoiser.yaml", ["model.tokenizer=t", "data.train=c",
+                                                            "flow.normalize_latents=true"])
+    with pytest.raises(DashflowError, match="applies to model.kind=flow"):
+        check_se_settings(cfg)
+    cfg.model.kind = "flow"
+    check_se_settings(cfg)
+
+
 def coloured_noise(seconds: float, exponent: float, seed: int) -> np.ndarray:
     """Noise with power spectrum ~ 1 / f^exponent (0 white, 1 pink, 2 brown), peak 0.5."""
     wav = demo_corpus.coloured_noise(exponent, int(seconds * 16000), np.random.default_rng(seed))
@@ -137,6 +146,29 @@ def test_flow_run_exports_a_pipeline_that_enhance_uses(se_corpus, tmp_path, capf
     assert capfd.readouterr().out.startswith(f"wrote {out}")
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["enhancer"] == "flow" and (sidecar["steps"], sidecar["samples"], sidecar["seed"]) == (2, 4, 0)
+
+
+@pytest.mark.slow
+def test_flow_run_on_normalised_latents_resumes_exactly_and_exports_its_normalizer(se_corpus, tmp_path):
+    """flow.normalize_latents: the normalizer is fitted once (saved beside the checkpoints), read
+    back on resume (the losses after it match an uninterrupted run) and exported with the pipeline,
+    which normalises the noisy content and denormalises what it samples."""
+    steps = ["model.kind=flow", "flow.normalize_latents=true", "model.normalizer_batches=2", "train.max_steps=4",
+             "train.checkpoint_every=2", "train.keep_checkpoints=0"]
+    se_launch(se_corpus, tmp_path / "whole", *steps)
+    for part in ("step_0000002", "latent_normalizer"):  # as a run killed after step 2
+        shutil.copytree(tmp_path / "whole" / part, tmp_path / "resumed" / part)
+    assert "at step 2" in se_launch(se_corpus, tmp_path / "resumed", *steps)
+    whole = read_metrics(tmp_path / "whole" / "metrics.jsonl")
+    resumed = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
+    assert [r["loss"] for r in whole[2:]] == [r["loss"] for r in resumed]
+    pipe = SpeechEnhancementPipeline.from_pretrained(tmp_path / "whole" / "final" / "ema")
+    fitted = SpeechEnhancementPipeline.from_pretrained(tmp_path / "resumed" / "final" / "raw").latent_normalizer
+    assert pipe.latent_normalizer is not None and torch.equal(pipe.latent_normalizer.mean, fitted.mean)
+    assert not torch.allclose(fitted.std, torch.ones_like(fitted.std))  # fitted, not the identity
+    noisy = load_audio(min((Path(se_corpus.test).parent / "noisy").iterdir()))[None]
+    out = pipe(noisy, num_inference_steps=2, seed=0)
+    assert out.shape == noisy.shape and bool(torch.isfinite(out).all()) and float(out.abs().max()) > 0
 
 
 @pytest.mark.slow
