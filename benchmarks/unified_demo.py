@@ -148,8 +148,8 @@ def report(results: dict) -> str:
         cells.append(", ".join(text.get("solo_piano", [])) or "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for title, rows in (("the SE corpus's test set (unseen speakers and noises", results["enhancement"]),
-                        ("the SE corpus's validation set (two voices no arm trained on, in training noise; "
-                         "where models are chosen", results.get("validation", {}))):
+                        (("the SE corpus's validation set (two voices no arm trained on, in training noise; "
+                          "where models are chosen"), results.get("validation", {}))):
         if rows:
             lines += ["", f"Speech enhancement on {title}; `enhance` defaults):", "",
                       "| input / arm | SI-SDR (dB) | PESQ | STOI | DNSMOS OVRL |", "|---|---|---|---|---|"]
