@@ -115,6 +115,15 @@ def si_sdr_by_snr(test: list[dict], folder: Path | None) -> dict[str, float]:
     return {band: float(np.mean(values)) for band, values in bands.items() if values}
 
 
+def scores_table(reference: dict, arms: dict, key: str) -> dict[str, dict]:
+    """One set's rows in report order: the noisy input, every arm scored on it (``arm[key]``), the
+    bundled enhancer (``reference``: their scores on that set; empty when it was not scored)."""
+    if not reference:
+        return {}
+    return ({"noisy input": reference["noisy input"]} | {name: arm[key] for name, arm in arms.items() if key in arm}
+            | {"bundled enhancer": reference["bundled enhancer"]})
+
+
 def trained_steps(run: Path) -> int:
     """The step of the run's newest checkpoint, or its last logged step where it kept none."""
     found = list_checkpoints(run)
@@ -246,17 +255,12 @@ def main(argv: list[str] | None = None) -> int:
                                    "bundled enhancer": enhancement_scores(BUNDLED_ENHANCER, val,
                                                                           args.work / "enhanced_val" / "bundled")}
     saved.write_text(json.dumps(reference, indent=2) + "\n")
-    enhancement = {"noisy input": reference["noisy input"]}
-    enhancement |= {name: arm["enhancement"] for name, arm in arms.items() if "enhancement" in arm}
-    enhancement["bundled enhancer"] = reference["bundled enhancer"]
+    enhancement = scores_table(reference, arms, "enhancement")
     folders = {"noisy input": None} | {name: args.work / "enhanced" / name for name in enhancement if name in arms}
     folders["bundled enhancer"] = args.work / "enhanced" / "bundled"
     by_snr = {name: si_sdr_by_snr(test, folder) for name, folder in folders.items()
               if folder is None or folder.is_dir()}
-    validation = reference.get("validation", {})
-    validation = ({"noisy input": validation["noisy input"]} if validation else {}) | {
-        name: arm["validation"] for name, arm in arms.items() if "validation" in arm} | (
-        {"bundled enhancer": validation["bundled enhancer"]} if validation else {})
+    validation = scores_table(reference.get("validation", {}), arms, "validation")
     results = {"commit": git_commit(), "classifier": str(args.classifier), "classes": classes, "arms": arms,
                "enhancement": enhancement, "validation": validation, "si_sdr_by_snr": by_snr}
     write_report(args.out, results, report(results))

@@ -7,6 +7,7 @@ themselves are covered by their own tests."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -48,7 +49,7 @@ def test_train_sh_chains_the_three_unified_stages_and_packages_the_last(tmp_path
     assert [option(call, "model.latent_normalizer") for call in stages] == [
         start.replace("/transformer", "/latent_normalizer") for start in starts]
     tasks = [next(arg for arg in call if arg.startswith("tasks=")) for call in stages]
-    assert [[float(w) for w in t.split("weight: ")[1:] for w in [w.split("}")[0]]] for t in tasks] == [
+    assert [[float(w) for w in re.findall(r"weight: ([0-9.]+)", t)] for t in tasks] == [
         [1.0, 1.0, 2.0], [2.0, 0.5, 2.0], [2.0, 0.5, 2.5]]
     assert [option(call, "optim.lr") for call in stages[1:]] == ["3.0e-4", "2.0e-4"]
     assert all(f"{work}/se_corpus/train_clean.jsonl" in t for t in tasks)
